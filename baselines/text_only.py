@@ -1,0 +1,51 @@
+"""``text`` — the text-only control: BERT encoder, masked mean pool over word pieces, linear regression.
+
+No published MSA table reports it, yet on CMU-MOSI a fine-tuned BERT alone is a strong baseline, and every
+fusion model should be measured against it. The nonverbal channels of the batch are ignored.
+
+Training defaults follow the usual BERT fine-tuning recipe: AdamW, lr 5e-5, batch 32, 4 epochs, 10 %
+linear warm-up, model selected on the validation split.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from fusionkit.components.attention import masked_mean
+from fusionkit.components.heads import RegressionHead
+from fusionkit.data.batch import MultimodalBatch
+from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.registry import register
+from fusionkit.types import ModelOutput
+
+
+class TextOnly(nn.Module):
+    train_defaults = {"lr": 5e-5, "encoder_lr": 5e-5, "batch_size": 32, "epochs": 4, "warmup": 0.1, "grad_clip": 1.0}
+
+    def __init__(self, *, encoder: BertEncoder, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, batch: MultimodalBatch) -> ModelOutput:
+        """``batch``: :class:`MultimodalBatch` (text fields ``(B, T)``; mask True = real token).
+
+        Returns :class:`ModelOutput` with ``prediction (B,)``, no loss terms, ``features (B, H)``.
+        """
+        hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
+        pooled = masked_mean(hidden, batch.mask)
+        return ModelOutput(prediction=self.head(pooled), loss_terms={}, features=pooled)
+
+
+@register("text", kind="model")
+def build_text(
+    *,
+    text_model: str | None = None,
+    bert_config=None,
+    encoder_mode: str = "finetune",
+    d_acoustic: int = 74,
+    d_visual: int = 47,
+    dropout: float = 0.1,
+) -> TextOnly:
+    """Text-only control: fine-tuned BERT, masked mean pool, linear."""
+    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
+    return TextOnly(encoder=encoder, head=RegressionHead(d_in=encoder.hidden_size, dropout=dropout))

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.run`` (accuracy tables) and ``python -m benchmarks.speed``."""

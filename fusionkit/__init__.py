@@ -1,0 +1,27 @@
+"""fusionkit — modular multimodal sentiment analysis (MHMF-BERT and its baselines) for PyTorch.
+
+Importing the package is cheap: components and plug-ins are loaded on the first registry call.
+"""
+from fusionkit.plugins.hookspecs import hookimpl
+from fusionkit.registry import KINDS, Registry, create, get_registry, list_components, register, reset_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KINDS",
+    "Registry",
+    "create",
+    "get_registry",
+    "hookimpl",
+    "list_components",
+    "load",
+    "register",
+    "reset_registry",
+]
+
+
+def load(checkpoint_dir, **kwargs):
+    """Load a trained model from a checkpoint directory; see :func:`fusionkit.inference.load`."""
+    from fusionkit.inference import load as _load
+
+    return _load(checkpoint_dir, **kwargs)

@@ -1,0 +1,143 @@
+"""Component registry.
+
+Every block, loss, encoder, head and model of fusionkit is reachable by name::
+
+    import fusionkit
+    fusionkit.list_components(kind="adapter")
+    sa = fusionkit.create("self_attention_adapter", d_in=74, d_model=64)
+
+Built-ins are declared with :func:`register` and added to the registry through the same pluggy hook
+(``fusionkit_register_components``) that third-party plug-ins implement, so both paths are identical.
+Plug-ins are discovered lazily, on the first call that needs the registry.
+"""
+from __future__ import annotations
+
+import difflib
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+KINDS: tuple[str, ...] = ("adapter", "memory", "fusion", "loss", "encoder", "head", "model")
+
+
+class RegistryError(ValueError):
+    """A component could not be registered (bad kind, name clash)."""
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str
+    kind: str
+    factory: Callable
+    plugin: str  # which plug-in provided it ("fusionkit" for built-ins)
+
+    @property
+    def doc(self) -> str:
+        doc = (self.factory.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise RegistryError(f"unknown component kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+class Registry:
+    """Name → factory table handed to plug-ins (``registry.add(name, factory, kind=...)``)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ComponentSpec] = {}
+        self._current_plugin = "fusionkit"
+
+    # -- used by plug-ins -------------------------------------------------------------------------
+    def add(self, name: str, factory: Callable, *, kind: str, override: bool = False) -> None:
+        """Register ``factory`` under ``name``; a taken name is an error unless ``override=True``."""
+        _check_kind(kind)
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"component name must be a non-empty string, got {name!r}")
+        if not callable(factory):
+            raise RegistryError(f"factory for component {name!r} is not callable: {factory!r}")
+        taken = self._specs.get(name)
+        if taken is not None and not override:
+            raise RegistryError(
+                f"component name {name!r} (kind {kind!r}) from plug-in {self._current_plugin!r} is already "
+                f"registered by plug-in {taken.plugin!r}; choose another name or pass override=True"
+            )
+        self._specs[name] = ComponentSpec(name=name, kind=kind, factory=factory, plugin=self._current_plugin)
+
+    # -- lookup -------------------------------------------------------------------------------------
+    def get(self, name: str) -> ComponentSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._specs), n=5, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise KeyError(
+                f"unknown component {name!r}{hint} (see `python -m fusionkit list` for all "
+                f"{len(self._specs)} registered components)"
+            ) from None
+
+    def create(self, name: str, **kwargs):
+        return self.get(name).factory(**kwargs)
+
+    def names(self, kind: str | None = None) -> list[str]:
+        if kind is not None:
+            _check_kind(kind)
+        return sorted(n for n, s in self._specs.items() if kind is None or s.kind == kind)
+
+    def specs(self) -> Iterable[ComponentSpec]:
+        return [self._specs[n] for n in sorted(self._specs)]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+# -- built-in declarations --------------------------------------------------------------------------
+# ``@register`` only records the declaration; the built-in plug-in adds the records to the registry.
+_BUILTIN_DECLARATIONS: list[tuple[str, str, Callable]] = []
+
+
+def register(name: str, *, kind: str):
+    """Decorator declaring a built-in component (a factory function or an ``nn.Module`` class)."""
+    _check_kind(kind)
+
+    def deco(factory):
+        _BUILTIN_DECLARATIONS.append((name, kind, factory))
+        return factory
+
+    return deco
+
+
+_lock = threading.RLock()
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built (built-ins + discovered plug-ins) on first use."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            from fusionkit.plugins.manager import build_registry
+
+            _registry = build_registry()
+        return _registry
+
+
+def reset_registry() -> None:
+    """Forget the registry so that the next call rebuilds it (tests; after installing a plug-in)."""
+    global _registry
+    with _lock:
+        _registry = None
+
+
+def create(name: str, **kwargs):
+    """Build the registered component ``name`` with keyword arguments ``kwargs``."""
+    return get_registry().create(name, **kwargs)
+
+
+def list_components(kind: str | None = None) -> list[str]:
+    """Sorted names of registered components, optionally of one ``kind``."""
+    return get_registry().names(kind)

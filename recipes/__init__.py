@@ -1,0 +1,1 @@
+"""Model recipes composed from registered blocks."""

@@ -1,0 +1,1 @@
+"""MHMF-BERT recipe (being written)."""
