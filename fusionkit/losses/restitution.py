@@ -1,1 +1,157 @@
-"""(being written)"""
+"""The restitution loss of MHMF-BERT (eq. 15–17): a triplet loss that pushes ``G̃ + R+`` to separate
+sentiment classes better than ``G̃`` and ``G̃ + R−`` to separate them worse.
+
+With the distance ``d(x, y) = 0.5 − cos(x, y) / 2`` (in [0, 1]) on masked-mean-pooled vectors of
+``F = G̃``, ``F+ = G̃ + R+`` and ``F− = G̃ + R−``, and a triplet (anchor a, positive p, negative n)::
+
+    L+ = softplus(d(F+a, F+p) − d(Fa, Fp)) + softplus(d(Fa, Fn) − d(F+a, F+n))
+    L− = softplus(d(Fa, Fp) − d(F−a, F−p)) + softplus(d(F−a, F−n) − d(Fa, Fn))
+    L  = L+ + L−
+
+Triplets are drawn inside the batch: the positive shares the anchor's sentiment class, the negative has another.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionkit.components.attention import masked_mean
+from fusionkit.registry import register
+
+CLASS_SCHEMES = ("polarity", "acc7")
+ACC7_RANGE = 3.0  # CMU-MOSI/MOSEI labels lie in [-3, 3]
+
+
+class RestitutionLossOutput(NamedTuple):
+    """total = plus + minus; each a scalar (mean over the drawn triplets)."""
+
+    total: torch.Tensor
+    plus: torch.Tensor
+    minus: torch.Tensor
+
+
+class Triplets(NamedTuple):
+    """Batch indices ``(K,)`` of anchors, positives and negatives."""
+
+    anchor: torch.Tensor
+    positive: torch.Tensor
+    negative: torch.Tensor
+
+
+def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``d(x, y) = 0.5 − cos(x, y) / 2`` over the last axis: ``(..., d) × (..., d) → (...)``, values in [0, 1]."""
+    return 0.5 - F.cosine_similarity(x, y, dim=-1) / 2
+
+
+def sentiment_classes(labels: torch.Tensor, scheme: str = "polarity") -> torch.Tensor:
+    """``(B,)`` float labels → ``(B,)`` integer classes.
+
+    ``polarity``: 1 for ``label ≥ 0`` (neutral counts as positive, the usual non-negative/negative split of
+    CMU-MOSI Acc-2), 0 for ``label < 0``. ``acc7``: ``round(clip(label, −3, 3))`` (``torch.round``, half to
+    even, as ``numpy.round`` in the standard Acc-7 metric).
+    """
+    if scheme == "polarity":
+        return (labels >= 0).long()
+    if scheme == "acc7":
+        return torch.round(labels.clamp(-ACC7_RANGE, ACC7_RANGE)).long()
+    raise ValueError(f"unknown class scheme {scheme!r}; expected one of {', '.join(CLASS_SCHEMES)}")
+
+
+def sample_triplets(
+    classes: torch.Tensor, generator: torch.Generator, num_triplets: int | None = None
+) -> Triplets:
+    """Draw triplets inside a batch.
+
+    Every sample that has at least one other sample of its class and one sample of another class is a valid
+    anchor; its positive and negative are drawn uniformly among those. ``num_triplets=None`` keeps every valid
+    anchor; an integer ``k`` keeps ``min(k, #valid)`` anchors drawn without replacement (the paper: ``k = 1``).
+
+    Args:
+        classes: ``(B,)`` integer classes.
+        generator: a CPU ``torch.Generator`` (seeded by the caller for reproducibility).
+    Returns:
+        :class:`Triplets` of CPU index tensors ``(K,)``; ``K = 0`` when the batch has no valid triplet.
+    """
+    classes = classes.detach().cpu()
+    batch = classes.shape[0]
+    same = classes[:, None] == classes[None, :]
+    positive_ok = same & ~torch.eye(batch, dtype=torch.bool)
+    negative_ok = ~same
+    anchors = torch.nonzero(positive_ok.any(1) & negative_ok.any(1)).flatten()
+    if num_triplets is not None and anchors.numel() > num_triplets:
+        anchors = anchors[torch.randperm(anchors.numel(), generator=generator)[:num_triplets]]
+    # a uniform draw among the allowed columns = argmax of uniform scores over them
+    scores = torch.rand(2, anchors.numel(), batch, generator=generator)
+    positive = scores[0].masked_fill(~positive_ok[anchors], -1.0).argmax(dim=1)
+    negative = scores[1].masked_fill(~negative_ok[anchors], -1.0).argmax(dim=1)
+    return Triplets(anchor=anchors, positive=positive, negative=negative)
+
+
+def triplet_terms(
+    f: torch.Tensor, f_plus: torch.Tensor, f_minus: torch.Tensor, triplets: Triplets
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-triplet ``(L+, L−)`` of eq. 15–16 from pooled vectors ``f, f_plus, f_minus (B, d)`` → ``(K,), (K,)``."""
+    a, p, n = triplets
+
+    def dist(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        return cosine_distance(x[i], x[j])
+
+    plus = F.softplus(dist(f_plus, a, p) - dist(f, a, p)) + F.softplus(dist(f, a, n) - dist(f_plus, a, n))
+    minus = F.softplus(dist(f, a, p) - dist(f_minus, a, p)) + F.softplus(dist(f_minus, a, n) - dist(f, a, n))
+    return plus, minus
+
+
+@register("restitution_loss", kind="loss")
+class RestitutionLoss(nn.Module):
+    """Triplet restitution loss ``L = L+ + L−`` (eq. 15–17), averaged over in-batch triplets.
+
+    Args:
+        classes: sentiment classes for the triplets: ``"polarity"`` (default; ``label ≥ 0`` vs ``< 0``) or
+            ``"acc7"`` (``round(clip(label, −3, 3))``).
+        num_triplets: ``None`` (default) uses every valid anchor; ``1`` draws a single triplet as in the paper.
+        seed: seed of the loss's own ``torch.Generator`` (the draws advance it from call to call).
+    """
+
+    def __init__(self, *, classes: str = "polarity", num_triplets: int | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if classes not in CLASS_SCHEMES:
+            raise ValueError(f"unknown class scheme {classes!r}; expected one of {', '.join(CLASS_SCHEMES)}")
+        if num_triplets is not None and num_triplets <= 0:
+            raise ValueError(f"num_triplets must be positive or None (all anchors), got {num_triplets}")
+        self.classes = classes
+        self.num_triplets = num_triplets
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(
+        self,
+        g_tilde: torch.Tensor,
+        relevant: torch.Tensor,
+        irrelevant: torch.Tensor,
+        labels: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> RestitutionLossOutput:
+        """
+        Args:
+            g_tilde: ``(B, T, d)`` memory ``G̃``.
+            relevant: ``(B, T, d)`` ``R+``.
+            irrelevant: ``(B, T, d)`` ``R−``.
+            labels: ``(B,)`` float sentiment scores.
+            mask: ``(B, T)`` bool, True = real token (pooling runs over real tokens only).
+        Returns:
+            :class:`RestitutionLossOutput` of scalars. A batch without a valid triplet (e.g. one class only)
+            gives zeros that still carry a graph.
+        """
+        f = masked_mean(g_tilde, mask)
+        f_plus = f + masked_mean(relevant, mask)
+        f_minus = f + masked_mean(irrelevant, mask)
+        triplets = sample_triplets(sentiment_classes(labels, self.classes), self.generator, self.num_triplets)
+        if triplets.anchor.numel() == 0:
+            zero = 0 * (f.sum() + f_plus.sum() + f_minus.sum())
+            return RestitutionLossOutput(total=zero, plus=zero, minus=zero)
+        triplets = Triplets(*(t.to(f.device) for t in triplets))
+        plus, minus = triplet_terms(f, f_plus, f_minus, triplets)
+        plus, minus = plus.mean(), minus.mean()
+        return RestitutionLossOutput(total=plus + minus, plus=plus, minus=minus)
