@@ -1,4 +1,28 @@
-"""Multimodal data layer (being written)."""
-from fusionkit.data.batch import MultimodalBatch
+"""Multimodal data layer: datasets by name or path, MAG-BERT word-piece alignment, collation and loaders.
 
-__all__ = ["MultimodalBatch"]
+>>> data = load_splits("synthetic")
+>>> loader = make_loader(data.splits["train"], batch_size=32, shuffle=True)
+"""
+from fusionkit.data.api import DATASET_NAMES, data_root, load_splits
+from fusionkit.data.batch import MultimodalBatch
+from fusionkit.data.dataset import DatasetInfo, Example, LoadedData, MultimodalDataset, build_dataset
+from fusionkit.data.errors import DataError, LoadReport
+from fusionkit.data.loader import BucketBatchSampler, MultimodalLoader, collate, make_loader
+
+__all__ = [
+    "DATASET_NAMES",
+    "BucketBatchSampler",
+    "DataError",
+    "DatasetInfo",
+    "Example",
+    "LoadReport",
+    "LoadedData",
+    "MultimodalBatch",
+    "MultimodalDataset",
+    "MultimodalLoader",
+    "build_dataset",
+    "collate",
+    "data_root",
+    "load_splits",
+    "make_loader",
+]

@@ -1,0 +1,72 @@
+"""Format detection and dispatch to the readers (``mag_pickle``, ``mmsa_pickle``, ``csd``, ``segments_csv``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fusionkit.data.errors import DataError, LoadReport
+
+FORMATS = ("mag_pickle", "mmsa_pickle", "csd", "segments_csv")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def candidate_paths(name: str, root: Path) -> list:
+    """Where a real-feature dataset ``name`` (``mosi`` / ``mosei``) is looked for, in order."""
+    base = root / name
+    return [
+        base / f"{name}.pkl",
+        root / f"{name}.pkl",
+        base / "aligned_50.pkl",
+        base / "unaligned_50.pkl",
+        base / "csd",
+    ]
+
+
+def detect_format(path: Path) -> str:
+    """The reader for ``path``: a directory → ``csd``; otherwise by content (HDF5, pickle, CSV header)."""
+    path = Path(path)
+    if path.is_dir():
+        if not list(path.glob("*.csd")):
+            raise DataError(f"directory {str(path)!r} holds no .csd files; put the CMU-MultimodalSDK computational "
+                            f"sequences (words, COVAREP, FACET, labels) there")
+        return "csd"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise DataError(f"cannot read data file {str(path)!r}: {exc}") from None
+    if head.startswith(_HDF5_MAGIC):
+        return "csd"
+    if head[:1] == b"\x80" or path.suffix in (".pkl", ".pickle"):
+        from fusionkit.data.pickles import pickle_format
+
+        return pickle_format(path)
+    first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+    if "segment_id" in first_line and "label" in first_line:
+        return "segments_csv"
+    raise DataError(f"cannot detect the format of {str(path)!r}: expected a MAG-BERT or MMSA pickle, a "
+                    f"CMU-MultimodalSDK .csd file/directory, or a segments CSV with segment_id and label columns")
+
+
+def read(source, *, report: LoadReport) -> dict:
+    """``{split: [RawSegment]}`` from ``source`` (a resolved :class:`fusionkit.data.api.Source`)."""
+    dims = source.dims
+    if source.format in ("mag_pickle", "mmsa_pickle"):
+        from fusionkit.data import pickles
+
+        reader = pickles.read_mag_pickle if source.format == "mag_pickle" else pickles.read_mmsa_pickle
+        return reader(source.path, dims=dims, report=report)
+    if source.format == "csd":
+        from fusionkit.data.csd import read_csd
+
+        return read_csd(source.path, dims=dims, report=report)
+    if source.format == "segments_csv":
+        from fusionkit.data.segments_csv import read_segments_csv
+
+        return read_segments_csv(source.path, dims=dims, report=report)
+    raise DataError(f"unknown data format {source.format!r}; expected one of {', '.join(FORMATS)}")
+
+
+def read_synthetic(*, seed: int) -> dict:
+    from fusionkit.data.synthetic import synthetic_segments
+
+    return synthetic_segments(seed=seed)
