@@ -1,1 +1,151 @@
-"""(being written)"""
+"""``mag`` — MAG-BERT: BERT with a Multimodal Adaptation Gate after the embeddings.
+
+Paper: Rahman, Hasan, Lee, Zadeh, Mao, Morency, Hoque, "Integrating Multimodal Information in Large Pretrained
+Transformers", ACL 2020. Follows ``MAG_BertForSequenceClassification`` in ``bert.py`` / ``modeling.py`` and the
+training script ``multimodal_driver.py`` of https://github.com/WasifurRahman/BERT_multimodal_transformer: the
+word-piece aligned acoustic/visual features shift the embedding output through
+:class:`~fusionkit.components.mag.MultimodalAdaptationGate`, the shifted sequence runs through the BERT layers,
+and the prediction is ``classifier(Dropout(pooler([CLS])))`` with BERT's pooler (dense + tanh, pretrained
+weights when the text model has them) and BERT's ``hidden_dropout_prob``. As in ``from_pretrained`` there, the
+new layers (MAG's linears, the classifier) are initialised like BERT's (normal, std ``initializer_range``; zero
+bias).
+
+Defaults (authors' ``multimodal_driver.py``, CMU-MOSI): β (``beta_shift``) 1.0, MAG dropout 0.5, AdamW lr 1e-5
+for every parameter with weight decay 0.01 (none on biases and LayerNorm), linear schedule with 10 % warm-up,
+batch 48, 40 epochs, MSE loss, max sequence length 50, injection after the embeddings (``injection_layer=0``;
+the paper also studies later layers, set ``injection_layer=k`` to inject after layer ``k``).
+
+Departures from the authors' code, and why:
+
+* Text model: the shared ``bert_encoder`` (bundled MiniLM-L6 by default; pass ``text_model`` for
+  bert-base-uncased as in the paper) — the library's common text path.
+* The pooler comes from the text model's checkpoint through ``transformers`` (``add_pooling_layer=True``), since
+  the shared encoder drops it; with ``bert_config`` (tests) or ``encoder_mode="random"`` it is freshly
+  initialised.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from fusionkit.components.mag import MultimodalAdaptationGate
+from fusionkit.data.batch import MultimodalBatch
+from fusionkit.encoders.bert import BertEncoder, build_bert_encoder, resolve_text_model
+from fusionkit.registry import register
+from fusionkit.types import ModelOutput
+
+
+class MAGBert(nn.Module):
+    """BERT with MAG injected into its hidden states; ``classifier(Dropout(pooler(h_[CLS])))``."""
+
+    train_defaults = {
+        "lr": 1e-5,
+        "encoder_lr": 1e-5,
+        "batch_size": 48,
+        "epochs": 40,
+        "warmup": 0.1,
+        "grad_clip": 0.0,
+        "weight_decay": 0.01,
+        "loss": "mse",
+    }
+
+    def __init__(self, *, encoder: BertEncoder, pooler: nn.Module, dropout: float) -> None:
+        super().__init__()
+        if not isinstance(encoder.injection, MultimodalAdaptationGate):
+            raise ValueError(
+                "MAG-BERT needs a bert_encoder built with injection=MultimodalAdaptationGate(...) (see build_mag_bert)"
+            )
+        self.encoder = encoder
+        self.pooler = pooler
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.hidden_size, 1)
+
+    def forward(self, batch: MultimodalBatch) -> ModelOutput:
+        """``batch``: word-piece aligned :class:`MultimodalBatch` — text ``(B, T)``, acoustic ``(B, T, d_a)``,
+        visual ``(B, T, d_v)``; ``mask (B, T)`` bool, True = real token.
+
+        Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, H)`` (pooled [CLS]).
+        """
+        if not batch.aligned:
+            raise ValueError(
+                "MAG-BERT shifts each word piece by its own nonverbal features: it needs word-piece aligned "
+                "batches (acoustic_mask and visual_mask None); use an aligned dataset for model 'mag'"
+            )
+        out = self.encoder(
+            batch.input_ids,
+            batch.mask,
+            batch.token_type_ids,
+            injection_inputs={"acoustic": batch.acoustic, "visual": batch.visual},
+        )
+        pooled = self.pooler(out.last_hidden_state)
+        prediction = self.classifier(self.dropout(pooled)).squeeze(-1)
+        return ModelOutput(prediction=prediction, loss_terms={}, features=pooled)
+
+
+def bert_pooler(*, text_model: str | None, config, pretrained: bool) -> nn.Module:
+    """BERT's pooler (dense + tanh on the first token); pretrained weights when ``pretrained``."""
+    from transformers import AutoModel
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    if not pretrained:
+        return BertPooler(config)
+    model = AutoModel.from_pretrained(resolve_text_model(text_model), local_files_only=True)
+    if getattr(model, "pooler", None) is None:
+        raise ValueError(
+            f"text model {text_model!r} has no pooler, which MAG-BERT's head needs; use a BERT checkpoint or "
+            f"encoder_mode='random'"
+        )
+    return model.pooler
+
+
+def _init_like_bert(module: nn.Module, std: float) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+@register("mag", kind="model")
+def build_mag_bert(
+    *,
+    text_model: str | None = None,
+    bert_config=None,
+    encoder_mode: str = "finetune",
+    d_acoustic: int = 74,
+    d_visual: int = 47,
+    beta_shift: float = 1.0,
+    dropout: float = 0.5,
+    injection_layer: int = 0,
+) -> MAGBert:
+    """MAG-BERT (Rahman et al., 2020): Multimodal Adaptation Gate injected into a fine-tuned BERT."""
+    if bert_config is not None:
+        config = bert_config
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
+    gate = MultimodalAdaptationGate(
+        d_model=config.hidden_size,
+        d_acoustic=d_acoustic,
+        d_visual=d_visual,
+        beta_shift=beta_shift,
+        dropout=dropout,
+        layer_norm_eps=1e-5,
+    )
+    encoder = build_bert_encoder(
+        name_or_path=text_model, mode=encoder_mode, config=bert_config, injection=gate, injection_layer=injection_layer
+    )
+    pretrained = bert_config is None and encoder_mode != "random"
+    model = MAGBert(
+        encoder=encoder,
+        pooler=bert_pooler(text_model=text_model, config=encoder.model.config, pretrained=pretrained),
+        dropout=encoder.model.config.hidden_dropout_prob,
+    )
+    std = encoder.model.config.initializer_range
+    _init_like_bert(gate, std)
+    _init_like_bert(model.classifier, std)
+    if not pretrained:
+        _init_like_bert(model.pooler, std)
+    return model

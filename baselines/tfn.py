@@ -1,1 +1,131 @@
-"""(being written)"""
+"""``tfn`` — TFN(B): Tensor Fusion Network with a fine-tuned BERT text path.
+
+Paper: Zadeh, Chen, Poria, Cambria, Morency, "Tensor Fusion Network for Multimodal Sentiment Analysis",
+EMNLP 2017. Follows the authors' PyTorch code, ``model.py`` / ``train.py`` of
+https://github.com/Justin1904/TensorFusionNetworks: audio and video sub-networks (:class:`SubNet`) on
+time-averaged features, the 3-way tensor fusion of ``[1; h_a] ⊗ [1; h_v] ⊗ [1; h_t]`` (in that order), and the
+post-fusion network ``Dropout → Linear → ReLU → Linear → ReLU → Linear → sigmoid``, rescaled to (−3, 3) by the
+fixed range 6 and shift −3. Module names follow theirs (``audio_subnet``, ``video_subnet``, ``text_subnet``,
+``post_fusion_layer_1..3``).
+
+Defaults (authors' ``train.py`` for CMU-MOSI): audio hidden 4, video hidden 16, text output 64, dropouts 0.3
+(audio, video, text, post-fusion), post-fusion width 32; Adam at its default lr 1e-3, batch 32, 50 epochs with
+early stopping on the validation MAE, L1 loss.
+
+Departures from the authors' code, and why:
+
+* "(B)" text path: the shared ``bert_encoder`` (fine-tuned, lr 5e-5) replaces GloVe → LSTM(128). Its last layer
+  is pooled (masked mean by default, ``text_pooling="cls"`` for [CLS]) and passed through the authors'
+  ``TextSubNet`` tail (Dropout → ``linear_1`` to 64), see :class:`fusionkit.components.subnet.TextSubNet`.
+  This is the TFN(B) of the MHMF-BERT comparison.
+* Audio/visual are averaged over the *real* time steps (``masked_mean`` with ``batch.a_mask`` / ``batch.v_mask``)
+  instead of over the zero-padded window of 20 words; with word-piece aligned batches the zero rows at
+  [CLS]/[SEP] are inside the mask and count in the average. The authors' per-dimension max-abs scaling of the
+  visual features is a data-preparation step, not part of the model.
+* BERT's fine-tuning gets its own learning rate (``encoder_lr`` 5e-5): lr 1e-3 would destroy pretrained BERT.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionkit.components.attention import masked_mean
+from fusionkit.components.subnet import SubNet, TextSubNet
+from fusionkit.components.tensor_fusion import TensorFusion
+from fusionkit.data.batch import MultimodalBatch
+from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.registry import register
+from fusionkit.types import ModelOutput
+
+OUTPUT_RANGE = 6.0  # sigmoid output rescaled to the CMU-MOSI label range (-3, 3)
+OUTPUT_SHIFT = -3.0
+
+
+class TFN(nn.Module):
+    """BERT text vector + audio/video sub-networks → tensor fusion → 3-layer post-fusion network."""
+
+    train_defaults = {
+        "lr": 1e-3,
+        "encoder_lr": 5e-5,
+        "batch_size": 32,
+        "epochs": 50,
+        "warmup": 0.0,
+        "grad_clip": 0.0,
+        "loss": "l1",
+    }
+
+    def __init__(
+        self,
+        *,
+        encoder: BertEncoder,
+        text_subnet: TextSubNet,
+        audio_subnet: SubNet,
+        video_subnet: SubNet,
+        fusion: TensorFusion,
+        post_fusion_dim: int,
+        post_fusion_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.text_subnet = text_subnet
+        self.audio_subnet = audio_subnet
+        self.video_subnet = video_subnet
+        self.fusion = fusion
+        self.post_fusion_dropout = nn.Dropout(post_fusion_dropout)
+        self.post_fusion_layer_1 = nn.Linear(fusion.out_dim, post_fusion_dim)
+        self.post_fusion_layer_2 = nn.Linear(post_fusion_dim, post_fusion_dim)
+        self.post_fusion_layer_3 = nn.Linear(post_fusion_dim, 1)
+        self.register_buffer("output_range", torch.tensor([OUTPUT_RANGE]))
+        self.register_buffer("output_shift", torch.tensor([OUTPUT_SHIFT]))
+
+    def forward(self, batch: MultimodalBatch) -> ModelOutput:
+        """``batch``: :class:`MultimodalBatch` — text ``(B, T)``, acoustic ``(B, T_a, d_a)``, visual
+        ``(B, T_v, d_v)``; masks ``(B, T)`` bool, True = real token.
+
+        Returns :class:`ModelOutput`: ``prediction (B,)`` in (−3, 3), no loss terms, ``features (B,
+        post_fusion_dim)`` (the second post-fusion layer).
+        """
+        hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
+        text_h = self.text_subnet(hidden, batch.mask)
+        audio_h = self.audio_subnet(masked_mean(batch.acoustic, batch.a_mask))
+        video_h = self.video_subnet(masked_mean(batch.visual, batch.v_mask))
+        fused = self.fusion(audio_h, video_h, text_h)
+        y_1 = F.relu(self.post_fusion_layer_1(self.post_fusion_dropout(fused)))
+        y_2 = F.relu(self.post_fusion_layer_2(y_1))
+        y_3 = torch.sigmoid(self.post_fusion_layer_3(y_2))
+        prediction = (y_3 * self.output_range + self.output_shift).squeeze(-1)
+        return ModelOutput(prediction=prediction, loss_terms={}, features=y_2)
+
+
+@register("tfn", kind="model")
+def build_tfn(
+    *,
+    text_model: str | None = None,
+    bert_config=None,
+    encoder_mode: str = "finetune",
+    d_acoustic: int = 74,
+    d_visual: int = 47,
+    audio_hidden: int = 4,
+    video_hidden: int = 16,
+    text_out: int = 64,
+    audio_dropout: float = 0.3,
+    video_dropout: float = 0.3,
+    text_dropout: float = 0.3,
+    post_fusion_dropout: float = 0.3,
+    post_fusion_dim: int = 32,
+    text_pooling: str = "mean",
+) -> TFN:
+    """TFN(B): Tensor Fusion Network (Zadeh et al., 2017) with a fine-tuned BERT text path."""
+    if post_fusion_dim <= 0:
+        raise ValueError(f"post_fusion_dim must be positive, got {post_fusion_dim}")
+    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
+    return TFN(
+        encoder=encoder,
+        text_subnet=TextSubNet(d_in=encoder.hidden_size, d_out=text_out, dropout=text_dropout, pooling=text_pooling),
+        audio_subnet=SubNet(d_in=d_acoustic, d_hidden=audio_hidden, dropout=audio_dropout),
+        video_subnet=SubNet(d_in=d_visual, d_hidden=video_hidden, dropout=video_dropout),
+        fusion=TensorFusion(dims=(audio_hidden, video_hidden, text_out)),
+        post_fusion_dim=post_fusion_dim,
+        post_fusion_dropout=post_fusion_dropout,
+    )

@@ -1,0 +1,56 @@
+"""Small examples of the baseline models and their blocks, for ``tests/test_all_components.py``."""
+from __future__ import annotations
+
+import torch
+
+import fusionkit
+from fusionkit.testing import random_batch, tiny_bert_config
+
+D_A, D_V = 5, 7
+EXAMPLES: dict = {}
+
+
+def _vectors(*dims: int, batch: int = 4, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, d, generator=g) for d in dims]
+
+
+def _batch(**kw):
+    return random_batch(batch_size=4, seq_len=8, d_acoustic=D_A, d_visual=D_V, **kw)
+
+
+def _model(name: str, **kw):
+    return fusionkit.create(name, bert_config=tiny_bert_config(), d_acoustic=D_A, d_visual=D_V, **kw)
+
+
+EXAMPLES["subnet"] = dict(
+    build=lambda: fusionkit.create("subnet", d_in=6, d_hidden=4, dropout=0.1),
+    run=lambda m: m(*_vectors(6)),
+    no_grad=(),
+)
+EXAMPLES["tensor_fusion"] = dict(
+    build=lambda: fusionkit.create("tensor_fusion", dims=(2, 3, 4)),
+    run=lambda m: m(*[v.requires_grad_() for v in _vectors(2, 3, 4)]),
+    no_grad=(),
+)
+EXAMPLES["low_rank_fusion"] = dict(
+    build=lambda: fusionkit.create("low_rank_fusion", dims=(2, 3, 4), d_out=3, rank=2),
+    run=lambda m: m(*_vectors(2, 3, 4)),
+    no_grad=(),
+)
+
+
+def _run_mag(m):
+    b = _batch()
+    z = torch.randn(*b.input_ids.shape, 16, generator=torch.Generator().manual_seed(1))
+    return m(z, acoustic=b.acoustic, visual=b.visual)
+
+
+EXAMPLES["multimodal_adaptation_gate"] = dict(
+    build=lambda: fusionkit.create("multimodal_adaptation_gate", d_model=16, d_acoustic=D_A, d_visual=D_V),
+    run=_run_mag,
+    no_grad=(),
+)
+
+for _name in ("tfn", "lmf", "mag"):
+    EXAMPLES[_name] = dict(build=lambda n=_name: _model(n), run=lambda m: m(_batch()), no_grad=())

@@ -1,0 +1,104 @@
+"""The baseline models TFN(B), LMF(B), MulT, MISA(B) and MAG-BERT: build, forward, backward, ablations."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import fusionkit
+from fusionkit.testing import random_batch, tiny_bert_config
+from fusionkit.types import ModelOutput
+
+D_A, D_V = 5, 7
+MODELS = ("tfn", "lmf", "mult", "misa", "mag")
+
+
+def _model(name: str, **kw):
+    torch.manual_seed(0)
+    return fusionkit.create(name, bert_config=tiny_bert_config(), d_acoustic=D_A, d_visual=D_V, **kw)
+
+
+def _batch(**kw):
+    return random_batch(batch_size=4, seq_len=9, d_acoustic=D_A, d_visual=D_V, **kw)
+
+
+@pytest.fixture(scope="module", params=[m for m in MODELS if m in fusionkit.list_components("model")])
+def built(request):
+    return request.param, _model(request.param)
+
+
+def test_forward_backward_shapes_and_train_defaults(built):
+    name, model = built
+    model.train()
+    out = model(_batch())
+    assert isinstance(out, ModelOutput)
+    assert out.prediction.shape == (4,) and out.features.dim() == 2 and out.features.shape[0] == 4
+    loss = (out.prediction - _batch().label).pow(2).mean() + sum(out.loss_terms.values())
+    model.zero_grad()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+    defaults = type(model).train_defaults
+    assert {"lr", "encoder_lr", "batch_size", "epochs", "warmup", "grad_clip"} <= set(defaults)
+
+
+def test_text_only_ablation_runs(built):
+    """Zeroed audio and visual (the single-modality ablation) still give finite predictions."""
+    name, model = built
+    batch = _batch()
+    silent = replace(batch, acoustic=torch.zeros_like(batch.acoustic), visual=torch.zeros_like(batch.visual))
+    model.eval()
+    with torch.no_grad():
+        out = model(silent)
+    assert torch.isfinite(out.prediction).all() and torch.isfinite(out.features).all()
+
+
+def test_eval_is_deterministic_and_padding_free(built):
+    """In eval mode a sample's prediction does not depend on the other samples of the batch or on padding."""
+    name, model = built
+    model.eval()
+    batch = _batch(lengths=[9, 5, 7, 4])
+    with torch.no_grad():
+        full = model(batch).prediction
+        again = model(batch).prediction
+        short = random_batch(batch_size=1, seq_len=5, d_acoustic=D_A, d_visual=D_V, lengths=[5])
+        # sample 1 alone, cut to its own length
+        single = replace(
+            short,
+            input_ids=batch.input_ids[1:2, :5],
+            attention_mask=batch.attention_mask[1:2, :5],
+            token_type_ids=batch.token_type_ids[1:2, :5],
+            acoustic=batch.acoustic[1:2, :5],
+            visual=batch.visual[1:2, :5],
+        )
+        alone = model(single).prediction
+    assert torch.equal(full, again)
+    assert torch.allclose(alone, full[1:2], atol=1e-5)
+
+
+def test_tfn_prediction_is_in_label_range_and_fusion_size():
+    model = _model("tfn", audio_hidden=3, video_hidden=2, text_out=4)
+    assert model.fusion.out_dim == 4 * 3 * 5
+    assert model.post_fusion_layer_1.in_features == 60
+    with torch.no_grad():
+        model.post_fusion_layer_3.bias.fill_(50.0)
+        out = model.eval()(_batch()).prediction
+    assert ((out > -3) & (out <= 3)).all() and torch.allclose(out, torch.full_like(out, 3.0))
+
+
+def test_lmf_uses_rank_and_regresses_one_score():
+    model = _model("lmf", rank=2, audio_hidden=3, video_hidden=4, text_out=5)
+    assert [tuple(f.shape) for f in model.fusion.factors] == [(2, 4, 1), (2, 5, 1), (2, 6, 1)]
+
+
+def test_mag_injection_layer_and_unaligned_error():
+    model = _model("mag", injection_layer=2)
+    assert model.encoder.injection_layer == 2
+    batch = _batch()
+    unaligned = replace(batch, acoustic_mask=batch.mask.clone())
+    with pytest.raises(ValueError, match="aligned"):
+        model(unaligned)
+    with pytest.raises(ValueError, match="injection_layer"):
+        _model("mag", injection_layer=9)

@@ -1,0 +1,181 @@
+"""Blocks of the baselines: subnet, tensor_fusion, low_rank_fusion, multimodal_adaptation_gate, MISA's pieces,
+MulT's crossmodal transformer."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fusionkit
+from fusionkit.components.low_rank_fusion import LowRankFusion
+from fusionkit.components.mag import MultimodalAdaptationGate
+from fusionkit.components.subnet import SubNet, TextSubNet
+from fusionkit.components.tensor_fusion import TensorFusion
+
+# -- subnet ------------------------------------------------------------------------------------------------------
+
+
+def test_subnet_shape_relu_output_and_vector_input_check():
+    net = SubNet(d_in=6, d_hidden=4, dropout=0.2)
+    out = net(torch.randn(5, 6))
+    assert out.shape == (5, 4) and (out >= 0).all()
+    with pytest.raises(ValueError, match="one vector per sample"):
+        net(torch.randn(5, 3, 6))
+    with pytest.raises(ValueError, match="positive"):
+        SubNet(d_in=0, d_hidden=4)
+
+
+def test_text_subnet_pools_real_tokens_only():
+    net = TextSubNet(d_in=3, d_out=2, pooling="mean").eval()
+    hidden = torch.randn(2, 4, 3)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    changed = hidden.clone()
+    changed[0, 2:] = 100.0  # padding must not matter
+    assert torch.allclose(net(hidden, mask), net(changed, mask))
+    expected = net.linear_1(hidden[0, :2].mean(0))
+    assert torch.allclose(net(hidden, mask)[0], expected)
+    cls = TextSubNet(d_in=3, d_out=2, pooling="cls").eval()
+    assert torch.allclose(cls(hidden, mask), cls.linear_1(hidden[:, 0]))
+    with pytest.raises(ValueError, match="pooling"):
+        TextSubNet(d_in=3, d_out=2, pooling="max")
+
+
+# -- tensor fusion -----------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None)
+@given(dims=st.lists(st.integers(1, 5), min_size=2, max_size=4), batch=st.integers(1, 3))
+def test_tensor_fusion_size_is_product_of_dims_plus_one(dims, batch):
+    fusion = TensorFusion(dims=dims)
+    out = fusion(*[torch.randn(batch, d) for d in dims])
+    assert fusion.out_dim == math.prod(d + 1 for d in dims)
+    assert out.shape == (batch, fusion.out_dim)
+    # the constant entry (1 ⊗ 1 ⊗ …) comes first and every unimodal vector appears verbatim
+    assert torch.equal(out[:, 0], torch.ones(batch))
+
+
+def test_tensor_fusion_exact_small_case():
+    a, v, t = torch.tensor([[2.0]]), torch.tensor([[3.0, 5.0]]), torch.tensor([[7.0]])
+    out = TensorFusion(dims=(1, 2, 1))(a, v, t)
+    # [1, 2] ⊗ [1, 3, 5] ⊗ [1, 7], first modality slowest (the authors' flattening order)
+    expected = [1, 7, 3, 21, 5, 35, 2, 14, 6, 42, 10, 70]
+    assert out.tolist() == [expected]
+
+
+def test_tensor_fusion_checks_inputs():
+    fusion = TensorFusion(dims=(2, 3))
+    with pytest.raises(ValueError, match="built for 2 vectors"):
+        fusion(torch.randn(1, 2), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="at least two"):
+        TensorFusion(dims=(3,))
+
+
+# -- low-rank fusion ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_low_rank_fusion_equals_tensor_fusion_then_rank_r_linear(rank):
+    torch.manual_seed(0)
+    dims, d_out = (2, 3, 4), 2
+    lmf = LowRankFusion(dims=dims, d_out=d_out, rank=rank)
+    with torch.no_grad():
+        lmf.fusion_bias.normal_()
+    w1, w2, w3 = lmf.factors
+    # the explicit weight of the linear map on the TFN tensor: W = Σ_r w_r · W_1^r ⊗ W_2^r ⊗ W_3^r
+    weight = torch.einsum("r,rio,rjo,rko->ijko", lmf.fusion_weights[0], w1, w2, w3).reshape(-1, d_out)
+    xs = [torch.randn(5, d, dtype=torch.float32) for d in dims]
+    explicit = TensorFusion(dims=dims)(*xs) @ weight + lmf.fusion_bias
+    assert torch.allclose(lmf(*xs), explicit, atol=1e-5)
+
+
+def test_low_rank_fusion_shapes_and_checks():
+    lmf = LowRankFusion(dims=(2, 3), d_out=5, rank=4)
+    assert [tuple(f.shape) for f in lmf.factors] == [(4, 3, 5), (4, 4, 5)]
+    assert lmf.fusion_weights.shape == (1, 4) and lmf.fusion_bias.shape == (1, 5)
+    assert lmf(torch.randn(6, 2), torch.randn(6, 3)).shape == (6, 5)
+    with pytest.raises(ValueError, match="positive d_out and rank"):
+        LowRankFusion(dims=(2, 3), d_out=1, rank=0)
+
+
+# -- multimodal adaptation gate ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    beta=st.floats(1e-3, 10.0),
+    z_scale=st.floats(1e-2, 10.0),
+    nv_scale=st.floats(0.0, 100.0),
+    seed=st.integers(0, 1000),
+)
+def test_mag_shift_norm_is_bounded_by_beta_times_text_norm(beta, z_scale, nv_scale, seed):
+    torch.manual_seed(seed)
+    gate = MultimodalAdaptationGate(d_model=8, d_acoustic=3, d_visual=4, beta_shift=beta)
+    z = torch.randn(2, 5, 8) * z_scale
+    shift = gate.shift(z, torch.randn(2, 5, 3) * nv_scale, torch.randn(2, 5, 4) * nv_scale)
+    assert (shift.norm(dim=-1) <= beta * z.norm(dim=-1) * (1 + 1e-5) + 1e-6).all()
+
+
+def test_mag_exact_cases():
+    torch.manual_seed(0)
+    gate = MultimodalAdaptationGate(d_model=6, d_acoustic=2, d_visual=3, beta_shift=1.0, dropout=0.0)
+    z = torch.randn(1, 4, 6)
+    zeros_a, zeros_v = torch.zeros(1, 4, 2), torch.zeros(1, 4, 3)
+    with torch.no_grad():
+        for lin in (gate.W_v, gate.W_a):
+            lin.bias.zero_()
+    # no nonverbal signal → H = 0 (guarded, no NaN) and the output is LayerNorm(z)
+    out = gate(z, zeros_a, zeros_v)
+    assert torch.allclose(out, gate.LayerNorm(z))
+    # a tiny shift passes unscaled (α = 1); a huge one is scaled to norm β‖z‖ (up to ε)
+    a, v = torch.randn(1, 4, 2), torch.randn(1, 4, 3)
+    with torch.no_grad():
+        gate.W_hv.weight.zero_(), gate.W_ha.weight.zero_(), gate.W_hv.bias.fill_(1.0), gate.W_ha.bias.fill_(1.0)
+    h = gate.W_v(v) + gate.W_a(a)
+    assert torch.allclose(gate.shift(z, a * 1e-6, v * 1e-6), h * 1e-6)
+    big = gate.shift(z, a * 1e6, v * 1e6)
+    assert torch.allclose(big.norm(dim=-1), z.norm(dim=-1), rtol=1e-4)
+
+
+def test_mag_as_bert_injection_changes_hidden_states_only_through_nonverbal_inputs():
+    from fusionkit.encoders import build_bert_encoder
+    from fusionkit.testing import random_batch, tiny_bert_config
+
+    gate = MultimodalAdaptationGate(d_model=32, d_acoustic=5, d_visual=7, dropout=0.0)
+    with torch.no_grad():
+        gate.W_v.bias.zero_(), gate.W_a.bias.zero_()
+    encoder = build_bert_encoder(config=tiny_bert_config(), injection=gate).eval()
+    plain = build_bert_encoder(config=tiny_bert_config()).eval()
+    plain.load_state_dict({k: v for k, v in encoder.state_dict().items() if not k.startswith("injection")})
+    batch = random_batch(d_acoustic=5, d_visual=7)
+    kw = dict(acoustic=torch.zeros_like(batch.acoustic), visual=torch.zeros_like(batch.visual))
+    with torch.no_grad():
+        silent = encoder(batch.input_ids, batch.mask, injection_inputs=kw).hidden_states
+        base = plain(batch.input_ids, batch.mask).hidden_states
+        moved = encoder(
+            batch.input_ids, batch.mask, injection_inputs=dict(acoustic=batch.acoustic, visual=batch.visual)
+        ).hidden_states
+    # hidden_states[0] is the gate's output: with zero features it is LayerNorm(embeddings), else shifted
+    assert torch.allclose(silent[0], gate.LayerNorm(base[0]), atol=1e-6)
+    real = batch.mask.clone()
+    real[:, 0] = False  # [CLS] and [SEP] carry zero features in aligned batches
+    real[torch.arange(len(batch)), batch.mask.sum(1) - 1] = False
+    shift = (moved[0] - silent[0]).norm(dim=-1)
+    assert (shift[real] > 1e-3).all() and torch.allclose(shift[~real], torch.zeros(()), atol=1e-6)
+
+
+def test_mag_rejects_unaligned_features():
+    gate = MultimodalAdaptationGate(d_model=4, d_acoustic=2, d_visual=3)
+    with pytest.raises(ValueError, match="aligned"):
+        gate(torch.randn(1, 5, 4), torch.randn(1, 6, 2), torch.randn(1, 5, 3))
+    with pytest.raises(ValueError, match="d_acoustic=2"):
+        gate(torch.randn(1, 5, 4), torch.randn(1, 5, 3), torch.randn(1, 5, 3))
+
+
+def test_blocks_are_registered_with_their_kinds():
+    assert {"tensor_fusion", "low_rank_fusion", "multimodal_adaptation_gate"} <= set(
+        fusionkit.list_components("fusion")
+    )
+    assert "subnet" in fusionkit.list_components("adapter")
