@@ -19,7 +19,9 @@ Departures from the authors' code, and why:
   text size (:class:`fusionkit.components.subnet.TextSubNet`). This is the LMF(B) of the MHMF-BERT comparison.
 * The authors build a ``post_fusion_dropout`` (p = 0.5) that their ``forward`` never applies; it is left out.
 * Audio/visual are averaged over the real time steps (``masked_mean``) instead of a zero-padded window.
-* BERT has its own learning rate (``encoder_lr`` 5e-5), see TFN.
+* BERT has its own learning rate (``encoder_lr`` 5e-5), see TFN; the factors share ``lr`` with the other layers
+  (the authors allow a separate factor learning rate, equal to it in these defaults).
+* Training: the engine optimises the MSE with AdamW (weight decay 0); the authors minimised L1 with Adam.
 * ``features`` (for probing) is the concatenation of the three sub-network outputs, the representation LMF fuses.
 """
 from __future__ import annotations
@@ -46,7 +48,8 @@ class LMF(nn.Module):
         "epochs": 50,
         "warmup": 0.0,
         "grad_clip": 0.0,
-        "loss": "l1",
+        "weight_decay": 0.0,
+        "patience": 20,
     }
 
     def __init__(

@@ -45,7 +45,6 @@ class MAGBert(nn.Module):
         "warmup": 0.1,
         "grad_clip": 0.0,
         "weight_decay": 0.01,
-        "loss": "mse",
     }
 
     def __init__(self, *, encoder: BertEncoder, pooler: nn.Module, dropout: float) -> None:

@@ -23,6 +23,8 @@ Departures from the authors' code, and why:
   [CLS]/[SEP] are inside the mask and count in the average. The authors' per-dimension max-abs scaling of the
   visual features is a data-preparation step, not part of the model.
 * BERT's fine-tuning gets its own learning rate (``encoder_lr`` 5e-5): lr 1e-3 would destroy pretrained BERT.
+* Training: fusionkit's engine optimises the MSE with AdamW (here without weight decay, so Adam's update); the
+  authors minimised the L1 loss with Adam.
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ class TFN(nn.Module):
         "epochs": 50,
         "warmup": 0.0,
         "grad_clip": 0.0,
-        "loss": "l1",
+        "weight_decay": 0.0,
+        "patience": 20,
     }
 
     def __init__(

@@ -102,3 +102,10 @@ def test_mag_injection_layer_and_unaligned_error():
         model(unaligned)
     with pytest.raises(ValueError, match="injection_layer"):
         _model("mag", injection_layer=9)
+
+
+def test_train_defaults_are_valid_training_configs(built):
+    config = pytest.importorskip("fusionkit.training.config")
+    name, model = built
+    cfg = config.TrainConfig().resolve(type(model).train_defaults)
+    assert cfg.lr == type(model).train_defaults["lr"]
