@@ -12,7 +12,7 @@ from fusionkit.data import cache as cache_mod
 from fusionkit.data.dataset import DatasetInfo, LoadedData, MultimodalDataset, build_dataset
 from fusionkit.data.errors import DataError, LoadReport
 from fusionkit.data.segments import SPLITS, sanitize_features
-from fusionkit.data.simulate import SIM_VERSION
+from fusionkit.data.simulate import fingerprint as sim_fingerprint
 from fusionkit.data.tokenizers import get_tokenizer, tokenizer_identity
 
 DATASET_NAMES = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim")
@@ -95,8 +95,8 @@ def resolve_source(name_or_path, *, data_root_dir=None) -> Source:
         for path in candidates:
             if path.exists():
                 fmt = readers.detect_format(path)
-                return Source(name=key, format=fmt, path=path, simulated=False, dims=DIMS[key],
-                              description=f"CMU-{key.upper()} with real word-aligned features ({fmt})")
+                return Source(name=key, format=fmt, path=path, simulated=False, dims=None,
+                              description=f"CMU-{key.upper()} with real features", extra={"corpus": key})
         raise _missing(key, candidates, f"put real {key.upper()} features there in one of the supported formats: "
                                         f"MAG-BERT's {key}.pkl, MMSA's aligned_50.pkl / unaligned_50.pkl, or a "
                                         f"directory of CMU-MultimodalSDK .csd files (words, COVAREP, FACET, labels); "
@@ -107,7 +107,7 @@ def resolve_source(name_or_path, *, data_root_dir=None) -> Source:
         simulated = fmt == "segments_csv"
         dims = (74, 35) if simulated and "mosei" in path.name.lower() else (74, 47) if simulated else None
         description = (SIM_DESCRIPTION.format(corpus=path.name, d_v=dims[1]) if simulated
-                       else f"{path.name} with real features ({fmt})")
+                       else f"{path.name} with real features")
         return Source(name=path.stem, format=fmt, path=path, simulated=simulated, dims=dims, description=description)
     if "/" in text or os.sep in text or Path(text).suffix:
         raise DataError(f"data file {text!r} does not exist; pass an existing file or one of the dataset names: "
@@ -122,7 +122,11 @@ def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[di
     if source.format == "synthetic":
         raw = readers.read_synthetic(seed=seed)
     else:
+        if source.format in ("pickle", "mag_pickle") and source.extra.get("corpus") in DIMS:
+            source.extra["mag_dims"] = DIMS[source.extra["corpus"]]  # MAG-BERT's COVAREP/FACET sizes
         raw = readers.read(source, report=report)
+        if not source.simulated:
+            source.description += f" ({source.format})"
     if source.simulated:  # generated features may carry the simulated -inf artifacts
         for split, segments in raw.items():
             for seg in segments:
@@ -179,7 +183,7 @@ def load_splits(
         key = cache_mod.cache_key(
             name=source.name, format=source.format, checksum=source.checksum(seed),
             tokenizer=tokenizer_identity(tokenizer), max_seq_length=max_seq_length,
-            sim_version=SIM_VERSION if source.simulated else 0,
+            simulation=sim_fingerprint() if source.simulated else None,
         )
         loaded = cache_mod.load(key)
     if loaded is None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fusionkit.data.errors import DataError, LoadReport
 
-FORMATS = ("mag_pickle", "mmsa_pickle", "csd", "segments_csv")
+FORMATS = ("mag_pickle", "mmsa_pickle", "csd", "segments_csv")  # "pickle" = one of the first two, not yet read
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -37,9 +37,7 @@ def detect_format(path: Path) -> str:
     if head.startswith(_HDF5_MAGIC):
         return "csd"
     if head[:1] == b"\x80" or path.suffix in (".pkl", ".pickle"):
-        from fusionkit.data.pickles import pickle_format
-
-        return pickle_format(path)
+        return "pickle"  # MAG-BERT or MMSA layout, told apart when read (the file is unpickled once)
     first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
     if "segment_id" in first_line and "label" in first_line:
         return "segments_csv"
@@ -50,11 +48,12 @@ def detect_format(path: Path) -> str:
 def read(source, *, report: LoadReport) -> dict:
     """``{split: [RawSegment]}`` from ``source`` (a resolved :class:`fusionkit.data.api.Source`)."""
     dims = source.dims
-    if source.format in ("mag_pickle", "mmsa_pickle"):
-        from fusionkit.data import pickles
+    if source.format in ("pickle", "mag_pickle", "mmsa_pickle"):
+        from fusionkit.data.pickles import read_pickle
 
-        reader = pickles.read_mag_pickle if source.format == "mag_pickle" else pickles.read_mmsa_pickle
-        return reader(source.path, dims=dims, report=report)
+        source.format, splits = read_pickle(source.path, dims=dims, mag_dims=source.extra.get("mag_dims"),
+                                            report=report)
+        return splits
     if source.format == "csd":
         from fusionkit.data.csd import read_csd
 

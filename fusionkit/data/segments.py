@@ -35,7 +35,10 @@ def check_label(value, *, file, split, segment) -> float:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise DataError.at(f"label {value!r} is not numeric", file=file, split=split, segment=segment) from None
+        raw = np.asarray(value, dtype=object)
+        shown = raw.ravel()[0] if raw.size == 1 else value
+        shown = shown.item() if isinstance(shown, np.generic) else shown
+        raise DataError.at(f"label {shown!r} is not numeric", file=file, split=split, segment=segment) from None
     if arr.size != 1:
         raise DataError.at(f"label has {arr.size} values, expected one", file=file, split=split, segment=segment)
     label = float(arr.reshape(()))
@@ -47,10 +50,11 @@ def check_label(value, *, file, split, segment) -> float:
 
 
 def sanitize_features(features, *, name: str, dim: int | None, file, split, segment, report: LoadReport,
-                      rows: int | None = None) -> np.ndarray:
+                      rows: int | None = None, count_as: str | None = None) -> np.ndarray:
     """``features`` as float32 ``(n, d)`` with NaN/±inf set to 0 (counted in ``report``).
 
-    ``dim``: the required feature size (None = any); ``rows``: the required number of rows (None = any).
+    ``dim``: the required feature size (None = any); ``rows``: the required number of rows (None = any);
+    ``count_as``: the split name to count under when the file names it differently (MAG-BERT's ``dev``).
     """
     try:
         arr = np.asarray(features, dtype=np.float32)
@@ -73,7 +77,7 @@ def sanitize_features(features, *, name: str, dim: int | None, file, split, segm
     n_bad = int(bad.sum())
     if n_bad:
         arr = np.where(bad, np.float32(0.0), arr)
-        report.sanitized_nonfinite[split] += n_bad
+        report.sanitized_nonfinite[count_as or split] += n_bad
     return np.ascontiguousarray(arr)
 
 

@@ -31,8 +31,14 @@ class ChannelSpec:
     salt: int = 0
 
 
-ACOUSTIC = ChannelSpec(dim=74, strength=0.62, word_noise=1.0, artifact_rate=0.03, artifact_dims=3, salt=1)
-VISUAL = ChannelSpec(dim=47, strength=0.4, word_noise=1.0, salt=2)
+ACOUSTIC = ChannelSpec(dim=74, strength=0.23, word_noise=1.0, artifact_rate=0.03, artifact_dims=3, salt=1)
+VISUAL = ChannelSpec(dim=47, strength=0.19, word_noise=1.0, salt=2)
+
+
+def fingerprint() -> str:
+    """Identifies the simulation (version and every parameter) for cache keys."""
+    params = repr((SIM_VERSION, AR_COEF, SIGNAL_DIMS, ACOUSTIC, VISUAL))
+    return f"{SIM_VERSION}-{zlib.crc32(params.encode()):08x}"
 
 
 def _seed(*parts) -> list:

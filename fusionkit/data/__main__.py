@@ -1,0 +1,69 @@
+"""``python -m fusionkit.data inspect|calibrate NAME_OR_PATH [--data-root DIR]``: JSON summaries of a dataset."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def summary(loaded) -> dict:
+    """Detected format, per-split counts, dims, label range, zero labels, sanitized and dropped counts."""
+    info = loaded.info
+    labels = np.concatenate([ds.labels for ds in loaded.splits.values()])
+    report = info.report.to_dict()
+    return {
+        "dataset": info.name,
+        "format": info.format,
+        "simulated": info.simulated,
+        "description": info.description,
+        "splits": {name: len(ds) for name, ds in loaded.splits.items()},
+        "d_acoustic": info.d_acoustic,
+        "d_visual": info.d_visual,
+        "aligned": info.aligned,
+        "label_range": [float(labels.min()), float(labels.max())] if len(labels) else None,
+        "zero_labels": int(np.sum(labels == 0)),
+        "sanitized_nonfinite": report["sanitized_nonfinite_total"],
+        "sanitized_nonfinite_by_split": report["sanitized_nonfinite"],
+        "dropped": report["dropped_total"],
+        "dropped_reasons": report["dropped"],
+        "fallbacks": report["fallbacks"],
+        "truncated_to_max_seq_length": report["truncated"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fusionkit.data")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("inspect", "summarise a dataset as JSON"),
+                       ("calibrate", "linear-probe Acc2 of the time-averaged nonverbal channels")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("dataset", help="a dataset name (synthetic, mosi, mosei, mosi-sim, mosei-sim) or a file path")
+        p.add_argument("--data-root", default=None, help="data root (default: $FUSIONKIT_DATA or ./data)")
+        p.add_argument("--tokenizer", default=None, help="text model name/path (default: bundled MiniLM)")
+        p.add_argument("--max-seq-length", type=int, default=50)
+        p.add_argument("--no-cache", action="store_true", help="neither read nor write the on-disk cache")
+    args = parser.parse_args(argv)
+
+    from fusionkit.data.api import load_splits
+
+    try:
+        loaded = load_splits(args.dataset, data_root=args.data_root, tokenizer=args.tokenizer,
+                             max_seq_length=args.max_seq_length, cache=not args.no_cache)
+        if args.command == "inspect":
+            out = summary(loaded)
+        else:
+            from fusionkit.data.calibrate import calibration
+
+            out = calibration(loaded)
+    except (ValueError, OSError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
