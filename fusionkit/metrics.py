@@ -10,7 +10,9 @@ split (never averaged over batches):
     Binary accuracy, *negative vs positive*: samples whose label is exactly 0 are removed, then class =
     ``score > 0`` (MAG-BERT / MISA convention).
 ``f1_has0`` / ``f1_non0``
-    Weighted F1 (``sklearn.metrics.f1_score(average="weighted")``) over the same two class definitions.
+    Weighted F1 over the same two class definitions: per-class F1 averaged with the classes' label counts as
+    weights — exactly ``sklearn.metrics.f1_score(average="weighted", zero_division=0)``, computed in NumPy
+    (importing ``sklearn.metrics`` costs seconds per process).
 ``acc7``
     Seven-class accuracy: labels and predictions are clipped to ``[-3, 3]`` and rounded to the nearest
     integer; ``numpy.round`` rounds halves to even (2.5 → 2, -0.5 → -0), as in the reference evaluation code.
@@ -31,7 +33,6 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 METRICS: tuple[str, ...] = ("acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7", "acc5", "mae", "corr")
 
@@ -59,6 +60,18 @@ def _non_zero(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p[keep], y[keep]
 
 
+def weighted_f1(true: np.ndarray, pred: np.ndarray) -> float:
+    """Support-weighted F1 of a binary (bool) labelling; a class's F1 is 0 when it is never true nor predicted."""
+    total = 0.0
+    for cls in (False, True):
+        tp = np.sum((pred == cls) & (true == cls))
+        fp = np.sum((pred == cls) & (true != cls))
+        fn = np.sum((pred != cls) & (true == cls))
+        denom = 2 * tp + fp + fn
+        total += (tp + fn) * (2 * tp / denom if denom else 0.0)
+    return float(total / true.size) if true.size else 0.0
+
+
 def acc2_has0(preds, labels) -> float:
     """Accuracy of negative (< 0) vs non-negative (>= 0) on all samples."""
     p, y = _as_arrays(preds, labels)
@@ -74,13 +87,13 @@ def acc2_non0(preds, labels) -> float:
 def f1_has0(preds, labels) -> float:
     """Weighted F1 of negative vs non-negative on all samples."""
     p, y = _as_arrays(preds, labels)
-    return float(f1_score(y >= 0, p >= 0, average="weighted", zero_division=0))
+    return weighted_f1(y >= 0, p >= 0)
 
 
 def f1_non0(preds, labels) -> float:
     """Weighted F1 of negative vs positive on the samples with a non-zero label."""
     p, y = _non_zero(*_as_arrays(preds, labels))
-    return float(f1_score(y > 0, p > 0, average="weighted", zero_division=0)) if y.size else 0.0
+    return weighted_f1(y > 0, p > 0) if y.size else 0.0
 
 
 def _class_accuracy(preds, labels, bound: float) -> float:

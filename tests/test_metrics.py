@@ -115,3 +115,13 @@ def test_ranges_and_negation(labels, seed):
     neg = compute_metrics(-preds, -np.asarray(labels), names=["mae", "acc2_non0"])
     assert neg["mae"] == pytest.approx(m["mae"])
     assert neg["acc2_non0"] == pytest.approx(m["acc2_non0"])  # preds are never exactly 0 here
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=40))
+def test_weighted_f1_matches_sklearn(pairs):
+    from sklearn.metrics import f1_score
+
+    true, pred = (np.array(x, dtype=bool) for x in zip(*pairs))
+    assert metrics.weighted_f1(true, pred) == pytest.approx(
+        f1_score(true, pred, average="weighted", zero_division=0), abs=1e-12)

@@ -1,0 +1,162 @@
+"""Loading a trained checkpoint and scoring new utterances.
+
+>>> model = fusionkit.load("runs/synthetic/mhmf/seed0/best")
+>>> model.predict("the movie was really great")            # nonverbal channels missing → zeros + warning
+0.93
+>>> model.predict(["so", "boring"], acoustic=a, visual=v)   # a: (2, d_a), v: (2, d_v), one row per word
+-1.41
+
+Loading rebuilds the model from ``model.json`` (registry name + build arguments) and loads
+``model.safetensors`` with ``safetensors.torch.load_file`` (never pickle) after checking every tensor name and
+shape, so a checkpoint of a different model or configuration fails with one :class:`CheckpointError`.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusionkit.training.build import ModelBuildError, accepted_kwargs, build_model, from_json_kwargs
+from fusionkit.training.checkpoint import MODEL_JSON, MODEL_WEIGHTS, CheckpointError, load_model_weights, read_json
+
+
+def _find_checkpoint(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    for candidate in (path, path / "best"):
+        if (candidate / MODEL_JSON).is_file():
+            return candidate
+    raise CheckpointError(f"no checkpoint at {str(path)!r}: expected {MODEL_JSON} and {MODEL_WEIGHTS} there or in "
+                          f"its best/ directory (written by fusionkit.training.train_and_evaluate)")
+
+
+class Predictor:
+    """A trained model plus its tokenizer; see :func:`load`."""
+
+    def __init__(self, model: torch.nn.Module, description: dict, tokenizer, device: torch.device) -> None:
+        self.model = model.eval()
+        self.description = description
+        self.tokenizer = tokenizer
+        self.device = device
+        self.d_acoustic = int(description["d_acoustic"])
+        self.d_visual = int(description["d_visual"])
+        self.max_seq_length = int(description.get("max_seq_length") or 50)
+        self.aligned = bool(description.get("aligned", True))
+
+    @property
+    def name(self) -> str:
+        return self.description["model"]
+
+    def __repr__(self) -> str:
+        return f"Predictor(model={self.name!r}, d_acoustic={self.d_acoustic}, d_visual={self.d_visual})"
+
+    @torch.no_grad()
+    def __call__(self, batch):
+        """Run the model on a :class:`~fusionkit.data.MultimodalBatch`; returns its ``ModelOutput``."""
+        return self.model(batch.to(self.device))
+
+    def evaluate(self, dataset, *, batch_size: int = 64):
+        """Predictions and metrics on a labelled :class:`~fusionkit.data.MultimodalDataset`."""
+        from fusionkit.training.engine import evaluate
+
+        return evaluate(self.model, dataset, batch_size=batch_size)
+
+    # -- raw inputs ---------------------------------------------------------------------------------------
+    def _features(self, given, n_rows: int, dim: int, what: str, index: int) -> np.ndarray:
+        if given is None:
+            return np.zeros((n_rows, dim), dtype=np.float32)
+        arr = np.asarray(given, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != dim or (self.aligned and arr.shape[0] != n_rows):
+            rows = f"{n_rows} rows (one per word)" if self.aligned else "any number of rows"
+            raise ValueError(f"{what} of sample {index} has shape {arr.shape}; this {self.name!r} model expects "
+                             f"{rows} of {dim} features")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{what} of sample {index} contains NaN or inf")
+        return arr
+
+    def predict(self, words, acoustic=None, visual=None, *, batch: bool | None = None):
+        """Sentiment score(s) in about [-3, 3].
+
+        words: one utterance as a string (split on whitespace) or a list of words, or a batch: a list of
+            utterances (strings or word lists). A list of strings is read as *one* utterance's words unless
+            ``batch=True``.
+        acoustic / visual: per-word feature arrays ``(n_words, d)`` (a list of them for a batch); unaligned
+            checkpoints take ``(T, d)`` sequences. Missing channels are zeros, with a warning.
+        Returns a float for one utterance, a list of floats for a batch.
+        """
+        from fusionkit.data import build_dataset, collate
+        from fusionkit.data.errors import LoadReport
+        from fusionkit.data.segments import RawSegment
+
+        if isinstance(words, str):
+            samples, single = [words], True
+        elif isinstance(words, (list, tuple)) and words and all(isinstance(w, str) for w in words) and not batch:
+            samples, single = [list(words)], True
+        elif isinstance(words, (list, tuple)) and words and all(isinstance(w, (str, list, tuple)) for w in words):
+            samples, single = list(words), False
+        else:
+            raise TypeError("words must be a string, a list of words, or a non-empty list of those")
+        samples = [s.split() if isinstance(s, str) else [str(w) for w in s] for s in samples]
+        for i, s in enumerate(samples):
+            if not s:
+                raise ValueError(f"utterance {i} has no words")
+
+        def per_sample(value, what):
+            if value is None:
+                return [None] * len(samples)
+            if single:
+                return [value]
+            if len(value) != len(samples):
+                raise ValueError(f"{what}: {len(value)} arrays for {len(samples)} utterances")
+            return list(value)
+
+        acoustic_l, visual_l = per_sample(acoustic, "acoustic"), per_sample(visual, "visual")
+        missing = [what for what, given in (("acoustic", acoustic), ("visual", visual)) if given is None]
+        if missing:
+            warnings.warn(f"no {' or '.join(missing)} features given: using zeros, so the prediction rests on the "
+                          f"other channels (pass per-word arrays for a multimodal prediction)", UserWarning,
+                          stacklevel=2)
+        segments = []
+        for i, ws in enumerate(samples):
+            segments.append(RawSegment(
+                id=f"input_{i}", words=ws, label=0.0, aligned=self.aligned,
+                acoustic=self._features(acoustic_l[i], len(ws), self.d_acoustic, "acoustic", i),
+                visual=self._features(visual_l[i], len(ws), self.d_visual, "visual", i)))
+        dataset = build_dataset(segments, tokenizer=self.tokenizer, max_seq_length=self.max_seq_length,
+                                split="predict", report=LoadReport(), d_acoustic=self.d_acoustic,
+                                d_visual=self.d_visual)
+        batch_ = collate([dataset[i] for i in range(len(dataset))], max_seq_length=self.max_seq_length,
+                         pad_token_id=dataset.pad_token_id, aligned=self.aligned)
+        scores = [float(x) for x in self(batch_).prediction.float().cpu()]
+        return scores[0] if single else scores
+
+
+def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor:
+    """Rebuild the model saved in ``checkpoint_dir`` (a ``best/`` directory or the run directory above it)."""
+    from fusionkit.encoders.bert import load_tokenizer, resolve_text_model
+
+    path = _find_checkpoint(checkpoint_dir)
+    description = read_json(path / MODEL_JSON)
+    for key in ("model", "kwargs", "d_acoustic", "d_visual"):
+        if key not in description:
+            raise CheckpointError(f"{path / MODEL_JSON} lacks {key!r}; it was not written by fusionkit")
+    kwargs = from_json_kwargs(description["kwargs"])
+    name = description["model"]
+    try:
+        accepted = accepted_kwargs(name)
+        if kwargs.get("bert_config") is None and (accepted is None or "bert_config" in accepted):
+            # every weight comes from the checkpoint: build the text encoder from its config, skip loading it
+            from transformers import AutoConfig
+
+            kwargs["bert_config"] = AutoConfig.from_pretrained(resolve_text_model(kwargs.get("text_model")),
+                                                               local_files_only=True)
+        model = build_model(name, kwargs)
+    except ModelBuildError as e:
+        raise CheckpointError(f"cannot rebuild the model described by {path / MODEL_JSON}: {e}") from None
+    load_model_weights(model, path / MODEL_WEIGHTS, what=f"{name!r} described by {path / MODEL_JSON}")
+    dev = torch.device(device)
+    model.to(dev)
+    tokenizer = load_tokenizer(kwargs.get("text_model"))
+    return Predictor(model, description, tokenizer, dev)

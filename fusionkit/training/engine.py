@@ -1,0 +1,512 @@
+"""The training loop every fusionkit model shares.
+
+``train_and_evaluate`` builds a registered model for a loaded dataset, trains it with AdamW (task loss
+``MSE(prediction, label)`` plus the model's already-weighted ``loss_terms``), selects the epoch on the
+validation split only, and evaluates the test split once with the selected weights.
+
+Reproducibility and resumption: every epoch ``e`` starts by re-seeding Python, NumPy and torch from
+``(seed, e, rank)`` and the loader's shuffling from ``(seed, e)``. A checkpoint taken after ``k`` batches of
+epoch ``e`` stores the generator states at that point; resuming re-seeds epoch ``e``, skips its first ``k``
+batches, restores those states and continues, so the remaining batches, dropout masks, optimizer and
+scheduler steps are exactly those of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fusionkit.metrics import compute_metrics
+from fusionkit.training import checkpoint as ckpt
+from fusionkit.training import distributed as dist_utils
+from fusionkit.training.build import build_model, model_description
+from fusionkit.training.config import TrainConfig, select_lower_is_better
+from fusionkit.training.optim import build_optimizer, build_scheduler
+
+LAST_DIR = "last"
+BEST_DIR = "best"
+LOG_FILE = "log.jsonl"
+RESULT_FILE = "result.json"
+PREDICTIONS_FILE = "test_predictions.csv"
+CURVE_FILE = "curve.png"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT after writing a checkpoint; rerun with ``resume=True`` to continue."""
+
+
+@dataclass
+class RunResult:
+    """Outcome of one training run.
+
+    best_epoch: 1-based epoch whose weights were selected on the validation split.
+    valid / test: metric dicts (:data:`fusionkit.metrics.METRICS`) of the selected weights.
+    history: one dict per finished epoch (what ``log.jsonl`` holds).
+    checkpoint_dir: ``out_dir/best`` (``None`` when nothing was written).
+    test_predictions / test_labels: ``(N,)`` arrays in test-split order; test_features: ``(N, d)``; test_ids.
+    """
+
+    best_epoch: int
+    valid: dict
+    test: dict
+    history: list
+    checkpoint_dir: Path | None
+    test_predictions: np.ndarray
+    test_features: np.ndarray
+    test_labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    test_ids: list = field(default_factory=list)
+
+
+@dataclass
+class EvalOutput:
+    predictions: np.ndarray
+    labels: np.ndarray
+    features: np.ndarray
+    ids: list
+    metrics: dict
+    loss: float
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _configure_torch(cfg: TrainConfig, ctx: dist_utils.DistContext) -> None:
+    threads = cfg.num_threads or max(1, (os.cpu_count() or 1) // ctx.world)
+    torch.set_num_threads(threads)
+    if cfg.deterministic:
+        if ctx.device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class _SigintFlag:
+    """Turns SIGINT into a flag checked between steps (only in the main thread; restored on exit)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _show_bars(cfg: TrainConfig, ctx: dist_utils.DistContext) -> bool:
+    return not cfg.quiet and ctx.is_main and sys.stderr.isatty()
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _task_loss(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(prediction.float(), label.float())
+
+
+# -- evaluation --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: str = "dynamic",
+             ctx: dist_utils.DistContext | None = None) -> EvalOutput:
+    """Predict every example of ``dataset`` (in order) and compute the metrics on the whole split.
+
+    Under DDP each rank predicts every ``world``-th batch and the predictions are gathered, so every rank
+    returns the same, complete result.
+    """
+    from fusionkit.data import make_loader
+
+    ctx = ctx or dist_utils.DistContext(rank=0, world=1, local_rank=0, device=next(model.parameters()).device)
+    net = _unwrap(model)
+    was_training = net.training
+    net.eval()
+    mine = []
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, padding=padding, bucketing=False)
+    for index, batch in enumerate(loader):
+        if index % ctx.world != ctx.rank:
+            continue
+        out = net(batch.to(ctx.device))
+        mine.append((index, out.prediction.float().cpu().numpy(), out.features.float().cpu().numpy(),
+                     batch.label.numpy(), list(batch.ids)))
+    net.train(was_training)
+    parts = sorted((p for rank_parts in dist_utils.all_gather_objects(ctx, mine) for p in rank_parts),
+                   key=lambda p: p[0])
+    preds = np.concatenate([p[1] for p in parts]).astype(np.float64)
+    feats = np.concatenate([p[2] for p in parts])
+    labels = np.concatenate([p[3] for p in parts]).astype(np.float64)
+    ids = [i for p in parts for i in p[4]]
+    return EvalOutput(predictions=preds, labels=labels, features=feats, ids=ids,
+                      metrics=compute_metrics(preds, labels), loss=float(np.mean((preds - labels) ** 2)))
+
+
+# -- the run -----------------------------------------------------------------------------------------------
+class _Run:
+    """State of one training run (what a checkpoint stores)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0  # 0-based epoch in progress
+        self.batches_done = 0  # batches of that epoch already trained
+        self.global_step = 0
+        self.samples_seen = 0
+        self.history: list = []
+        self.best_value: float | None = None
+        self.best_epoch = 0  # 1-based; 0 = none yet
+        self.best_valid: dict = {}
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.finished = False
+        self.epoch_sums: dict = {}  # loss sums of the epoch in progress (local to this rank)
+        self.epoch_started = 0.0
+        self.epoch_seconds_before = 0.0  # time already spent on this epoch before a resume
+
+    def counters(self) -> dict:
+        return {k: getattr(self, k) for k in ("epoch", "batches_done", "global_step", "samples_seen", "history",
+                                                  "best_value", "best_epoch", "best_valid", "bad_epochs",
+                                                  "stopped_early", "finished", "epoch_sums")}
+
+    def load_counters(self, d: dict) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+
+def _build_kwargs(data, model_kwargs: dict) -> dict:
+    kwargs = dict(model_kwargs)
+    kwargs.setdefault("d_acoustic", data.info.d_acoustic)
+    kwargs.setdefault("d_visual", data.info.d_visual)
+    if kwargs["d_acoustic"] != data.info.d_acoustic or kwargs["d_visual"] != data.info.d_visual:
+        raise ValueError(f"model_kwargs set d_acoustic={kwargs['d_acoustic']}, d_visual={kwargs['d_visual']} but "
+                         f"dataset {data.info.name!r} has {data.info.d_acoustic} and {data.info.d_visual}")
+    return kwargs
+
+
+def train_and_evaluate(
+    model_name: str,
+    data,
+    config: TrainConfig | None = None,
+    model_kwargs: dict | None = None,
+    *,
+    on_step: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Train registered model ``model_name`` on ``data`` (a :class:`fusionkit.data.LoadedData`) and test it.
+
+    ``model_kwargs`` go to the model factory (``text_model``, ``bert_config``, ``encoder_mode``, hyper-
+    parameters); ``d_acoustic`` / ``d_visual`` are taken from the dataset. ``on_step`` is called after every
+    optimizer step with ``{"epoch", "step", "batch", "loss", "samples_seen"}`` (progress hooks, tests).
+    Returns a :class:`RunResult`; with ``config.out_dir`` it also writes checkpoints, ``log.jsonl``,
+    ``result.json``, ``test_predictions.csv`` and ``curve.png`` there (rank 0 only).
+    """
+    from fusionkit.data import make_loader
+
+    config = config or TrainConfig()
+    build_kwargs = _build_kwargs(data, model_kwargs or {})
+    ctx = dist_utils.setup(config.device or "auto")
+    seed = config.seed if config.seed is not None else 0
+    seed_everything(seed)
+    model = build_model(model_name, build_kwargs)
+    defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
+    cfg = TrainConfig(**{**config.to_dict(), "seed": seed}).resolve(defaults)
+    _configure_torch(cfg, ctx)
+    model.to(ctx.device)
+
+    train_ds = data.splits["train"]
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):
+        train_ds = train_ds.subset(range(cfg.max_train_samples))
+    if cfg.batch_size % ctx.world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({ctx.world})")
+    rank_batch = cfg.batch_size // ctx.world
+
+    def train_loader(epoch: int):
+        loader = make_loader(train_ds, batch_size=rank_batch, shuffle=True, seed=cfg.seed, padding=cfg.padding,
+                             distributed=ctx.enabled)
+        loader.set_epoch(epoch)
+        return loader
+
+    steps_per_epoch = len(train_loader(0))
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training split of {data.info.name!r} is empty")
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup=cfg.warmup)
+    net = model
+    if ctx.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=True)
+
+    out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
+    writes = out_dir is not None and ctx.is_main
+    description = model_description(model_name, build_kwargs, dataset=data.info.name,
+                                    max_seq_length=getattr(train_ds, "max_seq_length", None),
+                                    aligned=getattr(data.info, "aligned", True))
+    identity = {"model": model_name, "model_json": description, "config": _identity_config(cfg),
+                "train_size": len(train_ds)}
+    run = _Run()
+    best_state: dict | None = None
+    resume_rng: tuple | None = None
+    if cfg.resume and out_dir is not None and (out_dir / LAST_DIR / "state.json").is_file():
+        resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler)
+        if run.best_epoch:
+            best_weights = ckpt.read_model_weights(out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
+            best_state = {k: v.clone() for k, v in best_weights.items()}
+    elif out_dir is not None and writes:
+        _clear_run_dir(out_dir)
+    dist_utils.barrier(ctx)
+
+    lower = select_lower_is_better(cfg.select_metric)
+    show = _show_bars(cfg, ctx)
+    with _SigintFlag() as sigint:
+        epoch_bar = tqdm(total=cfg.epochs, initial=run.epoch, desc=model_name, unit="epoch", disable=not show,
+                         dynamic_ncols=True)
+        while not run.finished and run.epoch < cfg.epochs and not run.stopped_early:
+            epoch = run.epoch
+            seed_everything(epoch_seed(cfg.seed, epoch, ctx.rank))
+            iterator = iter(train_loader(epoch))
+            for _ in range(run.batches_done):
+                next(iterator)
+            if resume_rng is not None:
+                if run.batches_done:  # mid-epoch: continue the generators; at an epoch start the seed rules
+                    ckpt.restore_rng(*resume_rng)
+                resume_rng = None
+            if run.batches_done == 0:
+                run.epoch_sums = {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}}
+                run.epoch_seconds_before = 0.0
+            run.epoch_started = time.perf_counter()
+            net.train()
+            step_bar = tqdm(total=steps_per_epoch, initial=run.batches_done, desc=f"epoch {epoch + 1}",
+                            unit="step", leave=False, disable=not show, dynamic_ncols=True)
+            for batch in iterator:
+                batch = batch.to(ctx.device)
+                out = net(batch)
+                task = _task_loss(out.prediction, batch.label)
+                terms = dict(out.loss_terms or {})
+                loss = task + sum(terms.values()) if terms else task
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite training loss at epoch {epoch + 1}, step {run.global_step + 1} "
+                        f"(task {task.item():.4g}, terms {({k: float(v) for k, v in terms.items()})}); "
+                        f"lower the learning rate (lr={cfg.lr}, encoder_lr={cfg.encoder_lr}) or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                n = len(batch)
+                sums = run.epoch_sums
+                sums["loss"] += loss.item() * n
+                sums["task"] += task.item() * n
+                sums["n"] += n
+                for k, v in terms.items():
+                    sums["terms"][k] = sums["terms"].get(k, 0.0) + float(v) * n
+                seen, stop = dist_utils.all_sum(ctx, [float(n), float(sigint.raised)])
+                run.samples_seen += int(seen)
+                run.global_step += 1
+                run.batches_done += 1
+                step_bar.update(1)
+                if run.global_step % cfg.log_every == 0:
+                    step_bar.set_postfix(loss=f"{loss.item():.4f}")
+                if on_step is not None:
+                    on_step({"epoch": epoch, "step": run.global_step, "batch": run.batches_done,
+                             "loss": loss.item(), "samples_seen": run.samples_seen})
+                    stop = dist_utils.all_sum(ctx, [float(sigint.raised)])[0]
+                last_batch = run.batches_done == steps_per_epoch
+                if out_dir is not None and not last_batch and (
+                        stop or (cfg.save_every and run.global_step % cfg.save_every == 0)):
+                    _save_last(out_dir, ctx, identity, run, model, optimizer, scheduler)
+                if stop and not last_batch:
+                    step_bar.close()
+                    epoch_bar.close()
+                    raise TrainingInterrupted(
+                        f"training of {model_name!r} interrupted at epoch {epoch + 1}, step {run.global_step}"
+                        + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
+                           if out_dir is not None else ""))
+            step_bar.close()
+
+            # -- end of epoch: validation, selection, checkpoint ------------------------------------------
+            sums = {k: v for k, v in run.epoch_sums.items() if k != "terms"}
+            term_names = sorted(run.epoch_sums["terms"])
+            totals = dist_utils.all_sum(ctx, [sums["loss"], sums["task"], sums["n"]]
+                                        + [run.epoch_sums["terms"][k] for k in term_names])
+            count = max(totals[2], 1.0)
+            valid = evaluate(model, data.splits["valid"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
+                             ctx=ctx)
+            value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
+            improved = run.best_value is None or (value < run.best_value if lower else value > run.best_value)
+            seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
+            run.history.append({
+                "epoch": epoch + 1,
+                "step": run.global_step,
+                "samples_seen": run.samples_seen,
+                "train_loss": totals[0] / count,
+                "train_task_loss": totals[1] / count,
+                "train_terms": {k: totals[3 + i] / count for i, k in enumerate(term_names)},
+                "valid_loss": valid.loss,
+                "valid": valid.metrics,
+                "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
+                "seconds": round(seconds, 3),
+                "improved": bool(improved),
+            })
+            if improved:
+                run.best_value, run.best_epoch, run.best_valid, run.bad_epochs = value, epoch + 1, valid.metrics, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                if writes:
+                    ckpt.save_model_weights(model, out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
+                    ckpt.atomic_write_json(out_dir / BEST_DIR / ckpt.MODEL_JSON, description)
+            else:
+                run.bad_epochs += 1
+                run.stopped_early = run.bad_epochs >= cfg.patience
+            run.epoch += 1
+            run.batches_done = 0
+            if writes:
+                ckpt.atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(h, sort_keys=True) + "\n"
+                                                                    for h in run.history).encode())
+            if out_dir is not None:
+                _save_last(out_dir, ctx, identity, run, model, optimizer, scheduler)
+            epoch_bar.update(1)
+            epoch_bar.set_postfix({cfg.select_metric: f"{value:.4f}", "best": run.best_epoch})
+            if dist_utils.all_sum(ctx, [float(sigint.raised)])[0] and run.epoch < cfg.epochs \
+                    and not run.stopped_early:
+                epoch_bar.close()
+                raise TrainingInterrupted(
+                    f"training of {model_name!r} interrupted after epoch {epoch + 1}"
+                    + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
+                       if out_dir is not None else ""))
+        epoch_bar.close()
+
+    # -- test once, with the selected weights ---------------------------------------------------------------
+    if best_state is None:
+        raise RuntimeError("no epoch finished, so no weights were selected")
+    model.load_state_dict(best_state)
+    test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx)
+    result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
+                       checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
+                       test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,
+                       test_ids=test.ids)
+    if out_dir is not None and not run.finished:
+        run.finished = True
+        _save_last(out_dir, ctx, identity, run, model, None, None)
+    if writes:
+        _write_outputs(out_dir, model_name, cfg, result, test)
+    dist_utils.barrier(ctx)
+    return result
+
+
+# -- checkpoint plumbing -----------------------------------------------------------------------------------
+def _identity_config(cfg: TrainConfig) -> dict:
+    """Settings a resumed run must share with the interrupted one (everything that changes the result)."""
+    d = cfg.to_dict()
+    for k in ("out_dir", "resume", "log_every", "save_every", "quiet", "device", "num_threads"):
+        d.pop(k)
+    return d
+
+
+def _clear_run_dir(out_dir: Path) -> None:
+    for name in (LAST_DIR, BEST_DIR):
+        if (out_dir / name).exists():
+            shutil.rmtree(out_dir / name)
+    for name in (LOG_FILE, RESULT_FILE, PREDICTIONS_FILE, CURVE_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, scheduler) -> None:
+    """Write ``last/``: tensor files under a fresh save number, then ``state.json`` naming them."""
+    rng_tensors, rng_json = ckpt.capture_rng()
+    if ctx.is_main:
+        last = out_dir / LAST_DIR
+        previous = ckpt.read_json(last / "state.json") if (last / "state.json").is_file() else {}
+        number = previous.get("save_number", 0) + 1
+        files = {}
+        state = {"format": ckpt.FORMAT_VERSION, "save_number": number, "identity": identity,
+                 "run": run.counters(), "rng": rng_json,
+                 "epoch_seconds": run.epoch_seconds_before + time.perf_counter() - run.epoch_started}
+        tensors = dict(rng_tensors)
+        if optimizer is not None:
+            files["model"] = f"model-{number:06d}.safetensors"
+            ckpt.save_model_weights(model, last / files["model"])
+            opt_tensors, state["optimizer"] = ckpt.split_optimizer_state(optimizer)
+            tensors.update(opt_tensors)
+            state["scheduler"] = scheduler.state_dict()
+        files["state"] = f"optim-{number:06d}.safetensors"
+        ckpt.atomic_write_tensors(last / files["state"], tensors)
+        state["files"] = files
+        ckpt.atomic_write_json(last / "state.json", state)
+        for stale in last.glob("*.safetensors"):
+            if stale.name not in files.values():
+                stale.unlink(missing_ok=True)
+    dist_utils.barrier(ctx)
+
+
+def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler):
+    """Restore ``run``, the model, optimizer and scheduler from ``last/``; returns the RNG state to restore."""
+    last = out_dir / LAST_DIR
+    state = ckpt.read_json(last / "state.json")
+    if state.get("format") != ckpt.FORMAT_VERSION:
+        raise ckpt.CheckpointError(f"{last / 'state.json'} has format {state.get('format')!r}, expected "
+                                   f"{ckpt.FORMAT_VERSION}")
+    saved = state["identity"]
+    if saved != json.loads(json.dumps(identity)):
+        diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != json.loads(json.dumps(identity)).get(k))
+        detail = []
+        for k in ("config",):
+            if k in diff:
+                a, b = saved[k], json.loads(json.dumps(identity[k]))
+                detail += [f"{n}: checkpoint {a.get(n)!r} vs now {b.get(n)!r}" for n in sorted(set(a) | set(b))
+                           if a.get(n) != b.get(n)]
+        raise ckpt.CheckpointError(
+            f"cannot resume from {str(last)!r}: it belongs to a different run ({', '.join(diff)} differ"
+            + (f": {'; '.join(detail)}" if detail else "") + "); use the same settings or a new output directory")
+    run.load_counters(state["run"])
+    run.epoch_seconds_before = float(state.get("epoch_seconds", 0.0)) if run.batches_done else 0.0
+    tensors = ckpt.load_tensor_file(last / state["files"]["state"])
+    if "model" in state["files"]:
+        ckpt.load_model_weights(model, last / state["files"]["model"], what=f"{identity['model']!r}")
+        optimizer.load_state_dict(ckpt.merge_optimizer_state(tensors, state["optimizer"]))
+        scheduler.load_state_dict(state["scheduler"])
+    return tensors, state["rng"]
+
+
+def _write_outputs(out_dir: Path, model_name: str, cfg: TrainConfig, result: RunResult, test: EvalOutput) -> None:
+    ckpt.atomic_write_json(out_dir / RESULT_FILE, {
+        "model": model_name, "seed": cfg.seed, "best_epoch": result.best_epoch, "valid": result.valid,
+        "test": result.test, "config": cfg.to_dict()})
+    lines = ["id,label,prediction"] + [f"{i},{y:.6g},{p:.6g}" for i, y, p in zip(test.ids, test.labels,
+                                                                                 test.predictions)]
+    ckpt.atomic_write_bytes(out_dir / PREDICTIONS_FILE, ("\n".join(lines) + "\n").encode())
+    try:
+        from fusionkit.training.plots import plot_history
+
+        plot_history(result.history, out_dir / CURVE_FILE, title=f"{model_name} (seed {cfg.seed})")
+    except Exception as e:  # noqa: BLE001 - a plotting failure must not lose a finished run
+        warnings.warn(f"could not draw the training curve: {e}", RuntimeWarning, stacklevel=2)
