@@ -54,3 +54,29 @@ EXAMPLES["multimodal_adaptation_gate"] = dict(
 
 for _name in ("tfn", "lmf", "mag"):
     EXAMPLES[_name] = dict(build=lambda n=_name: _model(n), run=lambda m: m(_batch()), no_grad=())
+
+
+def _pair(*dims: int):
+    a, b = _vectors(*dims, seed=3)
+    return a.requires_grad_(), b.requires_grad_()
+
+
+EXAMPLES["cmd_loss"] = dict(build=lambda: fusionkit.create("cmd_loss"), run=lambda m: m(*_pair(6, 6)), no_grad=())
+EXAMPLES["diff_loss"] = dict(build=lambda: fusionkit.create("diff_loss"), run=lambda m: m(*_pair(6, 4)), no_grad=())
+EXAMPLES["recon_loss"] = dict(build=lambda: fusionkit.create("recon_loss"), run=lambda m: m(*_pair(6, 6)), no_grad=())
+EXAMPLES["misa_sequence_encoder"] = dict(
+    build=lambda: fusionkit.create("misa_sequence_encoder", d_in=D_A),
+    run=lambda m: m(_batch().acoustic, _batch().mask),
+    no_grad=(),
+)
+EXAMPLES["misa_shared_private"] = dict(
+    build=lambda: fusionkit.create("misa_shared_private", d_text=6, d_visual=4, d_acoustic=8, hidden=10),
+    run=lambda m: m(*_vectors(6, 4, 8)),
+    no_grad=(),
+)
+EXAMPLES["misa_fusion"] = dict(
+    build=lambda: fusionkit.create("misa_fusion", hidden=10, ffn_dim=16),
+    run=lambda m: m(tuple(_vectors(10, 10, 10, seed=1)), tuple(_vectors(10, 10, 10, seed=2))),
+    no_grad=(),
+)
+EXAMPLES["misa"] = dict(build=lambda: _model("misa"), run=lambda m: m(_batch()), no_grad=())

@@ -109,3 +109,18 @@ def test_train_defaults_are_valid_training_configs(built):
     name, model = built
     cfg = config.TrainConfig().resolve(type(model).train_defaults)
     assert cfg.lr == type(model).train_defaults["lr"]
+
+
+def test_misa_loss_terms_are_weighted_and_adversarial_option_trains_the_discriminator():
+    model = _model("misa", diff_weight=0.0, recon_weight=2.0)
+    out = model(_batch())
+    assert set(out.loss_terms) == {"diff", "sim", "recon"}
+    assert out.loss_terms["diff"].item() == 0.0 and out.loss_terms["recon"].item() > 0
+    assert model(_batch(labels=False)).loss_terms == {}
+    adversarial = _model("misa", use_cmd_sim=False)
+    out = adversarial(_batch())
+    out.loss_terms["sim"].backward()
+    disc = adversarial.discriminator.net[0].weight.grad
+    assert disc is not None and disc.abs().sum() > 0
+    # gradient reversal: the discriminator descends the domain loss, the shared encoder ascends it
+    assert adversarial.shared_private.shared[0].weight.grad.abs().sum() > 0

@@ -179,3 +179,92 @@ def test_blocks_are_registered_with_their_kinds():
         fusionkit.list_components("fusion")
     )
     assert "subnet" in fusionkit.list_components("adapter")
+
+
+# -- MISA ----------------------------------------------------------------------------------------------------------
+
+from fusionkit.components.misa import MISAFusion, MISASequenceEncoder, MISASharedPrivate, reverse_gradient  # noqa: E402
+from fusionkit.losses.misa import CMDLoss, DiffLoss, ReconLoss  # noqa: E402
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.integers(2, 6), dim=st.integers(1, 5), seed=st.integers(0, 1000), shift=st.floats(-2.0, 2.0))
+def test_cmd_is_zero_on_identical_batches_and_nonnegative_otherwise(batch, dim, seed, shift):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.rand(batch, dim, generator=g), torch.rand(batch, dim, generator=g)
+    cmd = CMDLoss(n_moments=5)
+    assert cmd(x, x).item() == 0.0
+    assert cmd(x, y).item() >= 0.0
+    # the first moment alone sees a mean shift exactly
+    assert torch.allclose(CMDLoss(n_moments=1)(x, x + shift), torch.tensor(abs(shift) * dim**0.5), atol=1e-5)
+
+
+def test_cmd_exact_case_and_finite_gradient_at_zero():
+    x = torch.tensor([[0.0], [2.0]])  # mean 1, central moments: k=2 → 1, k=3 → 0
+    y = torch.tensor([[1.0], [1.0]])  # mean 1, all central moments 0
+    assert torch.allclose(CMDLoss(n_moments=3)(x, y), torch.tensor(1.0))
+    z = torch.rand(4, 3, requires_grad=True)
+    CMDLoss()(z, z.detach()).backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_diff_loss_zero_for_orthogonal_subspaces_positive_for_shared_ones():
+    a = torch.tensor([1.0, -1.0, 0.0, 0.0])[:, None] * torch.tensor([[1.0, 2.0, -1.0]])
+    b = torch.tensor([0.0, 0.0, 1.0, -1.0])[:, None] * torch.tensor([[3.0, 0.5]])
+    loss = DiffLoss()
+    assert loss(a, b).item() == pytest.approx(0.0, abs=1e-12)
+    assert loss(a, a).item() > 0.1
+    with pytest.raises(ValueError, match="two batches"):
+        loss(a, b[:3])
+
+
+def test_recon_loss_is_mean_squared_error():
+    pred, target = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 4.0]])
+    assert ReconLoss()(pred, target).item() == pytest.approx(2.5)
+
+
+def test_misa_sequence_encoder_packs_and_ignores_padding():
+    torch.manual_seed(0)
+    enc = MISASequenceEncoder(d_in=3)
+    x = torch.randn(2, 5, 3)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    out = enc(x, mask)
+    assert out.shape == (2, 12)
+    noisy = x.clone()
+    noisy[1, 2:] = 50.0
+    assert torch.allclose(enc(noisy, mask), out)
+    assert torch.allclose(enc(x[1:2, :2]), out[1:2], atol=1e-6)
+    with pytest.raises(ValueError, match="no real time step"):
+        enc(x, torch.zeros(2, 5, dtype=torch.bool))
+
+
+def test_misa_shared_private_and_fusion_shapes():
+    sp = MISASharedPrivate(d_text=6, d_visual=4, d_acoustic=8, hidden=10)
+    out = sp(torch.randn(3, 6), torch.randn(3, 4), torch.randn(3, 8))
+    assert all(t.shape == (3, 10) for field in out for t in field)
+    assert all(((s > 0) & (s < 1)).all() for s in out.shared + out.private)  # sigmoid codes
+    fused = MISAFusion(hidden=10, heads=2, ffn_dim=16)(out.private, out.shared)
+    assert fused.prediction.shape == (3, 1) and fused.fused.shape == (3, 60)
+
+
+def test_misa_fusion_transformer_matches_torch_encoder_layer():
+    torch.manual_seed(0)
+    fusion = MISAFusion(hidden=8, heads=2, ffn_dim=16).eval()
+    ref = torch.nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True).eval()
+    t = fusion.transformer
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(torch.cat([t.attn.to_q.weight, t.attn.to_kv.weight]))
+        ref.self_attn.in_proj_bias.copy_(torch.cat([t.attn.to_q.bias, t.attn.to_kv.bias]))
+        ref.self_attn.out_proj.load_state_dict(t.attn.to_out.state_dict())
+        ref.linear1.load_state_dict(t.ffn.fc1.state_dict())
+        ref.linear2.load_state_dict(t.ffn.fc2.state_dict())
+        ref.norm1.load_state_dict(t.norm1.state_dict())
+        ref.norm2.load_state_dict(t.norm2.state_dict())
+    x = torch.randn(3, 6, 8)
+    assert torch.allclose(t(x), ref(x), atol=1e-5)
+
+
+def test_reverse_gradient_flips_and_scales():
+    x = torch.ones(3, requires_grad=True)
+    reverse_gradient(x, 0.5).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), -0.5))
