@@ -206,3 +206,38 @@ def test_api_argument_errors():
         make_loader(data.splits["train"], batch_size=4, shuffle=False, padding="longest")
     with pytest.raises(ValueError, match="torch.distributed"):
         make_loader(data.splits["train"], batch_size=4, shuffle=True, distributed=True)
+
+
+def test_distributed_loader_uses_the_process_group(tmp_path):
+    import torch.distributed as dist
+
+    data = load_splits("synthetic", max_samples=20)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        bucketed = make_loader(data.splits["train"], batch_size=6, shuffle=True, distributed=True)
+        plain = make_loader(data.splits["train"], batch_size=6, shuffle=False, bucketing=False, distributed=True)
+        assert isinstance(plain.sampler, torch.utils.data.DistributedSampler)
+        for loader in (bucketed, plain):
+            ids = [i for b in loader for i in b.ids]
+            assert sorted(ids) == sorted(data.splits["train"].ids)
+        loader = make_loader(data.splits["train"], batch_size=6, shuffle=True, bucketing=False, distributed=True)
+        loader.set_epoch(3)
+        list(loader)
+        assert loader.sampler.epoch == 3
+    finally:
+        dist.destroy_process_group()
+
+
+@settings(max_examples=15, deadline=None)
+@given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=6), padding=st.sampled_from(["dynamic", "fixed"]))
+def test_collate_masks_match_lengths(lengths, padding):
+    from fusionkit.data.dataset import Example
+
+    examples = [Example(np.arange(n) + 1, np.ones((n, 3), np.float32), np.ones((n, 2), np.float32), 0.0, str(i))
+                for i, n in enumerate(lengths)]
+    batch = collate(examples, padding=padding, max_seq_length=10)
+    width = max(lengths) if padding == "dynamic" else 10
+    assert batch.input_ids.shape == (len(lengths), width)
+    assert batch.attention_mask.sum(1).tolist() == lengths
+    assert torch.equal(batch.acoustic[..., 0].bool(), batch.attention_mask)
+    assert torch.equal(batch.input_ids.bool(), batch.attention_mask)

@@ -87,6 +87,11 @@ def test_named_dataset_resolves_under_data_root_and_env(tmp_path, tok, content, 
     assert by_arg.info.name == "mosi" and by_arg.info.format == "mag_pickle"
     assert (by_arg.info.d_acoustic, by_arg.info.d_visual) == (74, 47)
     _assert_same_batches(by_arg, by_env)
+    # sequences dropped straight into <root>/mosei are found too
+    write_csd(tmp_path / "root" / "mosei", content)
+    csd = load_splits("mosei", tokenizer=tok)
+    assert csd.info.format == "csd" and csd.info.name == "mosei"
+    _assert_same_batches(by_arg, csd)
 
 
 def test_mmsa_unaligned_keeps_sequences_and_masks(tmp_path, tok, content):

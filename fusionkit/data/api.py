@@ -46,7 +46,9 @@ class Source:
 
     def checksum(self, seed: int) -> str:
         if self.path is None:
-            return f"{self.name}-seed{seed}"
+            from fusionkit.data.synthetic import fingerprint
+
+            return f"{self.name}-seed{seed}-{fingerprint()}"
         files = sorted(self.path.iterdir()) if self.path.is_dir() else [self.path]
         h = hashlib.sha256()
         for f in files:
@@ -87,17 +89,16 @@ def resolve_source(name_or_path, *, data_root_dir=None) -> Source:
                                         f"in {root / corpus}")
         d_v = DIMS[corpus][1]
         return Source(name=key, format="segments_csv", path=path, simulated=True, dims=(74, d_v),
-                      description=SIM_DESCRIPTION.format(corpus=corpus.upper().replace("MOSI", "CMU-MOSI")
-                                                         .replace("CMU-MOSEI", "CMU-MOSEI"), d_v=d_v))
+                      description=SIM_DESCRIPTION.format(corpus=f"CMU-{corpus.upper()}", d_v=d_v))
     if key in ("mosi", "mosei"):
         root = data_root(data_root_dir)
         candidates = readers.candidate_paths(key, root)
         for path in candidates:
-            if path.exists():
+            if readers.holds_data(path):
                 fmt = readers.detect_format(path)
                 return Source(name=key, format=fmt, path=path, simulated=False, dims=None,
                               description=f"CMU-{key.upper()} with real features", extra={"corpus": key})
-        raise _missing(key, candidates, f"put real {key.upper()} features there in one of the supported formats: "
+        raise _missing(key, [*candidates[:-1], f"{candidates[-1]}/*.csd"], f"put real {key.upper()} features there in one of the supported formats: "
                                         f"MAG-BERT's {key}.pkl, MMSA's aligned_50.pkl / unaligned_50.pkl, or a "
                                         f"directory of CMU-MultimodalSDK .csd files (words, COVAREP, FACET, labels); "
                                         f"or use '{key}-sim' (real transcripts, simulated nonverbal channels)")

@@ -9,8 +9,12 @@ FORMATS = ("mag_pickle", "mmsa_pickle", "csd", "segments_csv")  # "pickle" = one
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
+FEATURE_CSD_KEYS = ("covarep", "facet", "word")
+
+
 def candidate_paths(name: str, root: Path) -> list:
-    """Where a real-feature dataset ``name`` (``mosi`` / ``mosei``) is looked for, in order."""
+    """Where a real-feature dataset ``name`` (``mosi`` / ``mosei``) is looked for, in order. ``<root>/<name>``
+    itself counts as a ``.csd`` directory only when it holds feature sequences (not just the labels)."""
     base = root / name
     return [
         base / f"{name}.pkl",
@@ -18,7 +22,17 @@ def candidate_paths(name: str, root: Path) -> list:
         base / "aligned_50.pkl",
         base / "unaligned_50.pkl",
         base / "csd",
+        base,
     ]
+
+
+def holds_data(path: Path) -> bool:
+    """Whether a candidate path is usable: an existing file, or a directory with feature ``.csd`` files."""
+    if path.is_file():
+        return True
+    if path.is_dir():
+        return any(k in f.name.lower() for f in path.glob("*.csd") for k in FEATURE_CSD_KEYS)
+    return False
 
 
 def detect_format(path: Path) -> str:

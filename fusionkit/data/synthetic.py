@@ -25,6 +25,18 @@ INTENSIFIERS = {"really": 1.3, "very": 1.3, "quite": 1.1, "somewhat": 0.7, "kind
 FILLERS = ["i think", "honestly", "overall", "to be fair", "in my opinion", "well", "and", "but", "um"]
 
 
+GENERATOR_VERSION = 1
+
+
+def fingerprint() -> str:
+    """Identifies the generator (lexicon, sizes, strengths) for cache keys."""
+    import zlib
+
+    params = repr((GENERATOR_VERSION, DEFAULT_SIZES, SYNTHETIC_STRENGTH, POSITIVE, NEGATIVE, SUBJECTS, VERBS,
+                   INTENSIFIERS, FILLERS))
+    return f"{GENERATOR_VERSION}-{zlib.crc32(params.encode()):08x}"
+
+
 def _sentence(rng: np.random.Generator) -> tuple[list, float]:
     words: list = []
     score = 0.0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 
 VOCAB_FILES = ("vocab.txt", "tokenizer.json")
@@ -31,11 +32,16 @@ def tokenizer_identity(tokenizer) -> str:
 def get_tokenizer(tokenizer):
     """A tokenizer object from ``None`` (bundled MiniLM), a name/path, or an object (returned as is)."""
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
-        from fusionkit.encoders.bert import load_tokenizer
-
-        return load_tokenizer(None if tokenizer is None else str(tokenizer))
+        return _load_tokenizer(None if tokenizer is None else str(tokenizer))
     for attr in ("tokenize", "convert_tokens_to_ids", "cls_token_id", "sep_token_id"):
         if not hasattr(tokenizer, attr):
             raise ValueError(f"tokenizer object {type(tokenizer).__name__} lacks {attr!r}; pass a Hugging Face "
                              f"BERT-family tokenizer, a model name/path, or None for the bundled MiniLM")
     return tokenizer
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(name: str | None):
+    from fusionkit.encoders.bert import load_tokenizer
+
+    return load_tokenizer(name)
