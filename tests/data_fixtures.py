@@ -136,7 +136,6 @@ def _write_seq(path: Path, root: str, data: dict) -> None:
 def write_csd(folder: Path, content: dict, *, split_csv: bool = True) -> Path:
     """Words, COVAREP, FACET and label sequences (one video per split, words 1 s apart with a silence token
     between segments, two frames per word averaging to the word's features) plus a split table."""
-    import csv
 
     folder.mkdir(parents=True, exist_ok=True)
     words_d, ac_d, vi_d, lab_d = {}, {}, {}, {}

@@ -119,6 +119,23 @@ def test_nonfinite_features_become_zero_and_are_counted(tmp_path, tok, content):
     assert np.isfinite(ex.acoustic).all() and not ex.acoustic[1, :3].any()
 
 
+def test_covarep_style_neg_inf_is_zeroed_in_pickles_and_csd_alike(tmp_path, tok, content):
+    bad = {s: [dict(c) for c in segs] for s, segs in content.items()}
+    a = bad["train"][0]["acoustic"].copy()
+    a[1, 5] = -np.inf
+    bad["train"][0]["acoustic"] = a
+    mag = load_splits(write_mag_pickle(tmp_path / "mosi.pkl", bad), tokenizer=tok)
+    csd = load_splits(write_csd(tmp_path / "csd", bad), tokenizer=tok)
+    assert mag.info.report.sanitized_nonfinite == {"train": 1}
+    assert csd.info.report.sanitized_nonfinite == {"train": 2}  # the word's two frames
+    _assert_same_batches(mag, csd)
+    words = bad["train"][0]["words"]
+    start = 1 + len(tok.tokenize(words[0]))
+    rows = mag.splits["train"][0].acoustic[start:start + len(tok.tokenize(words[1]))]
+    assert len(rows) and not rows[:, 5].any()
+    np.testing.assert_array_equal(rows[:, 6], a[1, 6])
+
+
 # ------------------------------------------------------------------------------------------ segments CSV
 
 
@@ -246,7 +263,7 @@ def test_wrong_feature_dims(tmp_path, tok, content):
         c = data["test"][1]
         c["acoustic"] = np.zeros((len(c["words"]), 70), np.float32)
     path = _mag(tmp_path, content, edit)
-    with pytest.raises(DataError, match=r"split 'test', segment 'vid2X-0_2': acoustic features are 70-d, expected 74-d"):
+    with pytest.raises(DataError, match=r"split 'test', segment 'vid2X-0_2': acoustic features are 70-d, expected 74"):
         load_splits(path, tokenizer=tok, cache=False)
     (tmp_path / "root" / "mosi").mkdir(parents=True)
     os.replace(path, tmp_path / "root" / "mosi" / "mosi.pkl")

@@ -98,7 +98,8 @@ def resolve_source(name_or_path, *, data_root_dir=None) -> Source:
                 fmt = readers.detect_format(path)
                 return Source(name=key, format=fmt, path=path, simulated=False, dims=None,
                               description=f"CMU-{key.upper()} with real features", extra={"corpus": key})
-        raise _missing(key, [*candidates[:-1], f"{candidates[-1]}/*.csd"], f"put real {key.upper()} features there in one of the supported formats: "
+        tried = [*candidates[:-1], f"{candidates[-1]}/*.csd"]
+        raise _missing(key, tried, f"put real {key.upper()} features there in one of the supported formats: "
                                         f"MAG-BERT's {key}.pkl, MMSA's aligned_50.pkl / unaligned_50.pkl, or a "
                                         f"directory of CMU-MultimodalSDK .csd files (words, COVAREP, FACET, labels); "
                                         f"or use '{key}-sim' (real transcripts, simulated nonverbal channels)")

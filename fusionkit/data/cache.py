@@ -32,8 +32,6 @@ def path_for(key: str) -> Path:
 
 def save(key: str, loaded) -> Path | None:
     """Write ``loaded`` (a :class:`LoadedData`) under ``key``; a cache that cannot be written only warns."""
-    from fusionkit.data.dataset import MultimodalDataset  # noqa: F401 - for type clarity
-
     arrays = {}
     meta = {"info": {}, "splits": {}}
     for split, ds in loaded.splits.items():

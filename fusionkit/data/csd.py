@@ -8,7 +8,6 @@ of the feature frames overlapping the word's interval; splits come from the vide
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,9 +148,10 @@ def read_csd(path, *, dims=None, report: LoadReport) -> dict:
             seqs[role] = seq
     missing = [r for r in ROLES if r not in seqs]
     if missing:
-        raise DataError.at(f"missing computational sequence(s) for {', '.join(missing)}; a .csd dataset needs "
-                           f"timestamped words, COVAREP, FACET and opinion labels (e.g. CMU_MOSI_TimestampedWords.csd, "
-                           f"CMU_MOSI_COVAREP.csd, CMU_MOSI_VisualFacet_4.1.csd, CMU_MOSI_Opinion_Labels.csd)", file=path)
+        raise DataError.at(
+            f"missing computational sequence(s) for {', '.join(missing)}; a .csd dataset needs timestamped words, "
+            f"COVAREP, FACET and opinion labels (e.g. CMU_MOSI_TimestampedWords.csd, CMU_MOSI_COVAREP.csd, "
+            f"CMU_MOSI_VisualFacet_4.1.csd, CMU_MOSI_Opinion_Labels.csd)", file=path)
     segments = label_segments(seqs["labels"])
     folds, transcripts = split_map_for(path, segments)
     d_a, d_v = dims if dims is not None else (None, None)

@@ -116,7 +116,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
         return MultimodalDataset(
             input_ids=np.concatenate([it.input_ids for it in items]) if items else np.zeros(0, np.int64),
             token_offsets=_offsets([len(it.input_ids) for it in items]),
-            acoustic=np.concatenate([it.acoustic for it in items]) if items else np.zeros((0, self.d_acoustic), np.float32),
+            acoustic=(np.concatenate([it.acoustic for it in items]) if items
+                      else np.zeros((0, self.d_acoustic), np.float32)),
             acoustic_offsets=_offsets([len(it.acoustic) for it in items]),
             visual=np.concatenate([it.visual for it in items]) if items else np.zeros((0, self.d_visual), np.float32),
             visual_offsets=_offsets([len(it.visual) for it in items]),

@@ -225,7 +225,7 @@ def make_loader(
     rank, world = _dist_rank_world(distributed)
     max_feat = None
     if not dataset.aligned:
-        max_feat = (int(max(dataset.acoustic_lengths.max(initial=1), 1)), int(max(dataset.visual_lengths.max(initial=1), 1)))
+        max_feat = (int(dataset.acoustic_lengths.max(initial=1)), int(dataset.visual_lengths.max(initial=1)))
     collate_fn = partial(
         collate,
         padding=padding,

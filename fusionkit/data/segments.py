@@ -44,7 +44,8 @@ def check_label(value, *, file, split, segment) -> float:
     label = float(arr.reshape(()))
     if not math.isfinite(label) or not LABEL_RANGE[0] <= label <= LABEL_RANGE[1]:
         raise DataError.at(
-            f"label {label!r} is outside [{LABEL_RANGE[0]:g}, {LABEL_RANGE[1]:g}]", file=file, split=split, segment=segment
+            f"label {label!r} is outside [{LABEL_RANGE[0]:g}, {LABEL_RANGE[1]:g}]",
+            file=file, split=split, segment=segment,
         )
     return label
 
@@ -59,7 +60,8 @@ def sanitize_features(features, *, name: str, dim: int | None, file, split, segm
     try:
         arr = np.asarray(features, dtype=np.float32)
     except (TypeError, ValueError):
-        raise DataError.at(f"{name} features are not a numeric array", file=file, split=split, segment=segment) from None
+        raise DataError.at(f"{name} features are not a numeric array", file=file, split=split,
+                           segment=segment) from None
     if arr.ndim != 2:
         raise DataError.at(
             f"{name} features have shape {arr.shape}, expected (n, d)", file=file, split=split, segment=segment
