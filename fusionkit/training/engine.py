@@ -328,7 +328,7 @@ def train_and_evaluate(
                 sums["task"] += task.item() * n
                 sums["n"] += n
                 for k, v in terms.items():
-                    sums["terms"][k] = sums["terms"].get(k, 0.0) + float(v) * n
+                    sums["terms"][k] = sums["terms"].get(k, 0.0) + v.detach().item() * n
                 seen, stop = dist_utils.all_sum(ctx, [float(n), float(sigint.raised)])
                 run.samples_seen += int(seen)
                 run.global_step += 1
@@ -355,9 +355,11 @@ def train_and_evaluate(
 
             # -- end of epoch: validation, selection, checkpoint ------------------------------------------
             sums = {k: v for k, v in run.epoch_sums.items() if k != "terms"}
-            term_names = sorted(run.epoch_sums["terms"])
+            # a rank may not have seen every loss term (e.g. terms that need both classes in a batch)
+            term_names = sorted({k for names in dist_utils.all_gather_objects(ctx, sorted(run.epoch_sums["terms"]))
+                                 for k in names})
             totals = dist_utils.all_sum(ctx, [sums["loss"], sums["task"], sums["n"]]
-                                        + [run.epoch_sums["terms"][k] for k in term_names])
+                                        + [run.epoch_sums["terms"].get(k, 0.0) for k in term_names])
             count = max(totals[2], 1.0)
             valid = evaluate(model, data.splits["valid"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
                              ctx=ctx)

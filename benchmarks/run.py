@@ -1,0 +1,429 @@
+"""Train and evaluate models over several seeds and tabulate mean ± std: ``python -m benchmarks.run``.
+
+Examples::
+
+    python -m benchmarks.run --models mhmf,mag,misa --dataset mosi-sim --seeds 5
+    python -m benchmarks.run --models all --dataset synthetic --seeds 1 --epochs 2
+    python -m benchmarks.run --study finetune      # paper §4.2: fine-tuned / frozen / random BERT in mhmf
+    python -m benchmarks.run --study layers        # Table 3: which BERT layers feed audio / vision
+    python -m benchmarks.run --study restitution   # Fig. 4: with / without restitution, t-SNE of features
+
+Each run lives in ``OUT/<run>/seed<k>/`` (checkpoints, ``log.jsonl``, ``curve.png``, ``result.json``);
+``OUT/results.json`` and ``OUT/results.md`` gather them. ``--resume`` skips finished runs and continues
+interrupted ones from their last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.paper_tables import COLUMNS, UNAVAILABLE_NOTE, paper_table_for
+
+# Every model the project plans to provide, in table order (others registered by plug-ins come after).
+PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mag", "misa", "mult", "lmf", "tfn", "text")
+STUDIES = ("finetune", "layers", "restitution")
+ENCODER_MODES = ("finetune", "frozen", "random")
+# Table 3 layer choices (1-based BERT layers for a 12-layer encoder; scaled to the actual depth).
+LAYER_CHOICES_12 = (
+    ((3, 5), (2, 4)),
+    ((5, 9), (4, 8)),
+    ((7, 11), (6, 10)),  # the paper's best row, mhmf's default
+    ((9, 12), (9, 12)),
+    ((12, 12), (12, 12)),
+)
+METRIC_LABELS = {"acc2_has0": "Acc2 has0", "acc2_non0": "Acc2 non0", "f1_has0": "F1 has0", "f1_non0": "F1 non0",
+                 "acc7": "Acc7", "acc5": "Acc5", "mae": "MAE", "corr": "Corr"}
+
+
+class UsageError(Exception):
+    """A bad command line: printed as ``error: …`` with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=None,
+                   help="comma-separated model names or 'all' (default: all registered models; mhmf with --study)")
+    p.add_argument("--dataset", default="mosi-sim", help="dataset name or path (default: mosi-sim)")
+    p.add_argument("--data-root", default=None, help="directory holding the datasets (default: $FUSIONKIT_DATA)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds: runs use seeds 0..N-1 (default: 5)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: each model's own)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: each model's own)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the non-encoder parameters")
+    p.add_argument("--encoder-lr", type=float, default=None, help="learning rate of the BERT encoder")
+    p.add_argument("--text-model", default=None,
+                   help="text encoder: local path or cached Hugging Face name (default: the bundled MiniLM-L6)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/<dataset>)")
+    p.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
+    p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N training examples")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="keep at most N examples of every split (a seeded subset; smoke runs)")
+    p.add_argument("--encoder-mode", choices=ENCODER_MODES, default=None,
+                   help="BERT encoder: fine-tuned, frozen, or randomly initialised (models with encoder_mode)")
+    p.add_argument("--no-restitution", action="store_true", help="mhmf ablation without restitution")
+    p.add_argument("--layers", nargs="+", metavar="MODALITY=L1,L2", default=None,
+                   help="BERT layers (1-based, of the encoder in use) per fusion stage, e.g. audio=4,6 vision=3,5")
+    p.add_argument("--study", choices=STUDIES, default=None,
+                   help="paper studies with mhmf: finetune (§4.2), layers (Table 3), restitution (Fig. 4)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
+    return p
+
+
+@dataclass
+class Variant:
+    """One row of the table: a model with fixed extra build arguments."""
+
+    label: str
+    model: str
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def dirname(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._=-]+", "_", self.label).strip("_")
+
+
+# -- argument handling -------------------------------------------------------------------------------------
+def _registered_models() -> list[str]:
+    import fusionkit
+
+    names = fusionkit.list_components("model")
+    return [m for m in PLANNED_MODELS if m in names] + [m for m in names if m not in PLANNED_MODELS]
+
+
+def resolve_models(spec: str | None) -> list[str]:
+    registered = _registered_models()
+    if spec is None or spec.strip() == "all":
+        if not registered:
+            raise UsageError("no model is registered")
+        return registered
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise UsageError("--models is empty; pass comma-separated names or 'all'")
+    for name in names:
+        if name in registered:
+            continue
+        if name in PLANNED_MODELS:
+            raise UsageError(f"model {name!r} is planned but not implemented in this checkout yet; "
+                             f"registered models: {', '.join(registered)}")
+        raise UsageError(f"unknown model {name!r}; registered models: {', '.join(registered)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_layers(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ("audio", "vision"):
+            raise UsageError(f"--layers item {item!r} is not MODALITY=L1,L2 with MODALITY audio or vision "
+                             f"(e.g. --layers audio=4,6 vision=3,5)")
+        try:
+            layers = tuple(int(v) for v in value.split(","))
+        except ValueError:
+            raise UsageError(f"--layers {item!r}: layers must be comma-separated integers") from None
+        out[f"{key}_layers"] = layers
+    return out
+
+
+def encoder_depth(text_model: str | None, tiny: bool) -> int:
+    if tiny:
+        from fusionkit.testing import tiny_bert_config
+
+        return tiny_bert_config().num_hidden_layers
+    from transformers import AutoConfig
+
+    from fusionkit.encoders.bert import resolve_text_model
+
+    return AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True).num_hidden_layers
+
+
+def scale_layers(layers, depth: int, reference: int = 12) -> tuple[int, ...]:
+    try:
+        from recipes.mhmf_bert import scale_layers as recipe_scale
+
+        return tuple(recipe_scale(layers, depth, reference))
+    except ImportError:  # same rule as the recipe: round half up, at least 1
+        return tuple(max(1, (2 * l * depth + reference) // (2 * reference)) for l in layers)
+
+
+def plan_variants(args, depth_fn) -> list[Variant]:
+    """The table rows: models × ablation flags, or a study's variants of mhmf."""
+    from fusionkit.training import accepted_kwargs
+
+    if args.study is not None:
+        if args.models not in (None, "mhmf", "all"):
+            raise UsageError(f"--study {args.study} runs mhmf only; drop --models {args.models}")
+        models = resolve_models("mhmf")
+    else:
+        models = resolve_models(args.models)
+    flags = {}
+    if args.encoder_mode is not None:
+        flags["encoder_mode"] = ("--encoder-mode", args.encoder_mode)
+    if args.no_restitution:
+        flags["restitution"] = ("--no-restitution", False)
+    if args.layers:
+        for key, value in parse_layers(args.layers).items():
+            flags[key] = ("--layers", value)
+    accepted = {m: accepted_kwargs(m) for m in models}
+    for key, (flag, _) in flags.items():
+        if not any(a is None or key in a for a in accepted.values()):
+            raise UsageError(f"{flag} has no effect on {', '.join(models)}: none of them accepts {key!r}")
+    if args.study in ("finetune", "layers", "restitution"):
+        for key, (flag, _) in flags.items():
+            study_key = {"finetune": "encoder_mode", "restitution": "restitution"}.get(args.study)
+            if key == study_key or (args.study == "layers" and key.endswith("_layers")):
+                raise UsageError(f"{flag} conflicts with --study {args.study}, which varies it itself")
+
+    def base(model):
+        return {k: v for k, (_, v) in flags.items() if accepted[model] is None or k in accepted[model]}
+
+    if args.study is None:
+        return [Variant(label=m, model=m, kwargs=base(m)) for m in models]
+    common = base("mhmf")
+    if args.study == "finetune":
+        return [Variant(f"mhmf[{mode}]", "mhmf", {**common, "encoder_mode": mode}) for mode in ENCODER_MODES]
+    if args.study == "restitution":
+        return [Variant("mhmf", "mhmf", {**common, "restitution": True}),
+                Variant("mhmf[no restitution]", "mhmf", {**common, "restitution": False})]
+    depth = depth_fn()
+    variants, seen = [], set()
+    for audio, vision in LAYER_CHOICES_12:
+        a, v = scale_layers(audio, depth), scale_layers(vision, depth)
+        if (a, v) in seen:
+            continue
+        seen.add((a, v))
+        label = f"mhmf[audio={','.join(map(str, a))} vision={','.join(map(str, v))}]"
+        variants.append(Variant(label, "mhmf", {**common, "audio_layers": a, "vision_layers": v}))
+    return variants
+
+
+def _check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to --out {str(out)!r} ({e.strerror or e}); choose a writable directory") \
+            from None
+
+
+# -- runs --------------------------------------------------------------------------------------------------
+def _json_clean(obj):
+    from fusionkit.training.build import to_json_kwargs
+
+    return json.loads(json.dumps(to_json_kwargs(obj), sort_keys=True))
+
+
+def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir: Path, train_overrides: dict):
+    """Train (or, with --resume, reuse) one variant/seed; returns the ``result.json`` content."""
+    from fusionkit.training import TrainConfig, train_and_evaluate
+    from fusionkit.training.checkpoint import atomic_write_json, read_json
+
+    spec = {"model": variant.model, "kwargs": _json_clean({**model_kwargs, **variant.kwargs}), "seed": seed,
+            "dataset": args.dataset, "train": train_overrides, "max_samples": args.max_samples}
+    done = run_dir / "result.json"
+    if args.resume and done.is_file() and (run_dir / "run.json").is_file():
+        if read_json(run_dir / "run.json") != spec:
+            raise UsageError(f"{run_dir} holds a run with other settings; use a new --out or drop --resume")
+        print(f"[skip] {variant.label} seed {seed}: already finished", file=sys.stderr)
+        return read_json(done)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "run.json", spec)
+    config = TrainConfig(seed=seed, out_dir=run_dir, resume=args.resume, quiet=args.quiet, device=args.device,
+                         **train_overrides)
+    result = train_and_evaluate(variant.model, data, config, {**model_kwargs, **variant.kwargs})
+    if args.study == "restitution":
+        np.save(run_dir / "test_features.npy", result.test_features.astype(np.float32), allow_pickle=False)
+        np.save(run_dir / "test_labels.npy", result.test_labels.astype(np.float32), allow_pickle=False)
+    return read_json(done)
+
+
+def summarize(runs: list[dict], labels: list[str]) -> dict:
+    """``{label: {metric: {"mean", "std"}}}``; std is the sample standard deviation (0 for one seed)."""
+    from fusionkit.metrics import METRICS
+
+    summary = {}
+    for label in labels:
+        mine = [r for r in runs if r["model"] == label]
+        summary[label] = {}
+        for metric in METRICS:
+            values = np.array([r["test"][metric] for r in mine], dtype=np.float64)
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            summary[label][metric] = {"mean": float(values.mean()), "std": std}
+    return summary
+
+
+def _fmt(metric: str, mean: float, std: float | None = None) -> str:
+    scale, digits = (1.0, 3) if metric in ("mae", "corr") else (100.0, 1)
+    text = f"{mean * scale:.{digits}f}"
+    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+
+
+def render_markdown(results: dict) -> str:
+    from fusionkit.metrics import METRICS
+
+    sim = " (simulated audio/visual)" if results["simulated"] else ""
+    n = len(results["seeds"])
+    lines = [f"# Results on {results['dataset']}{sim}", "",
+             f"Test metrics of the weights selected on the validation split, mean ± std over {n} seed"
+             f"{'s' if n != 1 else ''} ({', '.join(map(str, results['seeds']))}); text model: "
+             f"{results['text_model']}. Accuracies and F1 in %; MAE and Corr raw.", ""]
+    header = ["Model"] + [METRIC_LABELS[m] for m in METRICS]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, metrics in results["summary"].items():
+        lines.append("| " + " | ".join([label] + [_fmt(m, metrics[m]["mean"], metrics[m]["std"]) for m in METRICS])
+                     + " |")
+    table = paper_table_for(results["dataset"])
+    if table is not None:
+        lines += ["", f"## Paper's numbers — {table['title']}", "",
+                  "Reported by the paper's authors with BERT-base on the real CMU-MultimodalSDK features; not "
+                  "produced by this code and not comparable with simulated channels or a smaller encoder.", ""]
+        if table["rows"]:
+            head = ["Model"] + [METRIC_LABELS[m] for m in COLUMNS]
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for label, row in table["rows"].items():
+                cells = ["–" if row.get(m) is None else (f"{row[m]:.3f}" if m in ("mae", "corr") else f"{row[m]:.1f}")
+                         for m in COLUMNS]
+                lines.append("| " + " | ".join([label] + cells) + " |")
+            lines += ["", f"Source checked: {table['verified']}"]
+        else:
+            lines.append(UNAVAILABLE_NOTE)
+    return "\n".join(lines) + "\n"
+
+
+def plot_tsne(run_dirs: dict, path: Path, seed: int) -> None:
+    """Side-by-side t-SNE of pooled fused test features (one panel per variant), coloured by label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(run_dirs), figsize=(5 * len(run_dirs), 4.4), squeeze=False)
+    for ax, (label, run_dir) in zip(axes[0], run_dirs.items()):
+        feats = np.load(run_dir / "test_features.npy", allow_pickle=False)
+        labels = np.load(run_dir / "test_labels.npy", allow_pickle=False)
+        perplexity = float(min(30.0, max(2.0, (len(feats) - 1) / 3)))
+        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats)
+        points = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="coolwarm", vmin=-3, vmax=3, s=10)
+        ax.set_title(label)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(points, ax=axes[0].tolist(), label="sentiment label")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e or 'stopped'}; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1 (the number of seeds to run), got {args.seeds}")
+    for name in ("epochs", "batch_size", "max_train_samples", "max_samples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("lr", "encoder_lr"):
+        value = getattr(args, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if args.tiny_bert and args.text_model is not None:
+        raise UsageError("--tiny-bert and --text-model are exclusive")
+
+    from fusionkit.encoders.bert import TextModelNotFound, load_tokenizer
+
+    try:
+        variants = plan_variants(args, lambda: encoder_depth(args.text_model, args.tiny_bert))
+        tokenizer = load_tokenizer(args.text_model)
+    except TextModelNotFound as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out) if args.out is not None else Path("runs") / args.dataset.replace(os.sep, "_")
+    _check_out_dir(out)
+
+    from fusionkit.data import DataError, load_splits
+
+    try:
+        data = load_splits(args.dataset, data_root=args.data_root, tokenizer=tokenizer, max_samples=args.max_samples,
+                           seed=0)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    model_kwargs: dict = {}
+    if args.tiny_bert:
+        from fusionkit.testing import tiny_bert_config
+
+        model_kwargs["bert_config"] = tiny_bert_config()
+    elif args.text_model is not None:
+        model_kwargs["text_model"] = args.text_model
+    train_overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                             encoder_lr=args.encoder_lr,
+                                             max_train_samples=args.max_train_samples).items() if v is not None}
+    seeds = list(range(args.seeds))
+    runs, run_dirs = [], {}
+    from fusionkit.training import ModelBuildError
+
+    for variant in variants:
+        for seed in seeds:
+            run_dir = out / variant.dirname / f"seed{seed}"
+            print(f"[run] {variant.label} seed {seed} → {run_dir}", file=sys.stderr)
+            try:
+                result = run_one(variant, seed, data, args, model_kwargs, run_dir, train_overrides)
+            except (ModelBuildError, TextModelNotFound) as e:
+                raise UsageError(str(e)) from None
+            except ValueError as e:  # a model factory rejecting its settings, e.g. --layers out of range
+                raise UsageError(f"{variant.label}: {e}") from None
+            runs.append({"model": variant.label, "seed": seed, "best_epoch": result["best_epoch"],
+                         "valid": result["valid"], "test": result["test"]})
+            if seed == seeds[0]:
+                run_dirs[variant.label] = run_dir
+    labels = [v.label for v in variants]
+    results = {
+        "dataset": args.dataset,
+        "simulated": bool(data.info.simulated),
+        "text_model": "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6"),
+        "seeds": seeds,
+        "config": {"study": args.study, "variants": {v.label: {"model": v.model, "kwargs": _json_clean(v.kwargs)}
+                                                       for v in variants},
+                   "train": train_overrides, "max_samples": args.max_samples},
+        "runs": runs,
+        "summary": summarize(runs, labels),
+    }
+    from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
+
+    atomic_write_json(out / "results.json", results)
+    atomic_write_bytes(out / "results.md", render_markdown(results).encode())
+    if args.study == "restitution":
+        plot_tsne(run_dirs, out / "tsne.png", seeds[0])
+    print(render_markdown(results))
+    print(f"wrote {out / 'results.json'} and {out / 'results.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

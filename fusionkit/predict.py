@@ -1,0 +1,49 @@
+"""Score utterances with a trained checkpoint: ``python -m fusionkit.predict CHECKPOINT --text "…"``.
+
+Prints one score per ``--text`` (about −3 = very negative … +3 = very positive). Nonverbal features can be
+given as ``.npy`` files of shape ``(n_words, d)`` (one row per whitespace-separated word); without them the
+audio/visual channels are zeros and a warning says so.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fusionkit.predict", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="a best/ checkpoint directory (or the run directory above it)")
+    p.add_argument("--text", action="append", required=True, help="utterance to score (repeatable)")
+    p.add_argument("--acoustic", default=None, help=".npy file (n_words, d_acoustic) for a single --text")
+    p.add_argument("--visual", default=None, help=".npy file (n_words, d_visual) for a single --text")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    import numpy as np
+
+    from fusionkit.inference import load
+    from fusionkit.training.checkpoint import CheckpointError
+
+    try:
+        if (args.acoustic or args.visual) and len(args.text) != 1:
+            raise ValueError("--acoustic/--visual describe one utterance: pass a single --text with them")
+        feats = {k: None if getattr(args, k) is None else np.load(getattr(args, k), allow_pickle=False)
+                 for k in ("acoustic", "visual")}
+        model = load(args.checkpoint, device=args.device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            if len(args.text) == 1:
+                scores = [model.predict(args.text[0], **feats)]
+            else:
+                scores = model.predict(list(args.text), batch=True)
+    except (CheckpointError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for text, score in zip(args.text, scores):
+        print(f"{score:.4f}\t{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
