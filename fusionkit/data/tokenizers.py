@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-VOCAB_FILES = ("vocab.txt", "tokenizer.json")
+VOCAB_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def tokenizer_identity(tokenizer) -> str:
@@ -24,7 +24,8 @@ def tokenizer_identity(tokenizer) -> str:
             return f"{path.name}:{h.hexdigest()[:16]}"
         tokenizer = get_tokenizer(tokenizer)
     vocab = tokenizer.get_vocab()
-    h = hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:16]
+    settings = [type(tokenizer).__name__, getattr(tokenizer, "do_lower_case", None)]
+    h = hashlib.sha256(json.dumps([settings, sorted(vocab.items())]).encode()).hexdigest()[:16]
     name = Path(str(getattr(tokenizer, "name_or_path", type(tokenizer).__name__))).name
     return f"{name}:{h}"
 
