@@ -226,6 +226,17 @@ def train_and_evaluate(
     Returns a :class:`RunResult`; with ``config.out_dir`` it also writes checkpoints, ``log.jsonl``,
     ``result.json``, ``test_predictions.csv`` and ``curve.png`` there (rank 0 only).
     """
+    threads = torch.get_num_threads()
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        return _train_and_evaluate(model_name, data, config, model_kwargs, on_step)
+    finally:  # leave the process as we found it (tests and notebooks run several things in one process)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
+def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunResult:
     from fusionkit.data import make_loader
 
     config = config or TrainConfig()

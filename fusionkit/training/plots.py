@@ -23,7 +23,10 @@ def plot_history(history: list, path: str | Path, *, title: str = "") -> None:
     axes[1].legend()
     axes[2].plot(epochs, [h["valid"]["mae"] for h in history], marker="o", color="C3")
     axes[2].set_ylabel("valid MAE")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     best = [h["epoch"] for h in history if h.get("improved")]
