@@ -1,1 +1,187 @@
-"""(being written)"""
+"""``mult`` — MulT: Multimodal Transformer, with BERT features as its text sequence.
+
+Paper: Tsai, Bai, Liang, Kolter, Morency, Salakhutdinov, "Multimodal Transformer for Unaligned Multimodal
+Language Sequences", ACL 2019. Follows ``MULTModel`` in ``src/models.py`` (with ``modules/``) of
+https://github.com/yaohungt/Multimodal-Transformer:
+
+* text input dropout (``embed_dropout``), then 1-D conv projections of language / audio / vision to ``d``
+  (:class:`TemporalConvProjection`, skipped when a modality already has width ``d``);
+* for each target modality two crossmodal transformers (e.g. A → L and V → L,
+  :class:`~fusionkit.components.crossmodal.CrossmodalTransformer`), their outputs concatenated (``2d``) and fed to
+  a self-attention memory transformer with ``max(layers, 3)`` layers;
+* the last step of each memory output, concatenated (``6d``), a residual block
+  ``proj2(Dropout(ReLU(proj1(h)))) + h`` and ``out_layer`` to the score.
+As in the authors' ``get_network``, a crossmodal transformer's attention dropout is that of its *source*
+modality (``attn_dropout`` for language, ``attn_dropout_a`` for audio, ``attn_dropout_v`` for vision) and the
+memory transformers use ``attn_dropout``. ``targets`` selects the authors' partial modes (``lonly`` …).
+
+Defaults for CMU-MOSI: ``d = 30`` and conv kernel 1 are hard-coded in the authors' ``src/models.py``; the values
+``main.py`` takes as flags come from the paper's Table 5 for CMU-MOSI (``main.py``'s own defaults are for
+unaligned CMU-MOSEI: 5 layers, 5 heads, embedding dropout 0.25, output dropout 0): 4 crossmodal layers, 10
+heads, textual embedding dropout 0.2, crossmodal attention dropout 0.2, output dropout 0.1, with ``main.py``'s
+``attn_dropout_a = attn_dropout_v = 0``, ``relu_dropout = res_dropout = 0.1`` and the future mask on
+(``--attn_mask`` defaults to True); Adam lr 1e-3, batch 128, gradient-norm clip 0.8, 100 epochs.
+
+Departures from the authors' code, and why:
+
+* Text: the shared ``bert_encoder``'s last layer (fine-tuned, ``encoder_lr`` 5e-5) is the language sequence
+  (``orig_d_l`` = BERT width) instead of GloVe vectors — the library's common text path.
+* Variable lengths: the authors' sequences have a fixed length and no padding mask (their position table treats
+  steps whose first feature is exactly 0 as padding). Here padded keys are masked (``batch.mask``,
+  ``batch.a_mask``, ``batch.v_mask``; unaligned audio/vision work), padded steps get no position, and "the last
+  step" is each sample's last *real* step (the authors take index −1 of their padded arrays).
+* During training the authors draw separate embedding-dropout masks for keys and values of the source (two
+  copies of one tensor); here one dropout mask serves both, as keys and values come from one tensor.
+* Training: fusionkit's engine optimises MSE (the authors: L1) with AdamW without weight decay and a linear
+  schedule (the authors: Adam with ReduceLROnPlateau, patience 20, factor 0.1).
+* ``features`` (for probing) is the concatenated last steps ``(B, 6d)`` (the authors' ``last_hs``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionkit.components.crossmodal import CrossmodalTransformer, TemporalConvProjection
+from fusionkit.data.batch import MultimodalBatch
+from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.registry import register
+from fusionkit.types import ModelOutput
+
+MODALITIES = ("l", "a", "v")
+
+
+def last_real_step(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x``: ``(B, T, d)``, ``mask``: ``(B, T)`` bool, True = real (right padding) → ``(B, d)`` at each last real step."""
+    last = (mask.long().sum(dim=1) - 1).clamp(min=0)
+    return x[torch.arange(x.shape[0], device=x.device), last]
+
+
+class MulT(nn.Module):
+    """Directional crossmodal transformers into each target modality, memory transformers, residual head."""
+
+    train_defaults = {
+        "lr": 1e-3,
+        "encoder_lr": 5e-5,
+        "batch_size": 128,
+        "epochs": 100,
+        "warmup": 0.0,
+        "grad_clip": 0.8,
+        "weight_decay": 0.0,
+    }
+
+    def __init__(
+        self,
+        *,
+        encoder: BertEncoder,
+        projections: nn.ModuleDict,
+        crossmodal: nn.ModuleDict,
+        memory: nn.ModuleDict,
+        embed_dropout: float,
+        out_dropout: float,
+    ) -> None:
+        super().__init__()
+        targets = tuple(m for m in MODALITIES if m in memory)
+        if not targets or set(memory) - set(MODALITIES):
+            raise ValueError(f"memory must map some of {MODALITIES} to transformers, got {sorted(memory)}")
+        for target in targets:
+            for source in MODALITIES:
+                if source != target and f"{target}_with_{source}" not in crossmodal:
+                    raise ValueError(f"crossmodal transformer {target}_with_{source} is missing")
+        self.targets = targets
+        self.encoder = encoder
+        self.proj = projections
+        self.trans = crossmodal
+        self.mem = memory
+        self.embed_dropout = embed_dropout
+        self.out_dropout = out_dropout
+        combined = sum(memory[t].dim for t in targets)
+        self.proj1 = nn.Linear(combined, combined)
+        self.proj2 = nn.Linear(combined, combined)
+        self.out_layer = nn.Linear(combined, 1)
+
+    def forward(self, batch: MultimodalBatch) -> ModelOutput:
+        """``batch``: :class:`MultimodalBatch` — text ``(B, T)``, acoustic ``(B, T_a, d_a)``, visual
+        ``(B, T_v, d_v)`` (aligned or not); masks ``(B, T*)`` bool, True = real step (right padding).
+
+        Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, 2d · len(targets))``.
+        """
+        text = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
+        text = F.dropout(text, p=self.embed_dropout, training=self.training)
+        seqs = {"l": self.proj["l"](text), "a": self.proj["a"](batch.acoustic), "v": self.proj["v"](batch.visual)}
+        masks = {"l": batch.mask, "a": batch.a_mask, "v": batch.v_mask}
+        last = []
+        for target in self.targets:
+            crossed = [
+                self.trans[f"{target}_with_{source}"](seqs[target], seqs[source], masks[target], masks[source])
+                for source in MODALITIES
+                if source != target
+            ]
+            h = self.mem[target](torch.cat(crossed, dim=-1), mask=masks[target])
+            last.append(last_real_step(h, masks[target]))
+        last_hs = torch.cat(last, dim=-1)
+        hidden = self.proj2(F.dropout(F.relu(self.proj1(last_hs)), p=self.out_dropout, training=self.training))
+        prediction = self.out_layer(hidden + last_hs).squeeze(-1)
+        return ModelOutput(prediction=prediction, loss_terms={}, features=last_hs)
+
+
+@register("mult", kind="model")
+def build_mult(
+    *,
+    text_model: str | None = None,
+    bert_config=None,
+    encoder_mode: str = "finetune",
+    d_acoustic: int = 74,
+    d_visual: int = 47,
+    d_model: int = 30,
+    heads: int = 10,
+    layers: int = 4,
+    kernel_size: int = 1,
+    attn_dropout: float = 0.2,
+    attn_dropout_a: float = 0.0,
+    attn_dropout_v: float = 0.0,
+    relu_dropout: float = 0.1,
+    res_dropout: float = 0.1,
+    embed_dropout: float = 0.2,
+    out_dropout: float = 0.1,
+    attn_mask: bool = True,
+    targets: tuple[str, ...] = MODALITIES,
+) -> MulT:
+    """MulT (Tsai et al., 2019): crossmodal transformers over BERT, audio and vision sequences."""
+    targets = tuple(targets)
+    if not targets or any(t not in MODALITIES for t in targets) or len(set(targets)) != len(targets):
+        raise ValueError(f"targets must be distinct modalities among {MODALITIES} ('l' text, 'a' audio, 'v' vision), got {targets}")
+    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
+    d_in = {"l": encoder.hidden_size, "a": d_acoustic, "v": d_visual}
+    source_dropout = {"l": attn_dropout, "a": attn_dropout_a, "v": attn_dropout_v}
+    common = dict(relu_dropout=relu_dropout, res_dropout=res_dropout, embed_dropout=embed_dropout, attn_mask=attn_mask)
+    projections = nn.ModuleDict(
+        {m: TemporalConvProjection(d_in=d_in[m], d_out=d_model, kernel_size=kernel_size) for m in MODALITIES}
+    )
+    crossmodal = nn.ModuleDict(
+        {
+            f"{t}_with_{s}": CrossmodalTransformer(
+                dim=d_model, heads=heads, layers=layers, attn_dropout=source_dropout[s], **common
+            )
+            for t in targets
+            for s in MODALITIES
+            if s != t
+        }
+    )
+    memory = nn.ModuleDict(
+        {
+            t: CrossmodalTransformer(
+                dim=2 * d_model, heads=heads, layers=max(layers, 3), attn_dropout=attn_dropout, self_attention=True,
+                **common,
+            )
+            for t in targets
+        }
+    )
+    return MulT(
+        encoder=encoder,
+        projections=projections,
+        crossmodal=crossmodal,
+        memory=memory,
+        embed_dropout=embed_dropout,
+        out_dropout=out_dropout,
+    )

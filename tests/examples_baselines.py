@@ -80,3 +80,19 @@ EXAMPLES["misa_fusion"] = dict(
     no_grad=(),
 )
 EXAMPLES["misa"] = dict(build=lambda: _model("misa"), run=lambda m: m(_batch()), no_grad=())
+
+
+def _run_crossmodal(m):
+    b = _batch()
+    g = torch.Generator().manual_seed(2)
+    return m(torch.randn(4, 8, 10, generator=g), torch.randn(4, 6, 10, generator=g), b.mask, b.mask[:, :6])
+
+
+EXAMPLES["crossmodal_transformer"] = dict(
+    build=lambda: fusionkit.create("crossmodal_transformer", dim=10, heads=2, layers=2),
+    run=_run_crossmodal,
+    no_grad=(),
+)
+EXAMPLES["mult"] = dict(
+    build=lambda: _model("mult", d_model=12, heads=2, layers=1), run=lambda m: m(_batch()), no_grad=()
+)

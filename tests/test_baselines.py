@@ -124,3 +124,22 @@ def test_misa_loss_terms_are_weighted_and_adversarial_option_trains_the_discrimi
     assert disc is not None and disc.abs().sum() > 0
     # gradient reversal: the discriminator descends the domain loss, the shared encoder ascends it
     assert adversarial.shared_private.shared[0].weight.grad.abs().sum() > 0
+
+
+def test_mult_partial_mode_and_unaligned_sequences():
+    model = _model("mult", targets=("l",), d_model=12, heads=2, layers=1).eval()
+    assert set(model.mem) == {"l"} and set(model.trans) == {"l_with_a", "l_with_v"}
+    batch = _batch()
+    with torch.no_grad():
+        out = model(batch)
+    assert out.features.shape == (4, 24)
+    # unaligned audio: its own length and mask; padded audio steps do not matter
+    g = torch.Generator().manual_seed(0)
+    a_mask = torch.arange(13)[None, :] < torch.tensor([13, 6, 9, 2])[:, None]
+    acoustic = torch.randn(4, 13, D_A, generator=g) * a_mask[..., None]
+    unaligned = replace(batch, acoustic=acoustic, acoustic_mask=a_mask)
+    noisy = replace(unaligned, acoustic=acoustic + 5.0 * ~a_mask[..., None])
+    with torch.no_grad():
+        assert torch.allclose(model(unaligned).prediction, model(noisy).prediction, atol=1e-5)
+    with pytest.raises(ValueError, match="targets"):
+        _model("mult", targets=("x",))

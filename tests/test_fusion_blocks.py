@@ -268,3 +268,67 @@ def test_reverse_gradient_flips_and_scales():
     x = torch.ones(3, requires_grad=True)
     reverse_gradient(x, 0.5).sum().backward()
     assert torch.equal(x.grad, torch.full((3,), -0.5))
+
+
+# -- MulT's crossmodal transformer ---------------------------------------------------------------------------------
+
+from fusionkit.components.crossmodal import (  # noqa: E402
+    CrossmodalTransformer,
+    SinusoidalPositions,
+    TemporalConvProjection,
+    future_mask,
+)
+
+
+def test_sinusoidal_positions_exact_values_and_padding():
+    pos = SinusoidalPositions(dim=5)  # half = 2: frequencies 1 and 10000^-1; odd width → a zero column
+    x = torch.zeros(1, 3, 5)
+    out = pos(x, mask=torch.tensor([[True, True, False]]))
+    for p in (1, 2):
+        expected = [math.sin(p), math.sin(p * 1e-4), math.cos(p), math.cos(p * 1e-4), 0.0]
+        assert torch.allclose(out[0, p - 1], torch.tensor(expected), atol=1e-6)
+    assert torch.equal(out[0, 2], torch.zeros(5))
+
+
+def test_future_mask_matches_mult_offsets():
+    assert future_mask(3, 3).tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    assert future_mask(2, 4).tolist() == [[True, True, True, False], [True, True, True, True]]
+
+
+@pytest.mark.parametrize("attn_mask", [True, False])
+def test_crossmodal_transformer_ignores_padding_and_respects_future_mask(attn_mask):
+    torch.manual_seed(0)
+    net = CrossmodalTransformer(dim=8, heads=2, layers=2, attn_mask=attn_mask).eval()
+    x, s = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    s_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    out = net(x, s, mask, s_mask)
+    assert out.shape == (2, 5, 8)
+    changed = s.clone()
+    changed[1, 3:] = 99.0  # padded source steps
+    assert torch.allclose(net(x, changed, mask, s_mask), out, atol=1e-6)
+    later = s.clone()
+    later[0, 3:] = torch.randn(2, 8)  # future source steps of query 0..2
+    moved = net(x, later, mask, s_mask)
+    assert torch.allclose(moved[0, :3], out[0, :3], atol=1e-6) == attn_mask
+    assert not torch.allclose(moved[0, 3:], out[0, 3:], atol=1e-4)
+
+
+def test_crossmodal_memory_transformer_and_errors():
+    mem = CrossmodalTransformer(dim=8, heads=2, layers=1, self_attention=True)
+    assert mem(torch.randn(2, 4, 8)).shape == (2, 4, 8)
+    with pytest.raises(ValueError, match="without source"):
+        mem(torch.randn(2, 4, 8), torch.randn(2, 4, 8))
+    cross = CrossmodalTransformer(dim=8, heads=2, layers=1)
+    with pytest.raises(ValueError, match="pass source"):
+        cross(torch.randn(2, 4, 8))
+    with pytest.raises(ValueError, match="built for width 8"):
+        cross(torch.randn(2, 4, 6), torch.randn(2, 4, 8))
+
+
+def test_temporal_conv_projection():
+    assert isinstance(TemporalConvProjection(d_in=4, d_out=4).conv, type(None))
+    proj = TemporalConvProjection(d_in=4, d_out=6, kernel_size=3)
+    assert proj(torch.randn(2, 7, 4)).shape == (2, 7, 6) and proj.conv.bias is None
+    with pytest.raises(ValueError, match="odd"):
+        TemporalConvProjection(d_in=4, d_out=6, kernel_size=2)
