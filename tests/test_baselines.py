@@ -143,3 +143,11 @@ def test_mult_partial_mode_and_unaligned_sequences():
         assert torch.allclose(model(unaligned).prediction, model(noisy).prediction, atol=1e-5)
     with pytest.raises(ValueError, match="targets"):
         _model("mult", targets=("x",))
+
+
+def test_wrong_feature_size_is_a_clear_error(built):
+    name, model = built
+    model.eval()
+    batch = random_batch(batch_size=4, seq_len=9, d_acoustic=D_A + 1, d_visual=D_V)
+    with pytest.raises(ValueError, match=str(D_A)):
+        model(batch)

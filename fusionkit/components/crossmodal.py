@@ -204,12 +204,15 @@ class TemporalConvProjection(nn.Module):
             raise ValueError(f"TemporalConvProjection needs positive sizes, got d_in={d_in}, d_out={d_out}")
         if kernel_size <= 0 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number (length-preserving), got {kernel_size}")
+        self.d_in = d_in
         self.conv = None
         if d_in != d_out:
             self.conv = nn.Conv1d(d_in, d_out, kernel_size=kernel_size, padding=(kernel_size - 1) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, T, d_in)`` → ``(B, T, d_out)``."""
+        if x.shape[-1] != self.d_in:
+            raise ValueError(f"TemporalConvProjection was built for d_in={self.d_in}, got a sequence of shape {tuple(x.shape)}")
         if self.conv is None:
             return x
         return rearrange(self.conv(rearrange(x, "b t d -> b d t")), "b d t -> b t d")

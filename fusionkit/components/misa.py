@@ -57,7 +57,7 @@ class MISASequenceEncoder(nn.Module):
         super().__init__()
         d_hidden = d_in if d_hidden is None else d_hidden
         _check_positive(d_in=d_in, d_hidden=d_hidden)
-        self.d_hidden = d_hidden
+        self.d_in, self.d_hidden = d_in, d_hidden
         self.rnn1 = nn.LSTM(d_in, d_hidden, bidirectional=True, batch_first=True)
         self.rnn2 = nn.LSTM(2 * d_hidden, d_hidden, bidirectional=True, batch_first=True)
         self.layer_norm = nn.LayerNorm(2 * d_hidden)
@@ -77,6 +77,8 @@ class MISASequenceEncoder(nn.Module):
         Returns:
             ``(B, 4 · d_hidden)``; padding never reaches the LSTMs (packed sequences).
         """
+        if x.dim() != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(f"misa_sequence_encoder was built for (B, T, {self.d_in}) sequences, got {tuple(x.shape)}")
         if mask is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
         else:

@@ -27,6 +27,7 @@ class SubNet(nn.Module):
             raise ValueError(f"subnet needs positive sizes, got d_in={d_in}, d_hidden={d_hidden}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"subnet dropout must be in [0, 1), got {dropout}")
+        self.d_in = d_in
         self.norm = nn.BatchNorm1d(d_in)
         self.drop = nn.Dropout(dropout)
         self.linear_1 = nn.Linear(d_in, d_hidden)
@@ -40,6 +41,8 @@ class SubNet(nn.Module):
                 f"subnet expects one vector per sample (B, d_in), got shape {tuple(x.shape)}; average a (B, T, d) "
                 f"sequence over time first (fusionkit.components.masked_mean)"
             )
+        if x.shape[-1] != self.d_in:
+            raise ValueError(f"subnet was built for d_in={self.d_in}, got vectors of size {x.shape[-1]}")
         y = self.drop(self.norm(x))
         y = F.relu(self.linear_1(y))
         y = F.relu(self.linear_2(y))
