@@ -281,12 +281,12 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                                     max_seq_length=getattr(train_ds, "max_seq_length", None),
                                     aligned=getattr(data.info, "aligned", True))
     identity = {"model": model_name, "model_json": description, "config": _identity_config(cfg),
-                "train_size": len(train_ds)}
+                "train_size": len(train_ds), "world_size": ctx.world}
     run = _Run()
     best_state: dict | None = None
     resume_rng: tuple | None = None
     if cfg.resume and out_dir is not None and (out_dir / LAST_DIR / "state.json").is_file():
-        resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler)
+        resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler, ctx.rank)
         if run.best_epoch:
             best_weights = ckpt.read_model_weights(out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
             best_state = {k: v.clone() for k, v in best_weights.items()}
@@ -455,16 +455,18 @@ def _clear_run_dir(out_dir: Path) -> None:
 
 def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, scheduler) -> None:
     """Write ``last/``: tensor files under a fresh save number, then ``state.json`` naming them."""
+    # every rank's generator states (dropout differs per rank), gathered to rank 0
     rng_tensors, rng_json = ckpt.capture_rng()
+    gathered = dist_utils.all_gather_objects(ctx, ({k: v.numpy() for k, v in rng_tensors.items()}, rng_json))
     if ctx.is_main:
         last = out_dir / LAST_DIR
         previous = ckpt.read_json(last / "state.json") if (last / "state.json").is_file() else {}
         number = previous.get("save_number", 0) + 1
         files = {}
         state = {"format": ckpt.FORMAT_VERSION, "save_number": number, "identity": identity,
-                 "run": run.counters(), "rng": rng_json,
+                 "run": run.counters(), "rng": [g[1] for g in gathered],
                  "epoch_seconds": run.epoch_seconds_before + time.perf_counter() - run.epoch_started}
-        tensors = dict(rng_tensors)
+        tensors = {f"rank{r}.{k}": torch.from_numpy(v) for r, g in enumerate(gathered) for k, v in g[0].items()}
         if optimizer is not None:
             files["model"] = f"model-{number:06d}.safetensors"
             ckpt.save_model_weights(model, last / files["model"])
@@ -481,7 +483,7 @@ def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, 
     dist_utils.barrier(ctx)
 
 
-def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler):
+def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int):
     """Restore ``run``, the model, optimizer and scheduler from ``last/``; returns the RNG state to restore."""
     last = out_dir / LAST_DIR
     state = ckpt.read_json(last / "state.json")
@@ -507,7 +509,9 @@ def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, sched
         ckpt.load_model_weights(model, last / state["files"]["model"], what=f"{identity['model']!r}")
         optimizer.load_state_dict(ckpt.merge_optimizer_state(tensors, state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
-    return tensors, state["rng"]
+    prefix = f"rank{rank}."
+    rng_tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return rng_tensors, state["rng"][rank]
 
 
 def _write_outputs(out_dir: Path, model_name: str, cfg: TrainConfig, result: RunResult, test: EvalOutput) -> None:
