@@ -135,3 +135,16 @@ def test_layer_study_plan_scales_to_depth():
     with pytest.raises(bench.UsageError, match="conflicts with --study finetune"):
         bench.plan_variants(bench.build_parser().parse_args(["--study", "finetune", "--encoder-mode", "frozen"]),
                             lambda: 6)
+
+
+def test_tsne_figure(tmp_path):
+    rng = np.random.default_rng(0)
+    dirs = {}
+    for label in ("mhmf", "mhmf[no restitution]"):
+        d = tmp_path / label.replace(" ", "_")
+        d.mkdir()
+        np.save(d / "test_features.npy", rng.normal(size=(20, 8)).astype(np.float32))
+        np.save(d / "test_labels.npy", rng.uniform(-3, 3, 20).astype(np.float32))
+        dirs[label] = d
+    bench.plot_tsne(dirs, tmp_path / "tsne.png", seed=0)
+    assert (tmp_path / "tsne.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

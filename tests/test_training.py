@@ -158,6 +158,7 @@ DDP_WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_agree_with_one(full_run, tmp_path):
     single = full_run[1]
     script = tmp_path / "worker.py"
