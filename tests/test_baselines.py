@@ -151,3 +151,14 @@ def test_wrong_feature_size_is_a_clear_error(built):
     batch = random_batch(batch_size=4, seq_len=9, d_acoustic=D_A + 1, d_visual=D_V)
     with pytest.raises(ValueError, match=str(D_A)):
         model(batch)
+
+
+def test_single_sample_training_batch(built):
+    """The last batch of an epoch may hold one sample (BatchNorm in TFN/LMF, batch moments in MISA)."""
+    name, model = built
+    model.train()
+    out = model(random_batch(batch_size=1, seq_len=6, d_acoustic=D_A, d_visual=D_V))
+    loss = out.prediction.sum() + sum(out.loss_terms.values())
+    model.zero_grad()
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

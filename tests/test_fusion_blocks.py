@@ -28,6 +28,16 @@ def test_subnet_shape_relu_output_and_vector_input_check():
         SubNet(d_in=0, d_hidden=4)
 
 
+def test_subnet_single_sample_training_batch_uses_running_statistics():
+    net = SubNet(d_in=3, d_hidden=2, dropout=0.0).train()
+    net(torch.randn(8, 3) * 3 + 1)  # updates the running statistics
+    stats = (net.norm.running_mean.clone(), net.norm.running_var.clone())
+    x = torch.randn(1, 3)
+    out = net(x)
+    assert torch.equal(net.norm.running_mean, stats[0]) and torch.equal(net.norm.running_var, stats[1])
+    assert torch.allclose(out, net.eval()(x))
+
+
 def test_text_subnet_pools_real_tokens_only():
     net = TextSubNet(d_in=3, d_out=2, pooling="mean").eval()
     hidden = torch.randn(2, 4, 3)

@@ -18,7 +18,8 @@ from fusionkit.registry import register
 class SubNet(nn.Module):
     """``BatchNorm1d(d_in) → Dropout → ReLU(Linear) → ReLU(Linear) → ReLU(Linear)``, ``d_in → d_hidden``.
 
-    BatchNorm in training mode needs more than one sample per batch (as in the authors' code).
+    A training batch of a single sample (e.g. the last, incomplete batch of an epoch) has no batch statistics: it
+    is normalised with the running statistics, which it leaves unchanged (the authors' code would fail there).
     """
 
     def __init__(self, *, d_in: int, d_hidden: int, dropout: float = 0.0) -> None:
@@ -43,7 +44,12 @@ class SubNet(nn.Module):
             )
         if x.shape[-1] != self.d_in:
             raise ValueError(f"subnet was built for d_in={self.d_in}, got vectors of size {x.shape[-1]}")
-        y = self.drop(self.norm(x))
+        if self.training and x.shape[0] == 1:
+            norm = self.norm
+            normed = F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
+        else:
+            normed = self.norm(x)
+        y = self.drop(normed)
         y = F.relu(self.linear_1(y))
         y = F.relu(self.linear_2(y))
         return F.relu(self.linear_3(y))
