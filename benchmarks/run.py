@@ -315,13 +315,16 @@ def plot_tsne(run_dirs: dict, path: Path, seed: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     fig, axes = plt.subplots(1, len(run_dirs), figsize=(5 * len(run_dirs), 4.4), squeeze=False)
     for ax, (label, run_dir) in zip(axes[0], run_dirs.items()):
         feats = np.load(run_dir / "test_features.npy", allow_pickle=False)
         labels = np.load(run_dir / "test_labels.npy", allow_pickle=False)
         perplexity = float(min(30.0, max(2.0, (len(feats) - 1) / 3)))
-        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats)
+        # one thread: sklearn's OpenMP pool busy-waits against torch's and gets ~100x slower on few cores
+        with threadpool_limits(1):
+            emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats)
         points = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="coolwarm", vmin=-3, vmax=3, s=10)
         ax.set_title(label)
         ax.set_xticks([])

@@ -13,7 +13,6 @@ scheduler steps are exactly those of an uninterrupted run.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
