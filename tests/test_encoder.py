@@ -68,6 +68,23 @@ def test_injection_hook_transforms_hidden_states_at_its_layer(layer):
         _run(injected, batch)
 
 
+class Scale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, hidden):
+        return hidden * self.weight
+
+
+def test_frozen_encoder_still_trains_its_injection_module():
+    encoder = build_bert_encoder(config=tiny_bert_config(), mode="frozen", injection=Scale(), injection_layer=1)
+    out = _run(encoder, random_batch(), injection_inputs={}).last_hidden_state
+    out.sum().backward()
+    assert encoder.injection.weight.grad is not None and encoder.injection.weight.grad != 0
+    assert all(p.grad is None for p in encoder.model.parameters())
+
+
 def test_bad_arguments_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown encoder mode 'thawed'"):
         build_bert_encoder(config=tiny_bert_config(), mode="thawed")

@@ -68,7 +68,8 @@ class EncoderOutput(NamedTuple):
 class BertEncoder(nn.Module):
     """Wraps a Hugging Face BERT-family ``AutoModel``.
 
-    ``mode``: ``finetune`` (trainable), ``frozen`` (no gradients, always in eval mode, run under no_grad) or
+    ``mode``: ``finetune`` (trainable), ``frozen`` (no parameter gradients, always in eval mode, run under no_grad
+    unless an injection module needs gradients through it) or
     ``random`` (same architecture, weights re-initialised, trainable — the paper's §4.2 control).
 
     ``injection``: an optional module called as ``injection(hidden, **injection_inputs)`` on the hidden states
@@ -146,7 +147,9 @@ class BertEncoder(nn.Module):
             raise ValueError("this encoder has an injection module: pass injection_inputs")
         self._injection_inputs = injection_inputs
         try:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.mode != "frozen"):
+            # A frozen encoder needs no graph, unless an injection module inside it is trained (MAG).
+            track = torch.is_grad_enabled() and (self.mode != "frozen" or self.injection is not None)
+            with torch.set_grad_enabled(track):
                 out = self.model(
                     input_ids=input_ids,
                     attention_mask=attention_mask.long(),
