@@ -382,8 +382,9 @@ def _main(argv) -> int:
         from fusionkit.testing import tiny_bert_config
 
         model_kwargs["bert_config"] = tiny_bert_config()
-    elif args.text_model is not None:
-        model_kwargs["text_model"] = args.text_model
+    elif args.text_model is not None:  # a local directory is recorded absolute so checkpoints load from anywhere
+        local = Path(args.text_model).expanduser()
+        model_kwargs["text_model"] = str(local.resolve()) if local.is_dir() else args.text_model
     train_overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                              encoder_lr=args.encoder_lr,
                                              max_train_samples=args.max_train_samples).items() if v is not None}

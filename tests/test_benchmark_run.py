@@ -148,3 +148,12 @@ def test_tsne_figure(tmp_path):
         dirs[label] = d
     bench.plot_tsne(dirs, tmp_path / "tsne.png", seed=0)
     assert (tmp_path / "tsne.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ablation_flags_reach_only_accepting_models():
+    args = bench.build_parser().parse_args(["--models", "mhmf,text", "--layers", "audio=2,4", "vision=1,3",
+                                            "--no-restitution", "--encoder-mode", "frozen"])
+    mhmf, text = bench.plan_variants(args, lambda: 4)
+    assert mhmf.kwargs == {"audio_layers": (2, 4), "vision_layers": (1, 3), "restitution": False,
+                           "encoder_mode": "frozen"}
+    assert text.kwargs == {"encoder_mode": "frozen"}
