@@ -31,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         feats = {k: None if getattr(args, k) is None else np.load(getattr(args, k), allow_pickle=False)
                  for k in ("acoustic", "visual")}
         model = load(args.checkpoint, device=args.device)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if len(args.text) == 1:
                 scores = [model.predict(args.text[0], **feats)]
             else:
                 scores = model.predict(list(args.text), batch=True)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
     except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
