@@ -16,6 +16,9 @@ shared LayerNorm (possible there because both have the same width); here the sou
 that it may have another width ``d_source``. ``shared_norm=True`` restores the authors' sharing (requires
 ``d_source == dim``).
 
+Adapters take ``dropout`` (FFN activations and residual branches) and ``attn_dropout`` (attention weights,
+default 0 as MulT's audio/vision defaults; on CPU a non-zero value also forces the slower unfused attention).
+
 Mask convention: ``mask (B, T) bool, True = real token``. Outputs at padded target positions are set to zero;
 padding never changes the outputs at real positions.
 """
@@ -146,11 +149,12 @@ class SelfAttentionAdapter(nn.Module):
         num_layers: int = 2,
         heads: int = 4,
         dropout: float = 0.1,
+        attn_dropout: float = 0.0,
         ffn_ratio: float = 4.0,
     ) -> None:
         super().__init__()
         _check_positive(d_in=d_in, d_model=d_model, num_layers=num_layers)
-        _check_dropout(dropout=dropout)
+        _check_dropout(dropout=dropout, attn_dropout=attn_dropout)
         self.proj = nn.Linear(d_in, d_model)
         self.layers = nn.ModuleList(
             CrossModalLayer(
@@ -159,7 +163,7 @@ class SelfAttentionAdapter(nn.Module):
                 self_attention=True,
                 ffn_ratio=ffn_ratio,
                 act_layer=nn.GELU,
-                attn_dropout=dropout,
+                attn_dropout=attn_dropout,
                 relu_dropout=dropout,
                 res_dropout=dropout,
             )
@@ -194,11 +198,12 @@ class CrossAttentionAdapter(nn.Module):
         num_layers: int = 3,
         heads: int = 4,
         dropout: float = 0.1,
+        attn_dropout: float = 0.0,
         ffn_ratio: float = 4.0,
     ) -> None:
         super().__init__()
         _check_positive(d_model=d_model, num_layers=num_layers)
-        _check_dropout(dropout=dropout)
+        _check_dropout(dropout=dropout, attn_dropout=attn_dropout)
         self.layers = nn.ModuleList(
             CrossModalLayer(
                 dim=d_model,
@@ -206,7 +211,7 @@ class CrossAttentionAdapter(nn.Module):
                 d_source=d_source,
                 ffn_ratio=ffn_ratio,
                 act_layer=nn.ReLU,
-                attn_dropout=dropout,
+                attn_dropout=attn_dropout,
                 relu_dropout=dropout,
                 res_dropout=dropout,
             )
