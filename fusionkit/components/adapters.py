@@ -188,7 +188,10 @@ class SelfAttentionAdapter(nn.Module):
 @register("cross_attention_adapter", kind="adapter")
 class CrossAttentionAdapter(nn.Module):
     """CA: ``num_layers`` MulT crossmodal layers (queries from the target, keys/values from the source), final
-    LayerNorm (as MulT's encoder). The source may be wider or narrower than the target (``d_source``)."""
+    LayerNorm (as MulT's encoder). The source may be wider or narrower than the target (``d_source``).
+
+    Unlike MulT's encoder it adds no positional embeddings and no ``sqrt(d)`` input scaling: its inputs are
+    already-encoded sequences (SA outputs, BERT hidden states with their position embeddings)."""
 
     def __init__(
         self,
