@@ -204,6 +204,10 @@ def load_splits(
         loaded = LoadedData(splits=splits, info=info)
         if cache:
             cache_mod.save(key, loaded)
+    empty = [s for s in SPLITS if len(loaded.splits[s]) == 0]
+    if empty:  # training, model selection and testing each need examples
+        raise DataError.at(f"split(s) {', '.join(empty)} hold no segments; train, valid and test each need at least "
+                           f"one", file=source.path)
     report = loaded.info.report
     loaded.splits = {s: _subsample(ds, max_samples, seed, s, report) for s, ds in loaded.splits.items()}
     return loaded

@@ -53,8 +53,8 @@ def detect_format(path: Path) -> str:
     if head[:1] == b"\x80" or path.suffix in (".pkl", ".pickle"):
         return "pickle"  # MAG-BERT or MMSA layout, told apart when read (the file is unpickled once)
     first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
-    if "segment_id" in first_line and "label" in first_line:
-        return "segments_csv"
+    if ("segment_id" in first_line and "label" in first_line) or path.suffix.lower() == ".csv":
+        return "segments_csv"  # the CSV reader names any missing column
     raise DataError(f"cannot detect the format of {str(path)!r}: expected a MAG-BERT or MMSA pickle, a "
                     f"CMU-MultimodalSDK .csd file/directory, or a segments CSV with segment_id and label columns")
 
