@@ -180,7 +180,17 @@ def plan_variants(args, depth_fn) -> list[Variant]:
     if args.no_restitution:
         flags["restitution"] = ("--no-restitution", False)
     if args.layers:
-        for key, value in parse_layers(args.layers).items():
+        layers = parse_layers(args.layers)
+        depth = depth_fn()
+        for key, value in layers.items():
+            bad = [l for l in value if not 1 <= l <= depth]
+            if bad:
+                modality = key.removesuffix("_layers")
+                paper = LAYER_CHOICES_12[2][0 if modality == "audio" else 1]
+                raise UsageError(f"--layers {modality}={','.join(map(str, value))}: layer {bad[0]} is beyond the text "
+                                 f"encoder's depth of {depth} layers; use layer indices 1..{depth} (1 = first "
+                                 f"transformer layer, {depth} = last), e.g. the paper's choice at this depth "
+                                 f"--layers {modality}={','.join(map(str, scale_layers(paper, depth)))}")
             flags[key] = ("--layers", value)
     accepted = {m: accepted_kwargs(m) for m in models}
     for key, (flag, _) in flags.items():
@@ -215,10 +225,15 @@ def plan_variants(args, depth_fn) -> list[Variant]:
     return variants
 
 
+def is_main_process() -> bool:
+    """False in the ranks > 0 of a ``torchrun`` job: only rank 0 writes files and prints the table."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _check_out_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        probe = out / f".write_test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -246,12 +261,13 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
             raise UsageError(f"{run_dir} holds a run with other settings; use a new --out or drop --resume")
         print(f"[skip] {variant.label} seed {seed}: already finished", file=sys.stderr)
         return read_json(done)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "run.json", spec)
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "run.json", spec)
     config = TrainConfig(seed=seed, out_dir=run_dir, resume=args.resume, quiet=args.quiet, device=args.device,
                          **train_overrides)
     result = train_and_evaluate(variant.model, data, config, {**model_kwargs, **variant.kwargs})
-    if args.study == "restitution":
+    if args.study == "restitution" and is_main_process():
         np.save(run_dir / "test_features.npy", result.test_features.astype(np.float32), allow_pickle=False)
         np.save(run_dir / "test_labels.npy", result.test_labels.astype(np.float32), allow_pickle=False)
     return read_json(done)
@@ -359,6 +375,12 @@ def _main(argv) -> int:
         value = getattr(args, name)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    from fusionkit.training.distributed import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"--device {args.device}: {e}") from None
     if args.tiny_bert and args.text_model is not None:
         raise UsageError("--tiny-bert and --text-model are exclusive")
 
@@ -370,7 +392,9 @@ def _main(argv) -> int:
     except TextModelNotFound as e:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out is not None else Path("runs") / args.dataset.replace(os.sep, "_")
-    _check_out_dir(out)
+    main_process = is_main_process()
+    if main_process:
+        _check_out_dir(out)
 
     from fusionkit.data import DataError, load_splits
 
@@ -397,7 +421,8 @@ def _main(argv) -> int:
     for variant in variants:
         for seed in seeds:
             run_dir = out / variant.dirname / f"seed{seed}"
-            print(f"[run] {variant.label} seed {seed} → {run_dir}", file=sys.stderr)
+            if main_process:
+                print(f"[run] {variant.label} seed {seed} → {run_dir}", file=sys.stderr)
             try:
                 result = run_one(variant, seed, data, args, model_kwargs, run_dir, train_overrides)
             except (ModelBuildError, TextModelNotFound) as e:
@@ -420,6 +445,8 @@ def _main(argv) -> int:
         "runs": runs,
         "summary": summarize(runs, labels),
     }
+    if not main_process:
+        return 0
     from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
 
     atomic_write_json(out / "results.json", results)
