@@ -5,8 +5,26 @@ import argparse
 import sys
 
 
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one ``error: …`` line (exit status 2), like every fusionkit CLI
+        self.print_usage(sys.stderr)
+        raise _UsageError(message)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusionkit")
+    try:
+        return _main(argv)
+    except _UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = _Parser(prog="python -m fusionkit")
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="list registered components")
     p_list.add_argument("--kind", default=None, help="only this kind")

@@ -55,12 +55,14 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, batch):
         """Run the model on a :class:`~fusionkit.data.MultimodalBatch`; returns its ``ModelOutput``."""
+        self._check_dims(batch.acoustic.shape[-1], batch.visual.shape[-1], "the batch")
         return self.model(batch.to(self.device))
 
     def evaluate(self, dataset, *, batch_size: int = 64):
         """Predictions and metrics on a labelled :class:`~fusionkit.data.MultimodalDataset`."""
         from fusionkit.training.engine import evaluate
 
+        self._check_dims(dataset.d_acoustic, dataset.d_visual, f"dataset {getattr(dataset, 'name', '') or ''!r}")
         return evaluate(self.model, dataset, batch_size=batch_size)
 
     # -- raw inputs ---------------------------------------------------------------------------------------
@@ -72,9 +74,18 @@ class Predictor:
             rows = f"{n_rows} rows (one per word)" if self.aligned else "any number of rows"
             raise ValueError(f"{what} of sample {index} has shape {arr.shape}; this {self.name!r} model expects "
                              f"{rows} of {dim} features")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{what} of sample {index} contains NaN or inf")
+        bad = ~np.isfinite(arr)
+        if bad.any():  # sanitized as the data loader does (COVAREP writes -inf), and said
+            warnings.warn(f"{what} of sample {index}: {int(bad.sum())} NaN/inf values set to 0", UserWarning,
+                          stacklevel=3)
+            arr = np.where(bad, np.float32(0.0), arr)
         return arr
+
+    def _check_dims(self, d_acoustic: int, d_visual: int, what: str) -> None:
+        if (d_acoustic, d_visual) != (self.d_acoustic, self.d_visual):
+            raise ValueError(f"{what} has {d_acoustic}-d acoustic and {d_visual}-d visual features, but this "
+                             f"{self.name!r} model was trained with {self.d_acoustic}-d and {self.d_visual}-d; use "
+                             f"features of the training dataset's kind or a checkpoint trained on this data")
 
     def predict(self, words, acoustic=None, visual=None, *, batch: bool | None = None):
         """Sentiment score(s) in about [-3, 3].
@@ -136,7 +147,12 @@ class Predictor:
 def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor:
     """Rebuild the model saved in ``checkpoint_dir`` (a ``best/`` directory or the run directory above it)."""
     from fusionkit.encoders.bert import load_tokenizer, resolve_text_model
+    from fusionkit.training.distributed import resolve_device
 
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as e:  # torch's message for a malformed device string
+        raise ValueError(f"unknown device {device!r} ({e}); use cpu, cuda or cuda:N") from None
     path = _find_checkpoint(checkpoint_dir)
     description = read_json(path / MODEL_JSON)
     for key in ("model", "kwargs", "d_acoustic", "d_visual"):
@@ -156,7 +172,6 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
     except ModelBuildError as e:
         raise CheckpointError(f"cannot rebuild the model described by {path / MODEL_JSON}: {e}") from None
     load_model_weights(model, path / MODEL_WEIGHTS, what=f"{name!r} described by {path / MODEL_JSON}")
-    dev = torch.device(device)
     model.to(dev)
     tokenizer = load_tokenizer(kwargs.get("text_model"))
     return Predictor(model, description, tokenizer, dev)
