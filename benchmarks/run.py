@@ -256,9 +256,10 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     spec = {"model": variant.model, "kwargs": _json_clean({**model_kwargs, **variant.kwargs}), "seed": seed,
             "dataset": args.dataset, "train": train_overrides, "max_samples": args.max_samples}
     done = run_dir / "result.json"
+    if args.resume and (run_dir / "run.json").is_file() and read_json(run_dir / "run.json") != spec:
+        # refused before anything is written: the finished or interrupted run stays as it is
+        raise UsageError(f"{run_dir} holds a run with other settings; use a new --out or drop --resume")
     if args.resume and done.is_file() and (run_dir / "run.json").is_file():
-        if read_json(run_dir / "run.json") != spec:
-            raise UsageError(f"{run_dir} holds a run with other settings; use a new --out or drop --resume")
         print(f"[skip] {variant.label} seed {seed}: already finished", file=sys.stderr)
         return read_json(done)
     if is_main_process():
