@@ -156,8 +156,11 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
     path = _find_checkpoint(checkpoint_dir)
     description = read_json(path / MODEL_JSON)
     for key in ("model", "kwargs", "d_acoustic", "d_visual"):
-        if key not in description:
+        if not isinstance(description, dict) or key not in description:
             raise CheckpointError(f"{path / MODEL_JSON} lacks {key!r}; it was not written by fusionkit")
+    if not isinstance(description["kwargs"], dict) or not isinstance(description["model"], str):
+        raise CheckpointError(f"{path / MODEL_JSON} is malformed ('model' must be a name and 'kwargs' an object); "
+                              f"it was not written by fusionkit")
     kwargs = from_json_kwargs(description["kwargs"])
     name = description["model"]
     try:

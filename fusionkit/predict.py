@@ -46,8 +46,13 @@ def _main(argv: list[str] | None) -> int:
     try:
         if (args.acoustic or args.visual) and len(args.text) != 1:
             raise ValueError("--acoustic/--visual describe one utterance: pass a single --text with them")
-        feats = {k: None if getattr(args, k) is None else np.load(getattr(args, k), allow_pickle=False)
-                 for k in ("acoustic", "visual")}
+        feats = {}
+        for k in ("acoustic", "visual"):
+            path = getattr(args, k)
+            try:
+                feats[k] = None if path is None else np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"--{k} {path!r}: {e}; pass a numeric .npy array of shape (n_words, d)") from None
         model = load(args.checkpoint, device=args.device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

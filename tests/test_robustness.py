@@ -31,6 +31,7 @@ import fusionkit
 from fusionkit import predict
 from fusionkit.data import DataError, load_splits
 from fusionkit.data.__main__ import main as data_cli
+from fusionkit.encoders.bert import TextModelNotFound
 from fusionkit.metrics import get_metric
 from fusionkit.testing import random_batch, tiny_bert_config
 from fusionkit.training import CheckpointError, TrainConfig, train_and_evaluate
@@ -113,7 +114,7 @@ def bad_data(tmp_path_factory):
             edit(content)
         return write_mag_pickle(root / name, content)
 
-    def set_first(key, value):
+    def second_train_segment(key, value):
         def edit(content):
             content["train"][1][key] = value
         return edit
@@ -130,8 +131,8 @@ def bad_data(tmp_path_factory):
         "ok": mag("ok.pkl"),
         "nonfinite": mag("nonfinite.pkl", nonfinite),
         "no_words": mag("no_words.pkl", no_words),
-        "label_range": mag("label_range.pkl", set_first("label", 4.5)),
-        "label_text": mag("label_text.pkl", set_first("label", "very good")),
+        "label_range": mag("label_range.pkl", second_train_segment("label", 4.5)),
+        "label_text": mag("label_text.pkl", second_train_segment("label", "very good")),
         "empty_valid": mag("empty_valid.pkl", lambda c: c.update(valid=[])),
         "acoustic60": mag("mosi_60.pkl", d_a=60),
     }
@@ -335,7 +336,8 @@ def test_cli_processes_exit_2_without_traceback(tmp_path):
 # -- checkpoints and prediction ----------------------------------------------------------------------------
 def test_predict_feature_size_mismatch(checkpoint, capsys, tmp_path):
     np.save(tmp_path / "a60.npy", np.zeros((3, 60), np.float32))
-    line = cli_error(capsys, predict.main, [str(checkpoint), "--text", "a b c", "--acoustic", str(tmp_path / "a60.npy")])
+    line = cli_error(capsys, predict.main, [str(checkpoint), "--text", "a b c",
+                                            "--acoustic", str(tmp_path / "a60.npy")])
     assert "acoustic of sample 0 has shape (3, 60)" in line and "74 features" in line
     model = fusionkit.load(checkpoint)
     with pytest.raises(ValueError, match="60-d acoustic and 47-d visual.*trained with 74-d and 47-d"):
@@ -382,6 +384,8 @@ def _corrupt(checkpoint: Path, tmp_path: Path, how: str) -> Path:
     elif how == "missing_text_model":
         desc["kwargs"].pop("bert_config")
         desc["kwargs"]["text_model"] = str(tmp_path / "gone")
+    elif how == "kwargs_not_object":
+        desc["kwargs"] = [desc["kwargs"]]
     elif how == "truncated_weights":
         data = (bad / "model.safetensors").read_bytes()
         (bad / "model.safetensors").write_bytes(data[: len(data) // 3])
@@ -392,22 +396,35 @@ def _corrupt(checkpoint: Path, tmp_path: Path, how: str) -> Path:
     return bad
 
 
-@pytest.mark.parametrize("how,pattern", [
-    ("other_model", r"do not match the model 'text'.*(missing|unexpected) .*tensors.*different model or configuration"),
-    ("other_config", r"do not match the model 'text'.*shape mismatches"),
-    ("unknown_model", r"cannot rebuild the model.*unknown model 'text_v2'"),
-    ("missing_text_model", r"text model '.*gone' is neither a local directory"),
-    ("truncated_weights", r"cannot read model weights"),
-    ("not_json", r"model\.json is not valid JSON.*corrupt"),
+@pytest.mark.parametrize("how,error,pattern", [
+    ("other_model", CheckpointError,
+     r"do not match the model 'text'.*(missing|unexpected) .*tensors.*different model or configuration"),
+    ("other_config", CheckpointError, r"do not match the model 'text'.*shape mismatches"),
+    ("unknown_model", CheckpointError, r"cannot rebuild the model.*unknown model 'text_v2'"),
+    ("missing_text_model", TextModelNotFound, r"text model '.*gone' is neither a local directory"),
+    ("kwargs_not_object", CheckpointError, r"model\.json is malformed"),
+    ("truncated_weights", CheckpointError, r"cannot read model weights"),
+    ("not_json", CheckpointError, r"model\.json is not valid JSON.*corrupt"),
 ])
-def test_foreign_or_damaged_checkpoint(checkpoint, tmp_path, capsys, how, pattern):
+def test_foreign_or_damaged_checkpoint(checkpoint, tmp_path, capsys, how, error, pattern):
     before = snapshot(checkpoint)
     bad = _corrupt(checkpoint, tmp_path, how)
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(error, match=pattern):
         fusionkit.load(bad)
     line = cli_error(capsys, predict.main, [str(bad), "--text", "great fun"])
     assert re.search(pattern, line), line
     assert snapshot(checkpoint) == before
+
+
+def test_predict_refuses_pickled_npy(checkpoint, bad_data, capsys, tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {bad_data['marker']}",))
+
+    np.save(tmp_path / "a.npy", np.array([Exploit()], dtype=object), allow_pickle=True)
+    line = cli_error(capsys, predict.main, [str(checkpoint), "--text", "fine", "--acoustic", str(tmp_path / "a.npy")])
+    assert f"--acoustic '{tmp_path / 'a.npy'}'" in line and "allow_pickle=False" in line
+    assert not bad_data["marker"].exists()
 
 
 def test_predict_device_errors(checkpoint, capsys):
