@@ -189,6 +189,12 @@ class MHMFBert(nn.Module):
         self.restitution_loss = restitution_loss
         self.loss_weights = tuple(float(w) for w in loss_weights)
 
+    @property
+    def encoder_layers_used(self) -> tuple[int, ...]:
+        """Hidden-state indices the forward reads (the projected layers and the last one); a frozen-encoder
+        cache keeps only these."""
+        return tuple(sorted({int(layer) for layer in self.text_projections} | {self.encoder.num_layers}))
+
     def _branch(
         self,
         name: str,

@@ -98,6 +98,8 @@ class BertEncoder(nn.Module):
         self.injection = injection
         self.injection_layer = injection_layer
         self._injection_inputs: dict | None = None
+        # set by fusionkit.training.encoder_cache for a frozen encoder: per-sample hidden states, reused
+        self.hidden_state_cache = None
         if injection is not None:
             target = model.embeddings if injection_layer == 0 else model.encoder.layer[injection_layer - 1]
             target.register_forward_hook(self._inject)
@@ -143,6 +145,18 @@ class BertEncoder(nn.Module):
         Returns:
             :class:`EncoderOutput` with ``num_layers + 1`` hidden states ``(B, T, H)``.
         """
+        if self.hidden_state_cache is not None and self.mode == "frozen" and self.injection is None:
+            return self.hidden_state_cache(self, input_ids, attention_mask, token_type_ids)
+        return self.encode(input_ids, attention_mask, token_type_ids, injection_inputs)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        injection_inputs: dict | None = None,
+    ) -> EncoderOutput:
+        """:meth:`forward` without the hidden-state cache (same arguments and shapes)."""
         if self.injection is not None and injection_inputs is None:
             raise ValueError("this encoder has an injection module: pass injection_inputs")
         self._injection_inputs = injection_inputs

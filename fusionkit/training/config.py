@@ -30,6 +30,7 @@ GLOBAL_DEFAULTS: dict = {
     "num_threads": None,
     "deterministic": True,
     "quiet": False,
+    "cache_encoder": True,
 }
 
 # Metrics model selection may use besides :data:`fusionkit.metrics.METRICS`.
@@ -64,6 +65,8 @@ class TrainConfig:
     num_threads: torch intra-op threads; ``None`` → all cores (divided by the world size under DDP).
     deterministic: ``torch.use_deterministic_algorithms(True, warn_only=True)``.
     quiet: no progress bars (they are also off when stderr is not a terminal).
+    cache_encoder: with a ``frozen`` text encoder (no injection module), encode each sample once and reuse its
+        hidden states in later epochs and evaluations (:mod:`fusionkit.training.encoder_cache`).
     """
 
     lr: float | None = None
@@ -87,6 +90,7 @@ class TrainConfig:
     num_threads: int | None = None
     deterministic: bool | None = None
     quiet: bool | None = None
+    cache_encoder: bool | None = None
 
     def resolve(self, model_defaults: dict | None = None) -> "TrainConfig":
         """A copy with every ``None`` field filled (model ``train_defaults`` first) and values validated."""

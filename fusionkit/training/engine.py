@@ -35,6 +35,7 @@ from fusionkit.training import checkpoint as ckpt
 from fusionkit.training import distributed as dist_utils
 from fusionkit.training.build import build_model, model_description
 from fusionkit.training.config import TrainConfig, select_lower_is_better
+from fusionkit.training.encoder_cache import attach_encoder_cache
 from fusionkit.training.optim import build_optimizer, build_scheduler
 
 LAST_DIR = "last"
@@ -248,6 +249,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     cfg = TrainConfig(**{**config.to_dict(), "seed": seed}).resolve(defaults)
     _configure_torch(cfg, ctx)
     model.to(ctx.device)
+    if cfg.cache_encoder:
+        attach_encoder_cache(model)
 
     train_ds = data.splits["train"]
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):
@@ -438,7 +441,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
 def _identity_config(cfg: TrainConfig) -> dict:
     """Settings a resumed run must share with the interrupted one (everything that changes the result)."""
     d = cfg.to_dict()
-    for k in ("out_dir", "resume", "log_every", "save_every", "quiet", "device", "num_threads"):
+    for k in ("out_dir", "resume", "log_every", "save_every", "quiet", "device", "num_threads", "cache_encoder"):
         d.pop(k)
     return d
 

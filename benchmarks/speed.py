@@ -1,0 +1,325 @@
+"""Training and inference speed of the fusion models against their text encoder: ``python -m benchmarks.speed``.
+
+Examples::
+
+    python -m benchmarks.speed                                  # mhmf, bundled MiniLM, batch 32
+    python -m benchmarks.speed --data-root /data --models mhmf,mag,misa --out runs/speed
+
+Everything is measured in one process, on the same batches, after warm-up, as medians over repeated steps:
+
+* ``encoder_step_s``: one training step (forward, MSE, backward, gradient clipping, AdamW — the engine's
+  optimizer groups) of the text encoder alone with the ``text`` model's head;
+* ``<model>_step_s`` / ``<model>_over_encoder``: the same for each model, and its ratio to the encoder step. The
+  models' steps run round-robin on each batch, so load drifts on a shared machine hit all of them equally;
+* ``epoch_samples_per_s_dynamic`` / ``_fixed50`` / ``dynamic_over_fixed50``: ``mhmf`` training throughput through
+  the real loader with dynamic padding and length bucketing vs. fixed padding to ``max_seq_length`` (50, MAG-BERT's
+  loader); the two passes run batch by batch in lockstep;
+* ``data_fraction``: time in the loader's ``next()`` (sampling, collation) over the whole dynamic pass;
+* ``infer_ms_per_utterance`` (batch 1) and ``infer_utterances_per_s`` (batch 64): ``mhmf`` in eval mode under
+  ``torch.inference_mode``;
+* ``peak_rss_mb``: the process's peak resident memory.
+
+The batches have MOSI's word-piece lengths (``mosi-sim``) when a data root is given (``--data-root`` or
+``FUSIONKIT_DATA``), else those of ``synthetic``. ``OUT/speed.json`` holds these keys plus ``machine``;
+``OUT/speed.md`` the same as a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_MODELS = "mhmf"
+ENCODER = "text"  # the text encoder alone: BERT, masked mean pool, linear head
+FIXED_LENGTH_NOTE = "fixed50"  # key suffix of the fixed-padding pass (padding to max_seq_length = 50)
+INFER_BATCH = 64
+
+
+class UsageError(Exception):
+    """A bad command line: printed as ``error: …`` with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help=f"comma-separated models to time against the encoder, or 'all' (default: {DEFAULT_MODELS})")
+    p.add_argument("--text-model", default=None, help="text encoder: local path (default: the bundled MiniLM-L6)")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size (default: 32)")
+    p.add_argument("--dataset", choices=("mosi-sim", "synthetic"), default=None,
+                   help="where the batches come from (default: mosi-sim with a data root, else synthetic)")
+    p.add_argument("--data-root", default=None, help="directory holding mosi/ (default: $FUSIONKIT_DATA)")
+    p.add_argument("--out", default="runs/speed", help="output directory (default: runs/speed)")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per model (default: 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per model (default: 2)")
+    p.add_argument("--epoch-samples", type=int, default=320,
+                   help="training samples per throughput pass; 0 = the whole training split (default: 320)")
+    p.add_argument("--infer-utterances", type=int, default=40,
+                   help="utterances timed one by one at batch 1 (default: 40)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
+    return p
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cores": cores, "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+class TrainStep:
+    """One training step of the engine (forward, MSE + loss terms, backward, clipping, AdamW) for a model."""
+
+    def __init__(self, model: torch.nn.Module, grad_clip: float = 1.0) -> None:
+        from fusionkit.training.optim import build_optimizer
+
+        defaults = getattr(model, "train_defaults", {}) or {}
+        self.model = model.train()
+        self.grad_clip = grad_clip
+        self.optimizer = build_optimizer(model, lr=defaults.get("lr", 1e-4),
+                                         encoder_lr=defaults.get("encoder_lr", 5e-5), weight_decay=0.01)
+
+    def __call__(self, batch) -> float:
+        """Run the step on ``batch``; returns its wall-clock seconds."""
+        start = time.perf_counter()
+        out = self.model(batch)
+        loss = F.mse_loss(out.prediction.float(), batch.label.float())
+        if out.loss_terms:
+            loss = loss + sum(out.loss_terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+
+def round_robin_steps(steppers: dict, batches: list, warmup: int) -> dict:
+    """Median step seconds per model; on every batch each model takes one step, in turn."""
+    times = {name: [] for name in steppers}
+    for index, batch in enumerate(batches):
+        for name, step in steppers.items():
+            seconds = step(batch)
+            if index >= warmup:
+                times[name].append(seconds)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def lockstep_epochs(steppers: dict, loaders: dict) -> dict:
+    """One training pass per loader, batch by batch in lockstep; ``{name: (samples, data_s, step_s)}``.
+
+    ``data_s`` is the time spent in the loader's ``next()`` (sampling and collation), ``step_s`` in the steps.
+    """
+    iterators = {name: iter(loader) for name, loader in loaders.items()}
+    totals = {name: [0, 0.0, 0.0] for name in loaders}
+    active = set(loaders)
+    while active:
+        for name in list(loaders):
+            if name not in active:
+                continue
+            start = time.perf_counter()
+            batch = next(iterators[name], None)
+            fetched = time.perf_counter() - start
+            if batch is None:
+                active.discard(name)
+                continue
+            totals[name][0] += len(batch)
+            totals[name][1] += fetched
+            totals[name][2] += steppers[name](batch)
+    return {name: tuple(t) for name, t in totals.items()}
+
+
+@torch.inference_mode()
+def time_inference(model: torch.nn.Module, dataset, *, batch_size: int, count: int, warmup: int = 3) -> list:
+    """Seconds per batch of ``model`` (eval mode) over the first ``count`` batches of ``dataset`` (in order)."""
+    from fusionkit.data import make_loader
+
+    model.eval()
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, padding="dynamic", bucketing=False)
+    batches = [b for _, b in zip(range(count), loader)]
+    for batch in batches[:warmup]:
+        model(batch)
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        model(batch)
+        times.append((time.perf_counter() - start, len(batch)))
+    return times
+
+
+# -- the measurement ---------------------------------------------------------------------------------------
+def measure(args, log=print) -> dict:
+    """All measurements of the module docstring; returns the ``speed.json`` content."""
+    import fusionkit
+    from fusionkit.data import load_splits, make_loader
+    from fusionkit.encoders.bert import load_tokenizer
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    tokenizer = load_tokenizer(None if args.tiny_bert else args.text_model)
+    data = load_splits(args.dataset, data_root=args.data_root, tokenizer=tokenizer, seed=0)
+    model_kwargs = {"d_acoustic": data.info.d_acoustic, "d_visual": data.info.d_visual}
+    if args.tiny_bert:
+        from fusionkit.testing import tiny_bert_config
+
+        model_kwargs["bert_config"] = tiny_bert_config()
+    elif args.text_model is not None:
+        model_kwargs["text_model"] = args.text_model
+
+    def build(name: str) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return fusionkit.create(name, **model_kwargs)
+
+    train = data.splits["train"]
+    results: dict = {}
+
+    # 1. training steps, round-robin over the same bucketed batches
+    loader = make_loader(train, batch_size=args.batch_size, shuffle=True, seed=0, padding="dynamic", bucketing=True)
+    needed = args.warmup + args.steps
+    batches = []
+    while len(batches) < needed:  # a small split is cycled (a new epoch reshuffles it)
+        batches.extend(b for _, b in zip(range(needed - len(batches)), loader))
+    steppers = {ENCODER: TrainStep(build(ENCODER))}
+    for name in args.model_list:
+        steppers[name] = TrainStep(build(name))
+    log(f"timing {len(steppers)} training steps round-robin on {args.steps} batches of {args.batch_size} "
+        f"(lengths {[int(b.input_ids.shape[1]) for b in batches[args.warmup:]]})")
+    medians = round_robin_steps(steppers, batches, args.warmup)
+    results["encoder_step_s"] = medians[ENCODER]
+    for name in args.model_list:
+        results[f"{name}_step_s"] = medians[name]
+        results[f"{name}_over_encoder"] = medians[name] / medians[ENCODER]
+    mhmf = steppers["mhmf"].model if "mhmf" in steppers else build("mhmf")
+    del steppers, batches
+
+    # 2. epoch throughput through the real loaders: dynamic padding + bucketing vs fixed padding to 50
+    subset = train if args.epoch_samples == 0 or args.epoch_samples >= len(train) else train.subset(
+        range(args.epoch_samples))
+    loaders = {
+        "dynamic": make_loader(subset, batch_size=args.batch_size, shuffle=True, seed=1, padding="dynamic",
+                               bucketing=True),
+        FIXED_LENGTH_NOTE: make_loader(subset, batch_size=args.batch_size, shuffle=True, seed=1, padding="fixed",
+                                       bucketing=False),
+    }
+    log(f"timing a training pass over {len(subset)} samples per loader (dynamic+bucketing / fixed "
+        f"{train.max_seq_length}), in lockstep")
+    epoch_step = TrainStep(mhmf)
+    passes = lockstep_epochs({name: epoch_step for name in loaders}, loaders)
+    for name, (samples, data_s, step_s) in passes.items():
+        results[f"epoch_samples_per_s_{name}"] = samples / (data_s + step_s)
+    results["dynamic_over_fixed50"] = (results["epoch_samples_per_s_dynamic"]
+                                       / results[f"epoch_samples_per_s_{FIXED_LENGTH_NOTE}"])
+    _, data_s, step_s = passes["dynamic"]
+    results["data_fraction"] = data_s / (data_s + step_s)
+    del epoch_step
+
+    # 3. inference: batch 1 (latency) and batch 64 (throughput)
+    test = data.splits["test"]
+    log(f"timing inference: {args.infer_utterances} utterances at batch 1, batches of {INFER_BATCH}")
+    single = time_inference(mhmf, test, batch_size=1, count=args.infer_utterances)
+    results["infer_ms_per_utterance"] = 1000 * statistics.median(s for s, _ in single)
+    full = time_inference(mhmf, test, batch_size=INFER_BATCH, count=4)
+    results["infer_utterances_per_s"] = sum(n for _, n in full) / sum(s for s, _ in full)
+    results["peak_rss_mb"] = peak_rss_mb()
+    results["machine"] = machine_info()
+    return results
+
+
+def render_markdown(results: dict, args) -> str:
+    m = results["machine"]
+    text_model = "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6")
+    lines = ["# Speed", "",
+             f"{args.dataset} batches of {args.batch_size}, text model {text_model}; {m['cores']} cores "
+             f"({m['cpu']}), torch {m['torch']} with {m['threads']} threads. Step times are medians over "
+             f"{args.steps} steps after {args.warmup} warm-up steps.", "",
+             "| quantity | value |", "|---|---|"]
+    for key, value in results.items():
+        if key == "machine":
+            continue
+        lines.append(f"| {key} | {value:.4g} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("batch_size", "steps", "infer_utterances"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("warmup", "epoch_samples"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if args.tiny_bert and args.text_model is not None:
+        raise UsageError("--tiny-bert and --text-model are exclusive")
+    if args.dataset is None:
+        args.dataset = "mosi-sim" if args.data_root is not None or os.environ.get("FUSIONKIT_DATA") else "synthetic"
+
+    import fusionkit
+    from fusionkit.data import DataError
+    from fusionkit.encoders.bert import TextModelNotFound
+
+    registered = fusionkit.list_components("model")
+    names = registered if args.models.strip() == "all" else [s.strip() for s in args.models.split(",") if s.strip()]
+    if not names:
+        raise UsageError("--models is empty; pass comma-separated model names or 'all'")
+    unknown = [n for n in names if n not in registered]
+    if unknown:
+        raise UsageError(f"unknown model {unknown[0]!r}; registered models: {', '.join(registered)}")
+    args.model_list = [n for n in dict.fromkeys(names) if n != ENCODER]
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create --out {str(out)!r} ({e.strerror or e}); choose a writable directory") \
+            from None
+    try:
+        results = measure(args, log=lambda msg: print(msg, file=sys.stderr))
+    except (DataError, TextModelNotFound) as e:
+        raise UsageError(str(e)) from None
+    (out / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = render_markdown(results, args)
+    (out / "speed.md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {out / 'speed.json'} and {out / 'speed.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

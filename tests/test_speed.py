@@ -1,0 +1,170 @@
+"""The fast path gives the plain path's results: dynamic vs fixed padding, the frozen-encoder cache; speed smoke test."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import benchmarks.speed as speed
+import fusionkit
+from fusionkit.data import collate, load_splits, make_loader
+from fusionkit.encoders.bert import load_tokenizer
+from fusionkit.testing import tiny_bert_config
+from fusionkit.training import TrainConfig, train_and_evaluate
+from fusionkit.training.encoder_cache import UncachedLayerError, attach_encoder_cache
+
+TOL = 1e-5
+TINY = tiny_bert_config(hidden_size=32, num_layers=4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FUSIONKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_splits("synthetic", tokenizer=load_tokenizer(None), max_samples=24, seed=0, cache=False)
+
+
+def build(name: str, **kw):
+    torch.manual_seed(0)
+    return fusionkit.create(name, bert_config=TINY, **kw).eval()
+
+
+def padded_pair(dataset, count: int = 12):
+    """The same examples collated with dynamic padding and padded to ``max_seq_length`` (50)."""
+    examples = [dataset[i] for i in range(count)]
+    kw = dict(max_seq_length=dataset.max_seq_length, pad_token_id=dataset.pad_token_id)
+    return collate(examples, padding="dynamic", **kw), collate(examples, padding="fixed", **kw)
+
+
+# -- dynamic padding = fixed padding ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mhmf", "text"])
+def test_dynamic_and_fixed_padding_give_the_same_predictions(data, name):
+    dynamic, fixed = padded_pair(data.splits["train"])
+    assert dynamic.input_ids.shape[1] < fixed.input_ids.shape[1] == 50
+    model = build(name)
+    with torch.inference_mode():
+        a, b = model(dynamic), model(fixed)
+    torch.testing.assert_close(a.prediction, b.prediction, atol=TOL, rtol=0)
+    torch.testing.assert_close(a.features, b.features, atol=TOL, rtol=0)
+
+
+def test_dynamic_and_fixed_padding_give_the_same_hidden_states_at_real_tokens(data):
+    dynamic, fixed = padded_pair(data.splits["train"])
+    encoder = build("text").encoder
+    with torch.inference_mode():
+        short = encoder(dynamic.input_ids, dynamic.mask, dynamic.token_type_ids).hidden_states
+        long = encoder(fixed.input_ids, fixed.mask, fixed.token_type_ids).hidden_states
+    t = dynamic.input_ids.shape[1]
+    mask = dynamic.mask[..., None]
+    for s, l in zip(short, long):
+        torch.testing.assert_close(s * mask, l[:, :t] * mask, atol=TOL, rtol=0)
+
+
+def test_bucketed_loader_gives_the_same_predictions_as_fixed_padding(data):
+    """Through the real loaders: bucketed dynamic batches and MAG-BERT's fixed-50 batches, matched by id."""
+    train = data.splits["train"]
+    model = build("mhmf")
+    preds = {}
+    for padding, bucketing in (("dynamic", True), ("fixed", False)):
+        loader = make_loader(train, batch_size=8, shuffle=True, seed=3, padding=padding, bucketing=bucketing)
+        with torch.inference_mode():
+            preds[padding] = {i: p for b in loader for i, p in zip(b.ids, model(b).prediction.tolist())}
+    assert preds["dynamic"].keys() == preds["fixed"].keys() and len(preds["fixed"]) == len(train)
+    for key, value in preds["fixed"].items():
+        assert abs(preds["dynamic"][key] - value) < TOL
+
+
+# -- frozen-encoder cache ----------------------------------------------------------------------------------
+def test_cache_encodes_each_sample_once_and_reassembles_batches(data):
+    train = data.splits["train"]
+    model = build("mhmf", encoder_mode="frozen")
+    plain = build("mhmf", encoder_mode="frozen")
+    cache = attach_encoder_cache(model)
+    assert cache is not None and cache.layers == model.encoder_layers_used
+    calls = []
+    model.encoder.model.register_forward_hook(lambda *args: calls.append(1))
+    first = collate([train[i] for i in range(8)])
+    regrouped = collate([train[i] for i in (5, 1, 7, 2)])  # other batch, other padded length
+    with torch.inference_mode():
+        model(first)
+        assert len(calls) == 1 and cache.misses == 1 and len(cache.entries) == 8
+        out = model(regrouped)
+        assert len(calls) == 1 and cache.hits == 1  # served from the cache
+        torch.testing.assert_close(out.prediction, plain(regrouped).prediction, atol=TOL, rtol=0)
+        # a known id with other word pieces is encoded again, not served stale
+        changed = collate([train[i] for i in (5, 1)])
+        changed.input_ids[0, 1] += 1
+        torch.testing.assert_close(model(changed).prediction, plain(changed).prediction, atol=TOL, rtol=0)
+        assert len(calls) == 2
+
+
+def test_cache_only_keeps_the_declared_layers(data):
+    model = build("mhmf", encoder_mode="frozen")
+    cache = attach_encoder_cache(model)
+    batch = collate([data.splits["train"][i] for i in range(4)])
+    with torch.inference_mode():
+        model(batch)
+        stored = next(iter(cache.entries.values()))[2]
+        assert stored.shape[0] == len(model.encoder_layers_used) < model.encoder.num_layers + 1
+        hidden = model.encoder(batch.input_ids, batch.mask, batch.token_type_ids).hidden_states
+    unused = min(set(range(model.encoder.num_layers + 1)) - set(model.encoder_layers_used))
+    with pytest.raises(UncachedLayerError, match=f"hidden state {unused} is not in the frozen-encoder cache"):
+        hidden[unused]
+
+
+@pytest.mark.parametrize("mode,cached", [("finetune", False), ("random", False), ("frozen", True)])
+def test_only_a_frozen_encoder_is_cached(mode, cached):
+    assert (attach_encoder_cache(build("text", encoder_mode=mode)) is not None) == cached
+
+
+def test_mag_injection_is_never_cached():
+    assert attach_encoder_cache(build("mag", encoder_mode="frozen")) is None
+
+
+def test_cached_and_uncached_frozen_training_give_the_same_predictions(data, monkeypatch):
+    from fusionkit.training import engine
+
+    caches = []
+    monkeypatch.setattr(engine, "attach_encoder_cache", lambda model: caches.append(attach_encoder_cache(model)))
+    config = dict(epochs=2, batch_size=8, lr=3e-3, quiet=True, num_threads=1, seed=0)
+    runs = {cached: train_and_evaluate("mhmf", data, TrainConfig(**config, cache_encoder=cached),
+                                       {"bert_config": TINY, "encoder_mode": "frozen"})
+            for cached in (False, True)}
+    (cache,) = caches  # only the cached run installs one; its second epoch and evaluations are served from it
+    assert cache.hits >= len(data.splits["train"]) // 8 and len(cache.entries) == sum(map(len, data.splits.values()))
+    np.testing.assert_allclose(runs[True].test_predictions, runs[False].test_predictions, atol=TOL, rtol=0)
+    assert [h["train_loss"] for h in runs[True].history] == pytest.approx(
+        [h["train_loss"] for h in runs[False].history], abs=TOL)
+
+
+# -- python -m benchmarks.speed ----------------------------------------------------------------------------
+def test_speed_smoke(tmp_path, capsys):
+    out = tmp_path / "speed"
+    argv = ["--tiny-bert", "--dataset", "synthetic", "--models", "mhmf,tfn", "--batch-size", "4", "--steps", "2",
+            "--warmup", "1", "--epoch-samples", "8", "--infer-utterances", "2", "--threads", "1", "--out", str(out)]
+    assert speed.main(argv) == 0
+    results = json.loads((out / "speed.json").read_text())
+    expected = {"encoder_step_s", "mhmf_step_s", "mhmf_over_encoder", "tfn_step_s", "tfn_over_encoder",
+                "epoch_samples_per_s_dynamic", "epoch_samples_per_s_fixed50", "dynamic_over_fixed50",
+                "data_fraction", "infer_ms_per_utterance", "infer_utterances_per_s", "peak_rss_mb", "machine"}
+    assert set(results) == expected
+    assert results["mhmf_over_encoder"] == pytest.approx(results["mhmf_step_s"] / results["encoder_step_s"])
+    assert 0 < results["data_fraction"] < 1 and results["peak_rss_mb"] > 0
+    assert results["machine"]["threads"] == 1 and results["machine"]["torch"] == torch.__version__
+    assert "| mhmf_over_encoder |" in (out / "speed.md").read_text()
+    assert "| dynamic_over_fixed50 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--models", "nope"], "unknown model 'nope'"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--tiny-bert", "--text-model", "x"], "exclusive"),
+])
+def test_speed_usage_errors(argv, message, capsys, tmp_path):
+    assert speed.main([*argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
