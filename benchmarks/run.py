@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", choices=STUDIES, default=None,
                    help="paper studies with mhmf: finetune (§4.2), layers (Table 3), restitution (Fig. 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default: all cores, shared among torchrun processes); 1 is "
+                        "fastest for small models on a busy machine")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
     return p
@@ -266,7 +269,7 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "run.json", spec)
     config = TrainConfig(seed=seed, out_dir=run_dir, resume=args.resume, quiet=args.quiet, device=args.device,
-                         **train_overrides)
+                         num_threads=args.threads, **train_overrides)
     result = train_and_evaluate(variant.model, data, config, {**model_kwargs, **variant.kwargs})
     if args.study == "restitution" and is_main_process():
         np.save(run_dir / "test_features.npy", result.test_features.astype(np.float32), allow_pickle=False)
@@ -368,7 +371,7 @@ def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1 (the number of seeds to run), got {args.seeds}")
-    for name in ("epochs", "batch_size", "max_train_samples", "max_samples"):
+    for name in ("epochs", "batch_size", "max_train_samples", "max_samples", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

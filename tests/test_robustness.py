@@ -40,7 +40,7 @@ from fusionkit.training import checkpoint as ckpt
 ROOT = Path(__file__).resolve().parents[1]
 # 32 training examples in batches of 8: 4 optimizer steps per epoch, 8 in all
 RUN = ["--dataset", "synthetic", "--seeds", "1", "--epochs", "2", "--batch-size", "8", "--max-samples", "32",
-       "--tiny-bert", "--quiet"]
+       "--device", "cpu", "--threads", "1", "--tiny-bert", "--quiet"]
 TEXT_RUN = ["--models", "text", *RUN]
 SUBPROCESS_TIMEOUT = 300
 
@@ -245,10 +245,11 @@ def test_named_dataset_with_other_feature_sizes_is_refused(bad_data, tmp_path, c
     (["--models", "text", *RUN, "--epochs", "-1"], ["--epochs must be at least 1"]),
     (["--models", "text", *RUN, "--lr", "nan"], ["--lr must be a positive number"]),
     (["--models", "text", *RUN, "--device", "tpu:0"], ["--device tpu:0"]),
+    (["--models", "text", *RUN, "--threads", "0"], ["--threads must be at least 1"]),
     (["--models", "text", "--study", "layers"], ["--study layers runs mhmf only"]),
     (["--models", "text", *RUN, "--layers", "speech=1,2"], ["--layers item 'speech=1,2'"]),
 ], ids=["model", "component-as-model", "dataset", "dataset-path", "seeds0", "max-train-0", "epochs", "lr",
-        "device", "study", "layers-syntax"])
+        "device", "threads", "study", "layers-syntax"])
 def test_bad_command_line_is_one_clear_error(argv, fragments, capsys, tmp_path):
     line = cli_error(capsys, bench.main, [*argv, "--out", str(tmp_path / "out")])
     for fragment in fragments:
@@ -509,7 +510,8 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(reference, tmp_pa
     from fusionkit.testing import tiny_bert_config
 
     data = load_splits("synthetic", tokenizer=load_tokenizer(None), max_samples=32, seed=0)
-    config = dict(seed=0, epochs=2, batch_size=8, quiet=True, save_every=1, out_dir=tmp_path)
+    config = dict(seed=0, epochs=2, batch_size=8, quiet=True, device="cpu", num_threads=1, save_every=1,
+                  out_dir=tmp_path)
     last = tmp_path / "last"
     real_replace, calls, before = os.replace, [], {}
 
