@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.paper_tables import COLUMNS, UNAVAILABLE_NOTE, paper_table_for
+from fusionkit.cli import ArgumentParser, UsageError, run_cli
 
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
 PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mag", "misa", "mult", "lmf", "tfn", "text")
@@ -45,18 +46,8 @@ METRIC_LABELS = {"acc2_has0": "Acc2 has0", "acc2_non0": "Acc2 non0", "f1_has0": 
                  "acc7": "Acc7", "acc5": "Acc5", "mae": "MAE", "corr": "Corr"}
 
 
-class UsageError(Exception):
-    """A bad command line: printed as ``error: …`` with exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None,
                    help="comma-separated model names or 'all' (default: all registered models; mhmf with --study)")
@@ -358,10 +349,7 @@ def plot_tsne(run_dirs: dict, path: Path, seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_cli(_main, argv)
     except KeyboardInterrupt as e:
         print(f"interrupted: {e or 'stopped'}; rerun the same command with --resume to continue", file=sys.stderr)
         return 130

@@ -1,30 +1,17 @@
 """``python -m fusionkit list [--kind KIND]``: every registered component with its kind and plug-in."""
 from __future__ import annotations
 
-import argparse
 import sys
 
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one ``error: …`` line (exit status 2), like every fusionkit CLI
-        self.print_usage(sys.stderr)
-        raise _UsageError(message)
+from fusionkit.cli import ArgumentParser, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except _UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = _Parser(prog="python -m fusionkit")
+    parser = ArgumentParser(prog="python -m fusionkit")
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="list registered components")
     p_list.add_argument("--kind", default=None, help="only this kind")

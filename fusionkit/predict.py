@@ -6,31 +6,18 @@ audio/visual channels are zeros and a warning says so.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one ``error: …`` line (exit status 2), like every fusionkit CLI
-        self.print_usage(sys.stderr)
-        raise _UsageError(message)
+from fusionkit.cli import ArgumentParser, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except _UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:
-    p = _Parser(prog="python -m fusionkit.predict", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m fusionkit.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a best/ checkpoint directory (or the run directory above it)")
     p.add_argument("--text", action="append", required=True, help="utterance to score (repeatable)")
     p.add_argument("--acoustic", default=None, help=".npy file (n_words, d_acoustic) for a single --text")

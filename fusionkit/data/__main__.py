@@ -1,11 +1,12 @@
 """``python -m fusionkit.data inspect|calibrate NAME_OR_PATH [--data-root DIR]``: JSON summaries of a dataset."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
+
+from fusionkit.cli import ArgumentParser, run_cli
 
 
 def summary(loaded) -> dict:
@@ -33,26 +34,12 @@ def summary(loaded) -> dict:
     }
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one ``error: …`` line (exit status 2), like every fusionkit CLI
-        self.print_usage(sys.stderr)
-        raise _UsageError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except _UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = _Parser(prog="python -m fusionkit.data")
+    parser = ArgumentParser(prog="python -m fusionkit.data")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("inspect", "summarise a dataset as JSON"),
                        ("calibrate", "linear-probe Acc2 of the time-averaged nonverbal channels")):
