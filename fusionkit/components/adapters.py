@@ -29,19 +29,8 @@ from timm.layers import Mlp
 from torch import nn
 
 from fusionkit.components.attention import Attention, check_divisible
+from fusionkit.components.checks import check_dropout, check_positive
 from fusionkit.registry import register
-
-
-def _check_positive(**values: float) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, got {name}={value}")
-
-
-def _check_dropout(**values: float) -> None:
-    for name, value in values.items():
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {name}={value}")
 
 
 def _zero_padding(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -80,10 +69,10 @@ class CrossModalLayer(nn.Module):
     ) -> None:
         super().__init__()
         check_divisible(dim, heads)
-        _check_positive(ffn_ratio=ffn_ratio)
-        _check_dropout(attn_dropout=attn_dropout, relu_dropout=relu_dropout, res_dropout=res_dropout)
+        check_positive(ffn_ratio=ffn_ratio)
+        check_dropout(attn_dropout=attn_dropout, relu_dropout=relu_dropout, res_dropout=res_dropout)
         d_source = dim if d_source is None else d_source
-        _check_positive(d_source=d_source)
+        check_positive(d_source=d_source)
         if shared_norm and d_source != dim:
             raise ValueError(
                 f"shared_norm=True needs d_source == dim (got d_source={d_source}, dim={dim}); "
@@ -153,8 +142,8 @@ class SelfAttentionAdapter(nn.Module):
         ffn_ratio: float = 4.0,
     ) -> None:
         super().__init__()
-        _check_positive(d_in=d_in, d_model=d_model, num_layers=num_layers)
-        _check_dropout(dropout=dropout, attn_dropout=attn_dropout)
+        check_positive(d_in=d_in, d_model=d_model, num_layers=num_layers)
+        check_dropout(dropout=dropout, attn_dropout=attn_dropout)
         self.proj = nn.Linear(d_in, d_model)
         self.layers = nn.ModuleList(
             CrossModalLayer(
@@ -205,8 +194,8 @@ class CrossAttentionAdapter(nn.Module):
         ffn_ratio: float = 4.0,
     ) -> None:
         super().__init__()
-        _check_positive(d_model=d_model, num_layers=num_layers)
-        _check_dropout(dropout=dropout, attn_dropout=attn_dropout)
+        check_positive(d_model=d_model, num_layers=num_layers)
+        check_dropout(dropout=dropout, attn_dropout=attn_dropout)
         self.layers = nn.ModuleList(
             CrossModalLayer(
                 dim=d_model,

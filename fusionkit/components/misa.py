@@ -28,21 +28,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fusionkit.components.attention import Attention
+from fusionkit.components.checks import check_dropout, check_positive
 from fusionkit.registry import register
 
 MODALITIES = ("t", "v", "a")  # the authors' order: text, visual, acoustic
 
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, got {name}={value}")
-
-
-def _check_dropout(**values: float) -> None:
-    for name, value in values.items():
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {name}={value}")
 
 
 @register("misa_sequence_encoder", kind="adapter")
@@ -56,7 +46,7 @@ class MISASequenceEncoder(nn.Module):
     def __init__(self, *, d_in: int, d_hidden: int | None = None) -> None:
         super().__init__()
         d_hidden = d_in if d_hidden is None else d_hidden
-        _check_positive(d_in=d_in, d_hidden=d_hidden)
+        check_positive(d_in=d_in, d_hidden=d_hidden)
         self.d_in, self.d_hidden = d_in, d_hidden
         self.rnn1 = nn.LSTM(d_in, d_hidden, bidirectional=True, batch_first=True)
         self.rnn2 = nn.LSTM(2 * d_hidden, d_hidden, bidirectional=True, batch_first=True)
@@ -130,7 +120,7 @@ class MISASharedPrivate(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        _check_positive(d_text=d_text, d_visual=d_visual, d_acoustic=d_acoustic, hidden=hidden)
+        check_positive(d_text=d_text, d_visual=d_visual, d_acoustic=d_acoustic, hidden=hidden)
         self.hidden = hidden
         sizes = dict(zip(MODALITIES, (d_text, d_visual, d_acoustic)))
 
@@ -161,8 +151,8 @@ class PostNormTransformerLayer(nn.Module):
 
     def __init__(self, *, dim: int, heads: int = 2, ffn_dim: int = 2048, dropout: float = 0.1) -> None:
         super().__init__()
-        _check_positive(ffn_dim=ffn_dim)
-        _check_dropout(dropout=dropout)
+        check_positive(ffn_dim=ffn_dim)
+        check_dropout(dropout=dropout)
         self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
         self.drop = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(dim)
@@ -208,8 +198,8 @@ class MISAFusion(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        _check_positive(hidden=hidden, d_out=d_out)
-        _check_dropout(dropout=dropout)
+        check_positive(hidden=hidden, d_out=d_out)
+        check_dropout(dropout=dropout)
         self.transformer = PostNormTransformerLayer(dim=hidden, heads=heads, ffn_dim=ffn_dim, dropout=attn_dropout)
         width = self.num_tokens * hidden
         self.fusion = nn.Sequential(
@@ -260,7 +250,7 @@ class ModalityDiscriminator(nn.Module):
         num_modalities: int = len(MODALITIES),
     ) -> None:
         super().__init__()
-        _check_positive(hidden=hidden, num_modalities=num_modalities)
+        check_positive(hidden=hidden, num_modalities=num_modalities)
         self.reverse_grad_weight = reverse_grad_weight
         self.net = nn.Sequential(
             nn.Linear(hidden, hidden), activation(), nn.Dropout(dropout), nn.Linear(hidden, num_modalities)
