@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--infer-utterances", type=int, default=40,
                    help="utterances timed one by one at batch 1 (default: 40)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    p.add_argument("--levers", action="store_true",
+                   help="instead: before/after measurements of each speed lever, written to OUT/levers.json")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
     return p
 
@@ -157,29 +159,31 @@ def lockstep_epochs(steppers: dict, loaders: dict) -> dict:
     return {name: tuple(t) for name, t in totals.items()}
 
 
-@torch.inference_mode()
-def time_inference(model: torch.nn.Module, dataset, *, batch_size: int, count: int, warmup: int = 3) -> list:
-    """Seconds per batch of ``model`` (eval mode) over the first ``count`` batches of ``dataset`` (in order)."""
+def time_inference(model: torch.nn.Module, dataset, *, batch_size: int, count: int, warmup: int = 3,
+                   grad_mode=torch.inference_mode) -> list:
+    """``(seconds, size)`` per batch of ``model`` (eval mode, under ``grad_mode``) over the first ``count`` batches
+    of ``dataset`` (in order)."""
     from fusionkit.data import make_loader
 
     model.eval()
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, padding="dynamic", bucketing=False)
     batches = [b for _, b in zip(range(count), loader)]
-    for batch in batches[:warmup]:
-        model(batch)
     times = []
-    for batch in batches:
-        start = time.perf_counter()
-        model(batch)
-        times.append((time.perf_counter() - start, len(batch)))
+    with grad_mode():
+        for batch in batches[:warmup]:
+            model(batch)
+        for batch in batches:
+            start = time.perf_counter()
+            model(batch)
+            times.append((time.perf_counter() - start, len(batch)))
     return times
 
 
 # -- the measurement ---------------------------------------------------------------------------------------
-def measure(args, log=print) -> dict:
-    """All measurements of the module docstring; returns the ``speed.json`` content."""
+def _setup(args):
+    """``(data, build)``: the loaded dataset and ``build(name, **kw)`` making a seeded model for it."""
     import fusionkit
-    from fusionkit.data import load_splits, make_loader
+    from fusionkit.data import load_splits
     from fusionkit.encoders.bert import load_tokenizer
 
     if args.threads is not None:
@@ -194,19 +198,40 @@ def measure(args, log=print) -> dict:
     elif args.text_model is not None:
         model_kwargs["text_model"] = args.text_model
 
-    def build(name: str) -> torch.nn.Module:
+    def build(name: str, **kw) -> torch.nn.Module:
         torch.manual_seed(0)
-        return fusionkit.create(name, **model_kwargs)
+        return fusionkit.create(name, **model_kwargs, **kw)
 
+    return data, build
+
+
+def _batches(dataset, args, count: int) -> list:
+    """``count`` bucketed training batches (a small split is cycled; each pass reshuffles it)."""
+    from fusionkit.data import make_loader
+
+    loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, seed=0, padding="dynamic",
+                         bucketing=True)
+    batches: list = []
+    while len(batches) < count:
+        batches.extend(b for _, b in zip(range(count - len(batches)), loader))
+    return batches
+
+
+def _subset(train, args):
+    return train if args.epoch_samples == 0 or args.epoch_samples >= len(train) else train.subset(
+        range(args.epoch_samples))
+
+
+def measure(args, log=print) -> dict:
+    """All measurements of the module docstring; returns the ``speed.json`` content."""
+    from fusionkit.data import make_loader
+
+    data, build = _setup(args)
     train = data.splits["train"]
     results: dict = {}
 
     # 1. training steps, round-robin over the same bucketed batches
-    loader = make_loader(train, batch_size=args.batch_size, shuffle=True, seed=0, padding="dynamic", bucketing=True)
-    needed = args.warmup + args.steps
-    batches = []
-    while len(batches) < needed:  # a small split is cycled (a new epoch reshuffles it)
-        batches.extend(b for _, b in zip(range(needed - len(batches)), loader))
+    batches = _batches(train, args, args.warmup + args.steps)
     steppers = {ENCODER: TrainStep(build(ENCODER))}
     for name in args.model_list:
         steppers[name] = TrainStep(build(name))
@@ -221,8 +246,7 @@ def measure(args, log=print) -> dict:
     del steppers, batches
 
     # 2. epoch throughput through the real loaders: dynamic padding + bucketing vs fixed padding to 50
-    subset = train if args.epoch_samples == 0 or args.epoch_samples >= len(train) else train.subset(
-        range(args.epoch_samples))
+    subset = _subset(train, args)
     loaders = {
         "dynamic": make_loader(subset, batch_size=args.batch_size, shuffle=True, seed=1, padding="dynamic",
                                bucketing=True),
@@ -251,6 +275,104 @@ def measure(args, log=print) -> dict:
     results["peak_rss_mb"] = peak_rss_mb()
     results["machine"] = machine_info()
     return results
+
+
+def measure_levers(args, log=print) -> dict:
+    """Before/after of each speed lever, every pair timed in one process on the same batches (interleaved)."""
+    import recipes.mhmf_bert as recipe
+    from fusionkit.data import load_splits, make_loader
+    from fusionkit.training.encoder_cache import attach_encoder_cache
+    from fusionkit.training.optim import param_groups
+
+    data, build = _setup(args)
+    train, test = data.splits["train"], data.splits["test"]
+    levers: dict = {}
+    batches = _batches(train, args, args.warmup + args.steps)
+
+    log("lever: fusion width (d_fusion 64 vs 128) and fused AdamW, training steps round-robin")
+    steppers = {"text": TrainStep(build("text")), "mhmf": TrainStep(build("mhmf")),
+                "mhmf_d128": TrainStep(build("mhmf", d_fusion=128))}
+    for name in ("text", "mhmf"):  # same models, AdamW's single-kernel implementation
+        step = TrainStep(build(name))
+        groups = param_groups(step.model, lr=1e-4, encoder_lr=5e-5, weight_decay=0.01)
+        step.optimizer = torch.optim.AdamW(groups, lr=1e-4, fused=True)
+        steppers[f"{name}_fused_adamw"] = step
+    med = round_robin_steps(steppers, batches, args.warmup)
+    levers["step_s"] = med
+    levers["d_fusion_64_over_encoder"] = med["mhmf"] / med["text"]
+    levers["d_fusion_128_over_encoder"] = med["mhmf_d128"] / med["text"]
+    levers["fused_adamw_encoder_speedup"] = med["text"] / med["text_fused_adamw"]
+    levers["fused_adamw_mhmf_speedup"] = med["mhmf"] / med["mhmf_fused_adamw"]
+    levers["fused_adamw_mhmf_over_encoder"] = med["mhmf_fused_adamw"] / med["text_fused_adamw"]
+    mhmf = steppers["mhmf"].model
+    del steppers
+
+    log("lever: padding and bucketing, mhmf training passes in lockstep")
+    subset = _subset(train, args)
+    loaders = {
+        "dynamic_bucketed": make_loader(subset, batch_size=args.batch_size, shuffle=True, seed=1, bucketing=True),
+        "dynamic_random": make_loader(subset, batch_size=args.batch_size, shuffle=True, seed=1, bucketing=False),
+        "fixed50": make_loader(subset, batch_size=args.batch_size, shuffle=True, seed=1, padding="fixed",
+                               bucketing=False),
+    }
+    step = TrainStep(mhmf)
+    passes = lockstep_epochs({name: step for name in loaders}, loaders)
+    rate = {name: n / (d + s) for name, (n, d, s) in passes.items()}
+    levers["epoch_samples_per_s"] = rate
+    levers["dynamic_random_over_fixed50"] = rate["dynamic_random"] / rate["fixed50"]
+    levers["bucketing_over_dynamic_random"] = rate["dynamic_bucketed"] / rate["dynamic_random"]
+
+    log("lever: frozen-encoder cache, frozen mhmf training passes in lockstep (cache warmed by one pass)")
+    frozen = {"uncached": TrainStep(build("mhmf", encoder_mode="frozen")),
+              "cached": TrainStep(build("mhmf", encoder_mode="frozen"))}
+    attach_encoder_cache(frozen["cached"].model)
+    lockstep_epochs({"cached": frozen["cached"]}, {"cached": loaders["dynamic_bucketed"]})  # fills the cache
+    passes = lockstep_epochs(frozen, {name: loaders["dynamic_bucketed"] for name in frozen})
+    rate = {name: n / (d + s) for name, (n, d, s) in passes.items()}
+    levers["frozen_epoch_samples_per_s"] = rate
+    levers["frozen_cache_speedup"] = rate["cached"] / rate["uncached"]
+    del frozen, step
+
+    log("lever: mask-free fusion for batches without padding, inference_mode vs no_grad (batch 1 and 64)")
+    timings: dict = {}
+    full_masks = recipe._unless_full
+
+    def masks_always(mask):
+        return mask
+
+    for rep in range(2):  # interleave the variants twice
+        for name, grad_mode, skip in (("fast", torch.inference_mode, True), ("masks", torch.inference_mode, False),
+                                      ("no_grad", torch.no_grad, True)):
+            recipe._unless_full = full_masks if skip else masks_always
+            try:
+                single = time_inference(mhmf, test, batch_size=1, count=args.infer_utterances, grad_mode=grad_mode)
+                wide = time_inference(mhmf, test, batch_size=INFER_BATCH, count=2, grad_mode=grad_mode)
+            finally:
+                recipe._unless_full = full_masks
+            timings.setdefault(name, {"b1": [], "b64": []})
+            timings[name]["b1"] += [s for s, _ in single]
+            timings[name]["b64"] += [s / n for s, n in wide]
+    ms = {name: 1000 * statistics.median(t["b1"]) for name, t in timings.items()}
+    per_s = {name: 1 / statistics.median(t["b64"]) for name, t in timings.items()}
+    levers["infer_ms_per_utterance"] = ms
+    levers["infer_utterances_per_s"] = per_s
+    levers["mask_free_batch1_speedup"] = ms["masks"] / ms["fast"]
+    levers["inference_mode_batch1_speedup"] = ms["no_grad"] / ms["fast"]
+    levers["inference_mode_batch64_speedup"] = per_s["fast"] / per_s["no_grad"]
+
+    log("lever: tokenized-data cache (load_splits without vs with the on-disk cache)")
+    from fusionkit.encoders.bert import load_tokenizer
+
+    tokenizer = load_tokenizer(None if args.tiny_bert else args.text_model)
+    seconds = {}
+    for name, cache in (("tokenize", False), ("cached", True)):
+        start = time.perf_counter()
+        load_splits(args.dataset, data_root=args.data_root, tokenizer=tokenizer, seed=0, cache=cache)
+        seconds[name] = time.perf_counter() - start
+    levers["load_splits_s"] = seconds
+    levers["data_cache_speedup"] = seconds["tokenize"] / seconds["cached"]
+    levers["machine"] = machine_info()
+    return levers
 
 
 def render_markdown(results: dict, args) -> str:
@@ -309,10 +431,19 @@ def _main(argv) -> int:
     except OSError as e:
         raise UsageError(f"cannot create --out {str(out)!r} ({e.strerror or e}); choose a writable directory") \
             from None
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    threads = torch.get_num_threads()
     try:
-        results = measure(args, log=lambda msg: print(msg, file=sys.stderr))
+        if args.levers:
+            levers = measure_levers(args, log=log)
+            (out / "levers.json").write_text(json.dumps(levers, indent=2) + "\n")
+            print(json.dumps(levers, indent=2))
+            return 0
+        results = measure(args, log=log)
     except (DataError, TextModelNotFound) as e:
         raise UsageError(str(e)) from None
+    finally:
+        torch.set_num_threads(threads)
     (out / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = render_markdown(results, args)
     (out / "speed.md").write_text(markdown)

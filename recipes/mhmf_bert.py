@@ -101,6 +101,11 @@ def _check_layers(name: str, layers: Sequence[int], num_layers: int, num_stages:
     return layers
 
 
+def _unless_full(mask: torch.Tensor) -> torch.Tensor | None:
+    """``None`` when ``mask`` (bool, True = real) has no padding: every block reads ``mask=None`` as all real."""
+    return None if bool(mask.all()) else mask
+
+
 class StageOutput(NamedTuple):
     """state: ``(B, T, d)`` ``G^i``; g_tilde: ``(B, T, d)`` ``G̃^i``; restitution: its output or ``None``."""
 
@@ -227,14 +232,17 @@ class MHMFBert(nn.Module):
             (weighted; empty in eval mode, without labels, or with ``restitution=False``);
             ``features (B, d_fusion + hidden)``.
         """
-        text_mask = batch.mask
-        hidden = self.encoder(batch.input_ids, text_mask, batch.token_type_ids).hidden_states
+        hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).hidden_states
+        # a batch without padding (always so at batch size 1) needs no masking ops in the fusion
+        text_mask = _unless_full(batch.mask)
         text = {int(layer): proj(hidden[int(layer)]) for layer, proj in self.text_projections.items()}
         pooled_text = None if batch.aligned else {l: masked_mean(t, text_mask) for l, t in text.items()}
         labels = batch.label if self.training and self.restitution_loss is not None else None
         loss_terms: dict = {}
 
-        a_mask, v_mask = batch.a_mask, batch.v_mask
+        a_mask, v_mask = text_mask, text_mask
+        if not batch.aligned:
+            a_mask, v_mask = _unless_full(batch.a_mask), _unless_full(batch.v_mask)
         h_a = self.audio_adapter(batch.acoustic, a_mask)
         h_v = self.vision_adapter(batch.visual, v_mask)
         g_a = self._branch("audio", self.audio_stages, h_a, a_mask, text, pooled_text, text_mask, labels, loss_terms)

@@ -53,6 +53,32 @@ def test_dynamic_and_fixed_padding_give_the_same_predictions(data, name):
     torch.testing.assert_close(a.features, b.features, atol=TOL, rtol=0)
 
 
+def test_batch_without_padding_skips_the_masks_and_gives_the_same_predictions(data, monkeypatch):
+    from fusionkit.components import attention
+
+    train = data.splits["train"]
+    by_length: dict = {}
+    for i in range(len(train)):
+        by_length.setdefault(len(train[i].input_ids), []).append(i)
+    group = max(by_length.values(), key=len)
+    assert len(group) >= 2
+    examples = [train[i] for i in group]
+    full, fixed = collate(examples), collate(examples, padding="fixed", max_seq_length=train.max_seq_length)
+    assert bool(full.mask.all()) and not bool(fixed.mask.all())
+    masks = []
+    original = attention.key_padding_bias
+    monkeypatch.setattr(attention, "key_padding_bias", lambda m: masks.append(m is not None) or original(m))
+    model = build("mhmf")
+    with torch.inference_mode():
+        a = model(full)
+        assert masks and not any(masks)  # the fast path: no key-padding mask in any fusion attention
+        b = model(fixed)
+        assert all(masks[len(masks) // 2:])
+        single = model(collate(examples[:1]))
+    torch.testing.assert_close(a.prediction, b.prediction, atol=TOL, rtol=0)
+    torch.testing.assert_close(single.prediction, b.prediction[:1], atol=TOL, rtol=0)
+
+
 def test_dynamic_and_fixed_padding_give_the_same_hidden_states_at_real_tokens(data):
     dynamic, fixed = padded_pair(data.splits["train"])
     encoder = build("text").encoder
