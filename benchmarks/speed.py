@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--infer-utterances", type=int, default=40,
                    help="utterances timed one by one at batch 1 (default: 40)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    p.add_argument("--infer-threads", type=int, default=1,
+                   help="intra-op threads for the batch-1 latency (default: 1, the fastest for one utterance)")
     p.add_argument("--levers", action="store_true",
                    help="instead: before/after measurements of each speed lever, written to OUT/levers.json")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
@@ -268,12 +270,17 @@ def measure(args, log=print) -> dict:
     # 3. inference: batch 1 (latency) and batch 64 (throughput)
     test = data.splits["test"]
     log(f"timing inference: {args.infer_utterances} utterances at batch 1, batches of {INFER_BATCH}")
-    single = time_inference(mhmf, test, batch_size=1, count=args.infer_utterances)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.infer_threads)
+    try:
+        single = time_inference(mhmf, test, batch_size=1, count=args.infer_utterances)
+    finally:
+        torch.set_num_threads(threads)
     results["infer_ms_per_utterance"] = 1000 * statistics.median(s for s, _ in single)
     full = time_inference(mhmf, test, batch_size=INFER_BATCH, count=4)
     results["infer_utterances_per_s"] = sum(n for _, n in full) / sum(s for s, _ in full)
     results["peak_rss_mb"] = peak_rss_mb()
-    results["machine"] = machine_info()
+    results["machine"] = {**machine_info(), "infer_threads_batch1": args.infer_threads}
     return results
 
 
@@ -333,22 +340,29 @@ def measure_levers(args, log=print) -> dict:
     levers["frozen_cache_speedup"] = rate["cached"] / rate["uncached"]
     del frozen, step
 
-    log("lever: mask-free fusion for batches without padding, inference_mode vs no_grad (batch 1 and 64)")
+    log("lever: mask-free fusion for batches without padding, inference_mode vs no_grad, threads (batch 1, 64)")
     timings: dict = {}
     full_masks = recipe._unless_full
+    threads = torch.get_num_threads()
 
     def masks_always(mask):
         return mask
 
+    variants = {"fast": (torch.inference_mode, True, args.infer_threads),
+                "masks": (torch.inference_mode, False, args.infer_threads),
+                "no_grad": (torch.no_grad, True, args.infer_threads),
+                "batch1_all_threads": (torch.inference_mode, True, threads)}
     for rep in range(2):  # interleave the variants twice
-        for name, grad_mode, skip in (("fast", torch.inference_mode, True), ("masks", torch.inference_mode, False),
-                                      ("no_grad", torch.no_grad, True)):
+        for name, (grad_mode, skip, batch1_threads) in variants.items():
             recipe._unless_full = full_masks if skip else masks_always
             try:
+                torch.set_num_threads(batch1_threads)
                 single = time_inference(mhmf, test, batch_size=1, count=args.infer_utterances, grad_mode=grad_mode)
-                wide = time_inference(mhmf, test, batch_size=INFER_BATCH, count=2, grad_mode=grad_mode)
+                torch.set_num_threads(threads)
+                wide = time_inference(mhmf, test, batch_size=INFER_BATCH, count=2, warmup=1, grad_mode=grad_mode)
             finally:
                 recipe._unless_full = full_masks
+                torch.set_num_threads(threads)
             timings.setdefault(name, {"b1": [], "b64": []})
             timings[name]["b1"] += [s for s, _ in single]
             timings[name]["b64"] += [s / n for s, n in wide]
@@ -359,6 +373,7 @@ def measure_levers(args, log=print) -> dict:
     levers["mask_free_batch1_speedup"] = ms["masks"] / ms["fast"]
     levers["inference_mode_batch1_speedup"] = ms["no_grad"] / ms["fast"]
     levers["inference_mode_batch64_speedup"] = per_s["fast"] / per_s["no_grad"]
+    levers["one_thread_batch1_speedup"] = ms["batch1_all_threads"] / ms["fast"]
 
     log("lever: tokenized-data cache (load_splits without vs with the on-disk cache)")
     from fusionkit.encoders.bert import load_tokenizer
@@ -371,7 +386,7 @@ def measure_levers(args, log=print) -> dict:
         seconds[name] = time.perf_counter() - start
     levers["load_splits_s"] = seconds
     levers["data_cache_speedup"] = seconds["tokenize"] / seconds["cached"]
-    levers["machine"] = machine_info()
+    levers["machine"] = {**machine_info(), "infer_threads_batch1": args.infer_threads}
     return levers
 
 
@@ -380,8 +395,9 @@ def render_markdown(results: dict, args) -> str:
     text_model = "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6")
     lines = ["# Speed", "",
              f"{args.dataset} batches of {args.batch_size}, text model {text_model}; {m['cores']} cores "
-             f"({m['cpu']}), torch {m['torch']} with {m['threads']} threads. Step times are medians over "
-             f"{args.steps} steps after {args.warmup} warm-up steps.", "",
+             f"({m['cpu']}), torch {m['torch']} with {m['threads']} threads ({m['infer_threads_batch1']} for the "
+             f"batch-1 latency). Step times are medians over {args.steps} steps after {args.warmup} warm-up "
+             f"steps.", "",
              "| quantity | value |", "|---|---|"]
     for key, value in results.items():
         if key == "machine":
@@ -406,8 +422,10 @@ def _main(argv) -> int:
     for name in ("warmup", "epoch_samples"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    for name in ("threads", "infer_threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.tiny_bert and args.text_model is not None:
         raise UsageError("--tiny-bert and --text-model are exclusive")
     if args.dataset is None:
