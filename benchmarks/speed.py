@@ -162,9 +162,9 @@ def lockstep_epochs(steppers: dict, loaders: dict) -> dict:
 
 
 def time_inference(model: torch.nn.Module, dataset, *, batch_size: int, count: int, warmup: int = 3,
-                   grad_mode=torch.inference_mode) -> list:
+                   grad_mode=torch.inference_mode, repeats: int = 1) -> list:
     """``(seconds, size)`` per batch of ``model`` (eval mode, under ``grad_mode``) over the first ``count`` batches
-    of ``dataset`` (in order)."""
+    of ``dataset`` (in order), ``repeats`` times."""
     from fusionkit.data import make_loader
 
     model.eval()
@@ -174,7 +174,7 @@ def time_inference(model: torch.nn.Module, dataset, *, batch_size: int, count: i
     with grad_mode():
         for batch in batches[:warmup]:
             model(batch)
-        for batch in batches:
+        for batch in batches * repeats:
             start = time.perf_counter()
             model(batch)
             times.append((time.perf_counter() - start, len(batch)))
@@ -273,7 +273,7 @@ def measure(args, log=print) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.infer_threads)
     try:
-        single = time_inference(mhmf, test, batch_size=1, count=args.infer_utterances)
+        single = time_inference(mhmf, test, batch_size=1, count=args.infer_utterances, repeats=2)
     finally:
         torch.set_num_threads(threads)
     results["infer_ms_per_utterance"] = 1000 * statistics.median(s for s, _ in single)
