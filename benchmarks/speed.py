@@ -65,12 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the batches come from (default: mosi-sim with a data root, else synthetic)")
     p.add_argument("--data-root", default=None, help="directory holding mosi/ (default: $FUSIONKIT_DATA)")
     p.add_argument("--out", default="runs/speed", help="output directory (default: runs/speed)")
-    p.add_argument("--steps", type=int, default=10, help="timed training steps per model (default: 10)")
+    p.add_argument("--steps", type=int, default=16, help="timed training steps per model (default: 16)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per model (default: 2)")
     p.add_argument("--epoch-samples", type=int, default=320,
                    help="training samples per throughput pass; 0 = the whole training split (default: 320)")
     p.add_argument("--infer-utterances", type=int, default=40,
-                   help="utterances timed one by one at batch 1 (default: 40)")
+                   help="utterances timed one by one at batch 1, twice each (default: 40)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     p.add_argument("--infer-threads", type=int, default=1,
                    help="intra-op threads for the batch-1 latency (default: 1, the fastest for one utterance)")
@@ -96,8 +96,9 @@ def machine_info() -> dict:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     return {"cores": cores, "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": platform.platform(), "loadavg_1_5_15min": load}
 
 
 class TrainStep:
@@ -229,6 +230,7 @@ def measure(args, log=print) -> dict:
     from fusionkit.data import make_loader
 
     data, build = _setup(args)
+    machine = machine_info()  # before the measurement, so that the load average is the background load
     train = data.splits["train"]
     results: dict = {}
 
@@ -280,7 +282,7 @@ def measure(args, log=print) -> dict:
     full = time_inference(mhmf, test, batch_size=INFER_BATCH, count=4)
     results["infer_utterances_per_s"] = sum(n for _, n in full) / sum(s for s, _ in full)
     results["peak_rss_mb"] = peak_rss_mb()
-    results["machine"] = {**machine_info(), "infer_threads_batch1": args.infer_threads}
+    results["machine"] = {**machine, "infer_threads_batch1": args.infer_threads}
     return results
 
 
