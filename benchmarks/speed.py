@@ -354,20 +354,27 @@ def measure_levers(args, log=print) -> dict:
                 "masks": (torch.inference_mode, False, args.infer_threads),
                 "no_grad": (torch.no_grad, True, args.infer_threads),
                 "batch1_all_threads": (torch.inference_mode, True, threads)}
-    for rep in range(2):  # interleave the variants twice
-        for name, (grad_mode, skip, batch1_threads) in variants.items():
-            recipe._unless_full = full_masks if skip else masks_always
-            try:
-                torch.set_num_threads(batch1_threads)
-                single = time_inference(mhmf, test, batch_size=1, count=args.infer_utterances, grad_mode=grad_mode)
-                torch.set_num_threads(threads)
-                wide = time_inference(mhmf, test, batch_size=INFER_BATCH, count=2, warmup=1, grad_mode=grad_mode)
-            finally:
-                recipe._unless_full = full_masks
-                torch.set_num_threads(threads)
-            timings.setdefault(name, {"b1": [], "b64": []})
-            timings[name]["b1"] += [s for s, _ in single]
-            timings[name]["b64"] += [s / n for s, n in wide]
+    loaders = {1: make_loader(test, batch_size=1, shuffle=False), INFER_BATCH: make_loader(
+        test, batch_size=INFER_BATCH, shuffle=False)}
+    counts = {1: args.infer_utterances, INFER_BATCH: 3}
+    mhmf.eval()
+    for size, loader in loaders.items():
+        batches = [b for _, b in zip(range(counts[size]), loader)]
+        for index, batch in enumerate(batches * 2):  # every variant on each batch in turn, the first one untimed
+            for name, (grad_mode, skip, batch1_threads) in variants.items():
+                recipe._unless_full = full_masks if skip else masks_always
+                torch.set_num_threads(batch1_threads if size == 1 else threads)
+                try:
+                    with grad_mode():
+                        start = time.perf_counter()
+                        mhmf(batch)
+                        seconds = time.perf_counter() - start
+                finally:
+                    recipe._unless_full = full_masks
+                    torch.set_num_threads(threads)
+                if index:
+                    timings.setdefault(name, {"b1": [], "b64": []})["b1" if size == 1 else "b64"].append(
+                        seconds / len(batch))
     ms = {name: 1000 * statistics.median(t["b1"]) for name, t in timings.items()}
     per_s = {name: 1 / statistics.median(t["b64"]) for name, t in timings.items()}
     levers["infer_ms_per_utterance"] = ms

@@ -194,3 +194,16 @@ def test_speed_smoke(tmp_path, capsys):
 def test_speed_usage_errors(argv, message, capsys, tmp_path):
     assert speed.main([*argv, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_speed_levers_smoke(tmp_path):
+    out = tmp_path / "levers"
+    argv = ["--levers", "--tiny-bert", "--dataset", "synthetic", "--batch-size", "4", "--steps", "1", "--warmup", "0",
+            "--epoch-samples", "8", "--infer-utterances", "2", "--threads", "1", "--out", str(out)]
+    assert speed.main(argv) == 0
+    levers = json.loads((out / "levers.json").read_text())
+    assert set(levers["step_s"]) == {"text", "mhmf", "mhmf_d128", "text_fused_adamw", "mhmf_fused_adamw"}
+    assert levers["d_fusion_64_over_encoder"] == pytest.approx(levers["step_s"]["mhmf"] / levers["step_s"]["text"])
+    for key in ("bucketing_over_dynamic_random", "frozen_cache_speedup", "mask_free_batch1_speedup",
+                "inference_mode_batch1_speedup", "one_thread_batch1_speedup", "data_cache_speedup"):
+        assert levers[key] > 0, key
