@@ -23,7 +23,9 @@ Choices where the paper leaves room (documented here, all options of :func:`buil
 * **Fusion width.** ``d_fusion`` (default 64) is much smaller than BERT's width to keep the fusion cheap: with
   the bundled MiniLM (hidden 384) at batch 32 and 50 word pieces, a training step of the fusion adds about 9 %
   of the text encoder's FLOPs (128 would add 35 %, 96 20 %); measured on CPU (one thread, best of 12 steps)
-  the step takes ≈ 7 % longer than the text-only model's, well within the 25 % budget.
+  the step takes ≈ 7 % longer than the text-only model's at that length; at MOSI's bucketed lengths (≈ 15 word
+  pieces) per-operator costs and dropout sampling dominate and it takes 1.3–1.45× the text model's step on 2
+  threads (``python -m benchmarks.speed``, README section "Performance").
   Every BERT layer that is used gets **one** linear projection to ``d_fusion``, shared by the cross-attention
   sources and the restitution inputs of both branches, so the residual of the restitution block is computed in
   the fusion width: ``R = W_l H_t^l − G̃``. When ``d_fusion`` equals BERT's width no projection is made.
