@@ -15,13 +15,14 @@ Everything is measured in one process, on the same batches, after warm-up, as me
   the real loader with dynamic padding and length bucketing vs. fixed padding to ``max_seq_length`` (50, MAG-BERT's
   loader); the two passes run batch by batch in lockstep;
 * ``data_fraction``: time in the loader's ``next()`` (sampling, collation) over the whole dynamic pass;
-* ``infer_ms_per_utterance`` (batch 1) and ``infer_utterances_per_s`` (batch 64): ``mhmf`` in eval mode under
-  ``torch.inference_mode``;
+* ``infer_ms_per_utterance`` (batch 1, ``--infer-threads`` intra-op threads, default 1) and
+  ``infer_utterances_per_s`` (batch 64): ``mhmf`` in eval mode under ``torch.inference_mode``;
 * ``peak_rss_mb``: the process's peak resident memory.
 
 The batches have MOSI's word-piece lengths (``mosi-sim``) when a data root is given (``--data-root`` or
 ``FUSIONKIT_DATA``), else those of ``synthetic``. ``OUT/speed.json`` holds these keys plus ``machine``;
-``OUT/speed.md`` the same as a table.
+``OUT/speed.md`` the same as a table. ``--levers`` instead times the before/after pair of each speed lever
+(``OUT/levers.json``; see the README section "Performance").
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="utterances timed one by one at batch 1, twice each (default: 40)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     p.add_argument("--infer-threads", type=int, default=1,
-                   help="intra-op threads for the batch-1 latency (default: 1, the fastest for one utterance)")
+                   help="intra-op threads for the batch-1 latency (default: 1; as fast as 2 on a quiet machine, "
+                        "and it does not collapse when other processes share the cores)")
     p.add_argument("--levers", action="store_true",
                    help="instead: before/after measurements of each speed lever, written to OUT/levers.json")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
@@ -402,12 +404,11 @@ def measure_levers(args, log=print) -> dict:
 def render_markdown(results: dict, args) -> str:
     m = results["machine"]
     text_model = "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6")
-    lines = ["# Speed", "",
-             f"{args.dataset} batches of {args.batch_size}, text model {text_model}; {m['cores']} cores "
-             f"({m['cpu']}), torch {m['torch']} with {m['threads']} threads ({m['infer_threads_batch1']} for the "
-             f"batch-1 latency). Step times are medians over {args.steps} steps after {args.warmup} warm-up "
-             f"steps.", "",
-             "| quantity | value |", "|---|---|"]
+    setting = (f"{args.dataset} batches of {args.batch_size}, text model {text_model}; {m['cores']} cores "
+               f"({m['cpu']}), torch {m['torch']} with {m['threads']} threads ({m['infer_threads_batch1']} for the "
+               f"batch-1 latency). Step times are medians over {args.steps} steps after {args.warmup} warm-up "
+               f"steps.")
+    lines = ["# Speed", "", setting, "", "| quantity | value |", "|---|---|"]
     for key, value in results.items():
         if key == "machine":
             continue
@@ -458,7 +459,9 @@ def _main(argv) -> int:
     except OSError as e:
         raise UsageError(f"cannot create --out {str(out)!r} ({e.strerror or e}); choose a writable directory") \
             from None
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
     threads = torch.get_num_threads()
     try:
         if args.levers:

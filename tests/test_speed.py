@@ -1,4 +1,5 @@
-"""The fast path gives the plain path's results: dynamic vs fixed padding, the frozen-encoder cache; speed smoke test."""
+"""The fast path gives the plain path's results (dynamic vs fixed padding, mask-free batches, the frozen-encoder
+cache); smoke tests of ``python -m benchmarks.speed``."""
 import json
 
 import numpy as np
