@@ -130,6 +130,19 @@ def test_cache_encodes_each_sample_once_and_reassembles_batches(data):
         assert len(calls) == 2
 
 
+def test_cache_filled_under_inference_mode_serves_training(data):
+    model = build("mhmf", encoder_mode="frozen")
+    cache = attach_encoder_cache(model)
+    batch = collate([data.splits["train"][i] for i in range(4)])
+    with torch.inference_mode():
+        model(batch)
+    model.train()
+    out = model(batch)
+    assert cache.hits == 1
+    (out.prediction.sum() + sum(out.loss_terms.values())).backward()
+    assert model.text_projections["3"].weight.grad.abs().sum() > 0
+
+
 def test_cache_only_keeps_the_declared_layers(data):
     model = build("mhmf", encoder_mode="frozen")
     cache = attach_encoder_cache(model)
