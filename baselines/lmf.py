@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusionkit.components.attention import masked_mean
+from baselines.tfn import unimodal_vectors
 from fusionkit.components.low_rank_fusion import LowRankFusion
 from fusionkit.components.subnet import SubNet, TextSubNet
 from fusionkit.data.batch import MultimodalBatch
@@ -76,10 +76,7 @@ class LMF(nn.Module):
 
         Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, d_a' + d_v' + d_t')``.
         """
-        hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
-        text_h = self.text_subnet(hidden, batch.mask)
-        audio_h = self.audio_subnet(masked_mean(batch.acoustic, batch.a_mask))
-        video_h = self.video_subnet(masked_mean(batch.visual, batch.v_mask))
+        audio_h, video_h, text_h = unimodal_vectors(self, batch)
         prediction = self.fusion(audio_h, video_h, text_h).squeeze(-1)
         return ModelOutput(prediction=prediction, loss_terms={}, features=torch.cat([audio_h, video_h, text_h], -1))
 

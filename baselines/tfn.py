@@ -44,6 +44,20 @@ OUTPUT_RANGE = 6.0  # sigmoid output rescaled to the CMU-MOSI label range (-3, 3
 OUTPUT_SHIFT = -3.0
 
 
+
+def unimodal_vectors(model: nn.Module, batch: MultimodalBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TFN/LMF unimodal stage: ``(audio_h, video_h, text_h)``, each ``(B, d_m)``.
+
+    ``model`` has ``encoder``, ``text_subnet``, ``audio_subnet`` and ``video_subnet``; audio/visual are averaged over
+    their real steps (``batch.a_mask`` / ``batch.v_mask``, True = real) before their sub-networks.
+    """
+    hidden = model.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
+    text_h = model.text_subnet(hidden, batch.mask)
+    audio_h = model.audio_subnet(masked_mean(batch.acoustic, batch.a_mask))
+    video_h = model.video_subnet(masked_mean(batch.visual, batch.v_mask))
+    return audio_h, video_h, text_h
+
+
 class TFN(nn.Module):
     """BERT text vector + audio/video sub-networks → tensor fusion → 3-layer post-fusion network."""
 
@@ -89,10 +103,7 @@ class TFN(nn.Module):
         Returns :class:`ModelOutput`: ``prediction (B,)`` in (−3, 3), no loss terms, ``features (B,
         post_fusion_dim)`` (the second post-fusion layer).
         """
-        hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
-        text_h = self.text_subnet(hidden, batch.mask)
-        audio_h = self.audio_subnet(masked_mean(batch.acoustic, batch.a_mask))
-        video_h = self.video_subnet(masked_mean(batch.visual, batch.v_mask))
+        audio_h, video_h, text_h = unimodal_vectors(self, batch)
         fused = self.fusion(audio_h, video_h, text_h)
         y_1 = F.relu(self.post_fusion_layer_1(self.post_fusion_dropout(fused)))
         y_2 = F.relu(self.post_fusion_layer_2(y_1))
