@@ -41,11 +41,31 @@ def param_groups(model: nn.Module, *, lr: float, encoder_lr: float, weight_decay
     return [groups[k] for k in order if k in groups]
 
 
-def build_optimizer(model: nn.Module, *, lr: float, encoder_lr: float, weight_decay: float) -> torch.optim.AdamW:
+FUSED_DEVICES = ("cpu", "cuda")  # where torch's single-kernel AdamW runs
+
+
+def fused_supported(params) -> bool:
+    """True when every parameter is a floating-point tensor on a device with torch's fused AdamW kernel."""
+    params = list(params)
+    return bool(params) and all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
+
+
+def build_optimizer(
+    model: nn.Module, *, lr: float, encoder_lr: float, weight_decay: float, fused: bool | None = None
+) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`.
+
+    ``fused=None`` picks torch's fused kernel wherever it is supported: the same update as the default
+    (``foreach``) implementation up to float rounding, in one pass over each parameter instead of about ten
+    elementwise passes, and without a per-tensor Python loop — a BERT training step on 2 CPU cores is about
+    1.4× faster with it (README, "Performance").
+    """
     groups = param_groups(model, lr=lr, encoder_lr=encoder_lr, weight_decay=weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters; nothing to optimise")
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    if fused is None:
+        fused = fused_supported(p for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup: float):
