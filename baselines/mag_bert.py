@@ -22,20 +22,33 @@ Departures from the authors' code, and why:
 * The pooler comes from the text model's checkpoint through ``transformers`` (``add_pooling_layer=True``), since
   the shared encoder drops it; with ``bert_config`` (tests) or ``encoder_mode="random"`` it is freshly
   initialised.
+* Pooling (``pooling``): ``"cls"`` is the authors' head above. ``"mean"`` replaces ``pooler(h_[CLS])`` by the masked
+  mean of the last layer (``classifier(Dropout(mean))``, as the ``text`` control). The default ``"auto"`` follows
+  the text model: ``"mean"`` when its checkpoint declares mean pooling (a sentence-transformers model such as the
+  bundled MiniLM, whose [CLS] pooler was never trained: zero bias, weights at their initial scale, so its pooled
+  output is ~0.1 in magnitude and the head cannot reach the label scale at the authors' lr), ``"cls"`` otherwise
+  (``bert-base-uncased`` and other plain BERT checkpoints: the authors' head). ``model.pooling`` says which.
+* The MAG's LayerNorm starts at (γ = 1, β = 0) as theirs, re-normalising the embedding output; for the bundled
+  MiniLM, whose embedding LayerNorm has γ ≈ 0.62, this rescales layer 1's input by ≈ 1.6 at the start of training
+  (bert-base's γ is closer to 1). Left as the authors have it.
 """
 from __future__ import annotations
 
 from torch import nn
 
+from fusionkit.components.attention import masked_mean
 from fusionkit.components.mag import MultimodalAdaptationGate
 from fusionkit.data.batch import MultimodalBatch
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder, resolve_text_model
+from fusionkit.encoders.bert import BertEncoder, build_bert_encoder, declared_pooling, resolve_text_model
+
+POOLINGS = ("auto", "cls", "mean")
 from fusionkit.registry import register
 from fusionkit.types import ModelOutput
 
 
 class MAGBert(nn.Module):
-    """BERT with MAG injected into its hidden states; ``classifier(Dropout(pooler(h_[CLS])))``."""
+    """BERT with MAG injected into its hidden states; ``classifier(Dropout(pooler(h_[CLS])))``, or with
+    ``pooler=None`` ``classifier(Dropout(masked_mean(h)))`` (``pooling == "mean"``)."""
 
     train_defaults = {
         "lr": 1e-5,
@@ -47,7 +60,7 @@ class MAGBert(nn.Module):
         "weight_decay": 0.01,
     }
 
-    def __init__(self, *, encoder: BertEncoder, pooler: nn.Module, dropout: float) -> None:
+    def __init__(self, *, encoder: BertEncoder, pooler: nn.Module | None, dropout: float) -> None:
         super().__init__()
         if not isinstance(encoder.injection, MultimodalAdaptationGate):
             raise ValueError(
@@ -55,6 +68,7 @@ class MAGBert(nn.Module):
             )
         self.encoder = encoder
         self.pooler = pooler
+        self.pooling = "mean" if pooler is None else "cls"
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(encoder.hidden_size, 1)
 
@@ -62,7 +76,8 @@ class MAGBert(nn.Module):
         """``batch``: word-piece aligned :class:`MultimodalBatch` — text ``(B, T)``, acoustic ``(B, T, d_a)``,
         visual ``(B, T, d_v)``; ``mask (B, T)`` bool, True = real token.
 
-        Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, H)`` (pooled [CLS]).
+        Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, H)`` (pooled [CLS], or the
+        masked mean of the last layer).
         """
         if not batch.aligned:
             raise ValueError(
@@ -75,7 +90,8 @@ class MAGBert(nn.Module):
             batch.token_type_ids,
             injection_inputs={"acoustic": batch.acoustic, "visual": batch.visual},
         )
-        pooled = self.pooler(out.last_hidden_state)
+        last = out.last_hidden_state
+        pooled = masked_mean(last, batch.mask) if self.pooler is None else self.pooler(last)
         prediction = self.classifier(self.dropout(pooled)).squeeze(-1)
         return ModelOutput(prediction=prediction, loss_terms={}, features=pooled)
 
@@ -117,8 +133,17 @@ def build_mag_bert(
     beta_shift: float = 1.0,
     dropout: float = 0.5,
     injection_layer: int = 0,
+    pooling: str = "auto",
 ) -> MAGBert:
-    """MAG-BERT (Rahman et al., 2020): Multimodal Adaptation Gate injected into a fine-tuned BERT."""
+    """MAG-BERT (Rahman et al., 2020): Multimodal Adaptation Gate injected into a fine-tuned BERT.
+
+    ``pooling``: ``"cls"`` (the authors' pooler head), ``"mean"``, or ``"auto"`` (the text model's declared
+    pooling: ``"mean"`` for the bundled MiniLM, ``"cls"`` for plain BERT checkpoints); see the module docstring.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r} for MAG-BERT; expected one of {', '.join(POOLINGS)}")
+    if pooling == "auto":
+        pooling = "mean" if bert_config is None and declared_pooling(text_model) == "mean" else "cls"
     if bert_config is not None:
         config = bert_config
     else:
@@ -137,14 +162,17 @@ def build_mag_bert(
         name_or_path=text_model, mode=encoder_mode, config=bert_config, injection=gate, injection_layer=injection_layer
     )
     pretrained = bert_config is None and encoder_mode != "random"
+    pooler = None
+    if pooling == "cls":
+        pooler = bert_pooler(text_model=text_model, config=encoder.model.config, pretrained=pretrained)
     model = MAGBert(
         encoder=encoder,
-        pooler=bert_pooler(text_model=text_model, config=encoder.model.config, pretrained=pretrained),
+        pooler=pooler,
         dropout=encoder.model.config.hidden_dropout_prob,
     )
     std = encoder.model.config.initializer_range
     _init_like_bert(gate, std)
     _init_like_bert(model.classifier, std)
-    if not pretrained:
-        _init_like_bert(model.pooler, std)
+    if pooler is not None and not pretrained:
+        _init_like_bert(pooler, std)
     return model

@@ -42,6 +42,10 @@ LAYER_CHOICES_12 = (
     ((9, 12), (9, 12)),
     ((12, 12), (12, 12)),
 )
+# Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive).
+SETTABLE = {"lr": (float, 0.0, False), "encoder_lr": (float, 0.0, False), "weight_decay": (float, 0.0, True),
+            "epochs": (int, 1, True), "batch_size": (int, 1, True), "warmup": (float, 0.0, True),
+            "grad_clip": (float, 0.0, True), "patience": (int, 1, True)}
 METRIC_LABELS = {"acc2_has0": "Acc2 has0", "acc2_non0": "Acc2 non0", "f1_has0": "F1 has0", "f1_non0": "F1 non0",
                  "acc7": "Acc7", "acc5": "Acc5", "mae": "MAE", "corr": "Corr"}
 
@@ -63,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: runs/<dataset>)")
     p.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N training examples")
+    p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE", dest="sets",
+                   help="a training setting for one model, over the flags above, e.g. --set mag.lr=5e-5 (keys: "
+                        + ", ".join(SETTABLE) + "); repeatable")
     p.add_argument("--max-samples", type=int, default=None,
                    help="keep at most N examples of every split (a seeded subset; smoke runs)")
     p.add_argument("--encoder-mode", choices=ENCODER_MODES, default=None,
@@ -134,6 +141,29 @@ def parse_layers(items: list[str]) -> dict:
         except ValueError:
             raise UsageError(f"--layers {item!r}: layers must be comma-separated integers") from None
         out[f"{key}_layers"] = layers
+    return out
+
+
+def parse_sets(items: list[str], models: list[str]) -> dict[str, dict]:
+    """``["mag.lr=5e-5", …]`` → ``{"mag": {"lr": 5e-05}}``; each model must be one of ``models``."""
+    out: dict[str, dict] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        model, dot, key = target.strip().rpartition(".")
+        if not sep or not dot or not model or not key:
+            raise UsageError(f"--set {item!r} is not MODEL.KEY=VALUE (e.g. --set mag.lr=5e-5)")
+        if model not in models:
+            raise UsageError(f"--set {item!r}: model {model!r} is not among the models run ({', '.join(models)})")
+        if key not in SETTABLE:
+            raise UsageError(f"--set {item!r}: unknown setting {key!r}; settable: {', '.join(SETTABLE)}")
+        kind, low, inclusive = SETTABLE[key]
+        try:
+            number = kind(value)
+        except ValueError:
+            raise UsageError(f"--set {item!r}: {key} takes {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(number) or number < low or (number == low and not inclusive):
+            raise UsageError(f"--set {item!r}: {key} must be {'at least' if inclusive else 'above'} {low}")
+        out.setdefault(model, {})[key] = number
     return out
 
 
@@ -298,6 +328,13 @@ def render_markdown(results: dict) -> str:
              f"Test metrics of the weights selected on the validation split, mean ± std over {n} seed"
              f"{'s' if n != 1 else ''} ({', '.join(map(str, results['seeds']))}); text model: "
              f"{results['text_model']}. Accuracies and F1 in %; MAE and Corr raw.", ""]
+    train = results["config"].get("train") or {}
+    if train:
+        lines += ["Training settings for every model: " + ", ".join(f"{k} {v}" for k, v in train.items()) + "."]
+    for model, settings in (results["config"].get("per_model") or {}).items():
+        lines += [f"`{model}` only: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "."]
+    if train or results["config"].get("per_model"):
+        lines += ["Everything else: each model's own `train_defaults`.", ""]
     header = ["Model"] + [METRIC_LABELS[m] for m in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, metrics in results["summary"].items():
@@ -406,6 +443,7 @@ def _main(argv) -> int:
     train_overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                              encoder_lr=args.encoder_lr,
                                              max_train_samples=args.max_train_samples).items() if v is not None}
+    per_model = parse_sets(args.sets, sorted({v.model for v in variants}))
     seeds = list(range(args.seeds))
     runs, run_dirs = [], {}
     from fusionkit.training import ModelBuildError
@@ -416,7 +454,8 @@ def _main(argv) -> int:
             if main_process:
                 print(f"[run] {variant.label} seed {seed} → {run_dir}", file=sys.stderr)
             try:
-                result = run_one(variant, seed, data, args, model_kwargs, run_dir, train_overrides)
+                result = run_one(variant, seed, data, args, model_kwargs, run_dir,
+                                 {**train_overrides, **per_model.get(variant.model, {})})
             except (ModelBuildError, TextModelNotFound) as e:
                 raise UsageError(str(e)) from None
             except ValueError as e:  # a model factory rejecting its settings, e.g. --layers out of range
@@ -433,7 +472,7 @@ def _main(argv) -> int:
         "seeds": seeds,
         "config": {"study": args.study, "variants": {v.label: {"model": v.model, "kwargs": _json_clean(v.kwargs)}
                                                        for v in variants},
-                   "train": train_overrides, "max_samples": args.max_samples},
+                   "train": train_overrides, "per_model": per_model, "max_samples": args.max_samples},
         "runs": runs,
         "summary": summarize(runs, labels),
     }

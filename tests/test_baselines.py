@@ -162,3 +162,32 @@ def test_single_sample_training_batch(built):
     model.zero_grad()
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_mag_pooling_follows_the_text_models_declaration(tmp_path, monkeypatch):
+    from fusionkit.encoders import bert
+
+    assert bert.declared_pooling(None) == "mean"  # the bundled MiniLM is a mean-pooling sentence encoder
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    assert bert.declared_pooling(plain) is None
+    (plain / "1_Pooling").mkdir()
+    (plain / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    assert bert.declared_pooling(plain) == "cls"
+    assert _model("mag").pooling == "cls" and _model("mag").pooler is not None  # tiny config: authors' head
+    mean = _model("mag", pooling="mean")
+    assert mean.pooling == "mean" and mean.pooler is None
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        _model("mag", pooling="max")
+
+
+def test_mag_mean_pooling_ignores_padding():
+    model = _model("mag", pooling="mean").eval()
+    batch = _batch()
+    with torch.no_grad():
+        out = model(batch)
+        hidden = model.encoder(batch.input_ids, batch.mask, batch.token_type_ids,
+                               injection_inputs={"acoustic": batch.acoustic, "visual": batch.visual}).last_hidden_state
+    weights = batch.mask.float().unsqueeze(-1)
+    torch.testing.assert_close(out.features, (hidden * weights).sum(1) / weights.sum(1))

@@ -50,6 +50,29 @@ def resolve_text_model(name_or_path: str | os.PathLike | None) -> str:
     return str(name_or_path)
 
 
+POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+def declared_pooling(name_or_path: str | os.PathLike | None) -> str | None:
+    """The pooling a sentence-transformers checkpoint declares in ``1_Pooling/config.json`` (``"mean"`` or
+    ``"cls"``), or ``None`` when the text model declares none (plain BERT checkpoints, Hugging Face names).
+
+    The bundled MiniLM declares ``"mean"``: it was trained as a mean-pooling sentence encoder, and its
+    checkpoint's [CLS] pooler is the untrained initialisation (zero bias).
+    """
+    path = Path(resolve_text_model(name_or_path)) / "1_Pooling" / "config.json"
+    if not path.is_file():
+        return None
+    import json
+
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TextModelNotFound(f"cannot read the pooling declaration {str(path)!r}: {e}; fix or remove the file") from None
+    declared = [mode for key, mode in POOLING_MODES.items() if config.get(key)]
+    return declared[0] if len(declared) == 1 else None
+
+
 def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     """The fast tokenizer of a (resolved) text model."""
     from transformers import AutoTokenizer
