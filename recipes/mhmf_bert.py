@@ -20,12 +20,16 @@ Choices where the paper leaves room (documented here, all options of :func:`buil
   6-layer MiniLM: audio (4, 6), vision (3, 5)); see :func:`scale_layers`. ``restitution_layers_audio/vision``
   default to the same lists — the paper's two layer lists (list1 for the cross-attention, list2 for the
   restitution) are ambiguous, so both are exposed. A layer index outside ``1..L`` is a ``ValueError``.
-* **Fusion width.** ``d_fusion`` (default 64) is much smaller than BERT's width to keep the fusion cheap: with
-  the bundled MiniLM (hidden 384) at batch 32 and 50 word pieces, a training step of the fusion adds about 9 %
-  of the text encoder's FLOPs (128 would add 35 %, 96 20 %); measured on CPU (one thread, best of 12 steps)
-  the step takes ≈ 7 % longer than the text-only model's at that length; at MOSI's bucketed lengths (≈ 15 word
-  pieces) per-operator costs and dropout sampling dominate and it takes 1.3–1.45× the text model's step on 2
-  threads (``python -m benchmarks.speed``, README section "Performance").
+* **Fusion width.** ``d_fusion`` (default 48) is much smaller than BERT's width to keep the fusion cheap. The
+  fusion is 16 attention layers (2 SA layers and 2 stages × 3 CA layers per branch) whose cost grows with
+  ``d_fusion²``: with the bundled MiniLM (hidden 384) they add about 5 % of the text encoder's FLOPs at 48 (9 %
+  at 64, 35 % at 128), but their small matrix products and elementwise work run far below the encoder's
+  efficiency, so on 2 CPU cores at MOSI's bucketed lengths (≈ 15 word pieces) a training step of ``mhmf`` takes
+  ≈ 1.1× the text model's at 48 and ≈ 1.3× at 64 (``python -m benchmarks.speed --levers``, README section
+  "Performance"). ``heads=4`` gives 12 channels per head.
+* **Dropout.** ``dropout`` (0.1) acts on every residual branch of the adapters and before the regression head;
+  the FFNs' hidden activations are not dropped (``ffn_dropout=0``, as BERT's layers), which also saves two
+  thirds of the fusion's dropout-mask sampling, the costliest elementwise work on CPU.
   Every BERT layer that is used gets **one** linear projection to ``d_fusion``, shared by the cross-attention
   sources and the restitution inputs of both branches, so the residual of the restitution block is computed in
   the fusion width: ``R = W_l H_t^l − G̃``. When ``d_fusion`` equals BERT's width no projection is made.
@@ -270,10 +274,12 @@ def build_mhmf(
     encoder_mode: str = "finetune",
     d_acoustic: int = 74,
     d_visual: int = 47,
-    d_fusion: int = 64,
+    d_fusion: int = 48,
     heads: int = 4,
     dropout: float = 0.1,
     attn_dropout: float = 0.0,
+    ffn_dropout: float = 0.0,
+    ffn_ratio: float = 4.0,
     num_stages: int = 2,
     sa_layers: int = 2,
     ca_layers: int = 3,
@@ -340,7 +346,8 @@ def build_mhmf(
         return nn.ModuleList(
             FusionStage(
                 cross_attention=CrossAttentionAdapter(
-                    d_model=d_fusion, num_layers=ca_layers, heads=heads, dropout=dropout, attn_dropout=attn_dropout
+                    d_model=d_fusion, num_layers=ca_layers, heads=heads, dropout=dropout, attn_dropout=attn_dropout,
+                    ffn_dropout=ffn_dropout, ffn_ratio=ffn_ratio,
                 ),
                 memory=GRUMemory(dim=d_fusion),
                 restitution=Restitution(dim=d_fusion, reduction=reduction) if restitution else None,
@@ -352,7 +359,8 @@ def build_mhmf(
 
     def adapter(d_in: int) -> SelfAttentionAdapter:
         return SelfAttentionAdapter(
-            d_in=d_in, d_model=d_fusion, num_layers=sa_layers, heads=heads, dropout=dropout, attn_dropout=attn_dropout
+            d_in=d_in, d_model=d_fusion, num_layers=sa_layers, heads=heads, dropout=dropout, attn_dropout=attn_dropout,
+            ffn_dropout=ffn_dropout, ffn_ratio=ffn_ratio,
         )
 
     return MHMFBert(

@@ -216,8 +216,11 @@ def test_speed_levers_smoke(tmp_path):
             "--epoch-samples", "8", "--infer-utterances", "2", "--threads", "1", "--out", str(out)]
     assert speed.main(argv) == 0
     levers = json.loads((out / "levers.json").read_text())
-    assert set(levers["step_s"]) == {"text", "mhmf", "mhmf_d128", "text_fused_adamw", "mhmf_fused_adamw"}
-    assert levers["d_fusion_64_over_encoder"] == pytest.approx(levers["step_s"]["mhmf"] / levers["step_s"]["text"])
+    assert set(levers["step_s"]) == {"text", "mhmf", "mhmf_d64", "mhmf_d128", "mhmf_ffn_dropout",
+                                     "text_foreach_adamw", "mhmf_foreach_adamw"}
+    assert levers["mhmf_over_encoder"] == pytest.approx(levers["step_s"]["mhmf"] / levers["step_s"]["text"])
+    assert levers["fused_adamw_encoder_speedup"] == pytest.approx(
+        levers["step_s"]["text_foreach_adamw"] / levers["step_s"]["text"])
     for key in ("bucketing_over_dynamic_random", "frozen_cache_speedup", "mask_free_batch1_speedup",
                 "inference_mode_batch1_speedup", "one_thread_batch1_speedup", "data_cache_speedup"):
         assert levers[key] > 0, key

@@ -182,3 +182,25 @@ def test_ddp_two_processes_agree_with_one(full_run, tmp_path):
     assert ranks[0]["n_test"] == 32
     assert (tmp_path / "run/best/model.safetensors").is_file()
     assert torch.distributed.is_available()
+
+
+def test_fused_adamw_is_the_default_and_matches_the_loop():
+    """The engine's optimizer uses torch's fused kernel on CPU; its updates equal the per-tensor loop's."""
+    from fusionkit.training.optim import build_optimizer, fused_supported
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [build_optimizer(models[0], lr=1e-2, encoder_lr=1e-3, weight_decay=0.01),
+            build_optimizer(models[1], lr=1e-2, encoder_lr=1e-3, weight_decay=0.01, fused=False)]
+    assert opts[0].defaults["fused"] and not opts[1].defaults["fused"]
+    x = torch.randn(8, 4)
+    for _ in range(5):
+        for model, opt in zip(models, opts):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(a, torch.zeros_like(a))
+    assert not fused_supported([torch.zeros(2, dtype=torch.int64)]) and not fused_supported([])
