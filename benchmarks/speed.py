@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the batches come from (default: mosi-sim with a data root, else synthetic)")
     p.add_argument("--data-root", default=None, help="directory holding mosi/ (default: $FUSIONKIT_DATA)")
     p.add_argument("--out", default="runs/speed", help="output directory (default: runs/speed)")
-    p.add_argument("--steps", type=int, default=16, help="timed training steps per model (default: 16)")
+    p.add_argument("--steps", type=int, default=48, help="timed training steps per model (default: 48)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per model (default: 2)")
     p.add_argument("--epoch-samples", type=int, default=320,
                    help="training samples per throughput pass; 0 = the whole training split (default: 320)")
@@ -298,18 +298,17 @@ def measure_levers(args, log=print) -> dict:
     levers: dict = {}
     batches = _batches(train, args, args.warmup + args.steps)
 
-    log("lever: fusion width (d_fusion 48 / 64 / 128), FFN hidden dropout, fused vs foreach AdamW; training steps "
-        "round-robin")
-    steppers = {"text": TrainStep(build("text")), "mhmf": TrainStep(build("mhmf")),
-                "mhmf_d64": TrainStep(build("mhmf", d_fusion=64)),
-                "mhmf_d128": TrainStep(build("mhmf", d_fusion=128)),
-                "mhmf_ffn_dropout": TrainStep(build("mhmf", ffn_dropout=0.1))}
+    log("lever: fusion width and heads, FFN hidden dropout, fused vs foreach AdamW; training steps round-robin")
+    variants = {"d48_h4": dict(d_fusion=48, heads=4), "d64_h4": dict(d_fusion=64, heads=4),
+                "h4": dict(heads=4), "ffn_dropout": dict(ffn_dropout=0.1)}
+    steppers = {"text": TrainStep(build("text")), "mhmf": TrainStep(build("mhmf"))}
+    steppers.update({f"mhmf_{key}": TrainStep(build("mhmf", **kw)) for key, kw in variants.items()})
     for name in ("text", "mhmf"):  # same models, AdamW's per-tensor loop instead of the fused kernel
         steppers[f"{name}_foreach_adamw"] = TrainStep(build(name), fused=False)
     med = round_robin_steps(steppers, batches, args.warmup)
     levers["step_s"] = med
     levers["mhmf_over_encoder"] = med["mhmf"] / med["text"]
-    for key in ("d64", "d128", "ffn_dropout"):
+    for key in variants:
         levers[f"mhmf_{key}_over_encoder"] = med[f"mhmf_{key}"] / med["text"]
     levers["fused_adamw_encoder_speedup"] = med["text_foreach_adamw"] / med["text"]
     levers["fused_adamw_mhmf_speedup"] = med["mhmf_foreach_adamw"] / med["mhmf"]

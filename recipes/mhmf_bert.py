@@ -20,19 +20,20 @@ Choices where the paper leaves room (documented here, all options of :func:`buil
   6-layer MiniLM: audio (4, 6), vision (3, 5)); see :func:`scale_layers`. ``restitution_layers_audio/vision``
   default to the same lists — the paper's two layer lists (list1 for the cross-attention, list2 for the
   restitution) are ambiguous, so both are exposed. A layer index outside ``1..L`` is a ``ValueError``.
-* **Fusion width.** ``d_fusion`` (default 48) is much smaller than BERT's width to keep the fusion cheap. The
-  fusion is 16 attention layers (2 SA layers and 2 stages × 3 CA layers per branch) whose cost grows with
-  ``d_fusion²``: with the bundled MiniLM (hidden 384) they add about 5 % of the text encoder's FLOPs at 48 (9 %
-  at 64, 35 % at 128), but their small matrix products and elementwise work run far below the encoder's
-  efficiency, so on 2 CPU cores at MOSI's bucketed lengths (≈ 15 word pieces) a training step of ``mhmf`` takes
-  ≈ 1.1× the text model's at 48 and ≈ 1.3× at 64 (``python -m benchmarks.speed --levers``, README section
-  "Performance"). ``heads=4`` gives 12 channels per head.
-* **Dropout.** ``dropout`` (0.1) acts on every residual branch of the adapters and before the regression head;
-  the FFNs' hidden activations are not dropped (``ffn_dropout=0``, as BERT's layers), which also saves two
-  thirds of the fusion's dropout-mask sampling, the costliest elementwise work on CPU.
+* **Fusion width and heads.** ``d_fusion`` (default 32, MulT's per-modality width of 30 rounded to a multiple of
+  the heads) is much smaller than BERT's width, and ``heads`` defaults to 2 (16 channels each). The fusion is 16
+  attention layers (2 SA layers and 2 stages × 3 CA layers per branch); with the bundled MiniLM (hidden 384) they
+  add about 3 % of the text encoder's FLOPs at width 32 (5 % at 48, 9 % at 64), but they run far below the
+  encoder's efficiency: at MOSI's bucketed lengths (≈ 15 word pieces) their cost on CPU is per-operation
+  overhead, and the fused attention kernel's cost grows with batch × heads rather than with FLOPs. On 2 CPU
+  cores a training step of ``mhmf`` takes ≈ 1.15–1.2× the text model's at these defaults and ≈ 1.3× at
+  ``d_fusion=48, heads=4`` (``python -m benchmarks.speed --levers``, README section "Performance").
   Every BERT layer that is used gets **one** linear projection to ``d_fusion``, shared by the cross-attention
   sources and the restitution inputs of both branches, so the residual of the restitution block is computed in
   the fusion width: ``R = W_l H_t^l − G̃``. When ``d_fusion`` equals BERT's width no projection is made.
+* **Dropout.** ``dropout`` (0.1) acts on every residual branch of the adapters and before the regression head;
+  the FFNs' hidden activations are not dropped (``ffn_dropout=0``, as BERT's layers), which also saves two
+  thirds of the fusion's dropout-mask sampling, the costliest elementwise work on CPU.
 * **Loss weights.** ``λ_i = 0.1`` for every stage and branch. The paper gives no value; each restitution loss
   starts near ``4 ln 2 ≈ 2.8`` and cannot fall below ``4 softplus(−1) ≈ 1.25`` (``d ∈ [0, 1]``), so with four
   terms λ = 0.1 keeps their sum (≈ 1.1 at the start) on the scale of the task loss instead of dominating it,
@@ -274,8 +275,8 @@ def build_mhmf(
     encoder_mode: str = "finetune",
     d_acoustic: int = 74,
     d_visual: int = 47,
-    d_fusion: int = 48,
-    heads: int = 4,
+    d_fusion: int = 32,
+    heads: int = 2,
     dropout: float = 0.1,
     attn_dropout: float = 0.0,
     ffn_dropout: float = 0.0,
