@@ -178,3 +178,23 @@ def test_unaligned_batch():
 def test_train_defaults():
     defaults = MHMFBert.train_defaults
     assert defaults["encoder_lr"] == 5e-5 and defaults["lr"] == 1e-4 and defaults["batch_size"] == 32
+
+
+def test_text_only_ablation_runs_and_nonverbal_input_matters():
+    """Zeroed audio and visual (the single-modality ablation) give finite predictions that differ from the
+    multimodal ones: the nonverbal branches do reach the prediction."""
+    model, full = eval_model(), batch()
+    silent = replace(full, acoustic=torch.zeros_like(full.acoustic), visual=torch.zeros_like(full.visual))
+    with torch.no_grad():
+        out, ablated = model(full), model(silent)
+    assert torch.isfinite(ablated.prediction).all() and torch.isfinite(ablated.features).all()
+    assert not torch.allclose(out.prediction, ablated.prediction)
+
+
+def test_text_control_ignores_nonverbal_input():
+    torch.manual_seed(0)
+    model = fusionkit.create("text", bert_config=tiny_bert_config()).eval()
+    full = batch()
+    silent = replace(full, acoustic=torch.zeros_like(full.acoustic), visual=torch.zeros_like(full.visual))
+    with torch.no_grad():
+        torch.testing.assert_close(model(full).prediction, model(silent).prediction, rtol=0, atol=0)
