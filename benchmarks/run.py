@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N training examples")
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE", dest="sets",
-                   help="a training setting for one model, over the flags above, e.g. --set mag.lr=5e-5 (keys: "
-                        + ", ".join(SETTABLE) + "); repeatable")
+                   help="a training setting (" + ", ".join(SETTABLE) + ") or a model option (any argument of the "
+                        "model's factory, e.g. mag.beta_shift=0.5, mhmf.d_fusion=64) for one model, over the flags "
+                        "above; repeatable")
     p.add_argument("--max-samples", type=int, default=None,
                    help="keep at most N examples of every split (a seeded subset; smoke runs)")
     p.add_argument("--encoder-mode", choices=ENCODER_MODES, default=None,
@@ -144,9 +145,30 @@ def parse_layers(items: list[str]) -> dict:
     return out
 
 
-def parse_sets(items: list[str], models: list[str]) -> dict[str, dict]:
-    """``["mag.lr=5e-5", …]`` → ``{"mag": {"lr": 5e-05}}``; each model must be one of ``models``."""
-    out: dict[str, dict] = {}
+# model options that the command line sets itself (from the data or from their own flags)
+RESERVED_MODEL_OPTIONS = {"text_model": "--text-model", "bert_config": "--text-model", "d_acoustic": "the dataset",
+                          "d_visual": "the dataset"}
+
+
+def _option_value(text: str):
+    """A JSON scalar or list (``0.1``, ``true``, ``[4, 6]``), else the text itself as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_sets(items: list[str], models: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """``["mag.lr=5e-5", "mag.beta_shift=0.5", …]`` → ``(training settings, model options)`` per model, e.g.
+    ``({"mag": {"lr": 5e-05}}, {"mag": {"beta_shift": 0.5}})``.
+
+    A key of :data:`SETTABLE` is a training setting; any other key must be an option of the model's factory.
+    Each model must be one of ``models``.
+    """
+    from fusionkit.training import accepted_kwargs
+
+    train: dict[str, dict] = {}
+    options: dict[str, dict] = {}
     for item in items:
         target, sep, value = item.partition("=")
         model, dot, key = target.strip().rpartition(".")
@@ -154,17 +176,24 @@ def parse_sets(items: list[str], models: list[str]) -> dict[str, dict]:
             raise UsageError(f"--set {item!r} is not MODEL.KEY=VALUE (e.g. --set mag.lr=5e-5)")
         if model not in models:
             raise UsageError(f"--set {item!r}: model {model!r} is not among the models run ({', '.join(models)})")
-        if key not in SETTABLE:
-            raise UsageError(f"--set {item!r}: unknown setting {key!r}; settable: {', '.join(SETTABLE)}")
-        kind, low, inclusive = SETTABLE[key]
-        try:
-            number = kind(value)
-        except ValueError:
-            raise UsageError(f"--set {item!r}: {key} takes {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(number) or number < low or (number == low and not inclusive):
-            raise UsageError(f"--set {item!r}: {key} must be {'at least' if inclusive else 'above'} {low}")
-        out.setdefault(model, {})[key] = number
-    return out
+        if key in SETTABLE:
+            kind, low, inclusive = SETTABLE[key]
+            try:
+                number = kind(value)
+            except ValueError:
+                raise UsageError(f"--set {item!r}: {key} takes {'an integer' if kind is int else 'a number'}") from None
+            if not math.isfinite(number) or number < low or (number == low and not inclusive):
+                raise UsageError(f"--set {item!r}: {key} must be {'at least' if inclusive else 'above'} {low}")
+            train.setdefault(model, {})[key] = number
+            continue
+        if key in RESERVED_MODEL_OPTIONS:
+            raise UsageError(f"--set {item!r}: {key} comes from {RESERVED_MODEL_OPTIONS[key]}, not from --set")
+        accepted = accepted_kwargs(model)
+        if accepted is not None and key not in accepted:
+            raise UsageError(f"--set {item!r}: {key!r} is neither a training setting ({', '.join(SETTABLE)}) nor an "
+                             f"option of model {model!r} ({', '.join(sorted(set(accepted) - set(RESERVED_MODEL_OPTIONS)))})")
+        options.setdefault(model, {})[key] = _option_value(value)
+    return train, options
 
 
 def encoder_depth(text_model: str | None, tiny: bool) -> int:
@@ -443,7 +472,8 @@ def _main(argv) -> int:
     train_overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                              encoder_lr=args.encoder_lr,
                                              max_train_samples=args.max_train_samples).items() if v is not None}
-    per_model = parse_sets(args.sets, sorted({v.model for v in variants}))
+    per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
+    variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
     seeds = list(range(args.seeds))
     runs, run_dirs = [], {}
     from fusionkit.training import ModelBuildError
@@ -472,7 +502,9 @@ def _main(argv) -> int:
         "seeds": seeds,
         "config": {"study": args.study, "variants": {v.label: {"model": v.model, "kwargs": _json_clean(v.kwargs)}
                                                        for v in variants},
-                   "train": train_overrides, "per_model": per_model, "max_samples": args.max_samples},
+                   "train": train_overrides, "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
+                                 for m in sorted({*per_model, *per_model_options})},
+                   "max_samples": args.max_samples},
         "runs": runs,
         "summary": summarize(runs, labels),
     }

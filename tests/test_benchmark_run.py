@@ -163,19 +163,25 @@ def test_ablation_flags_reach_only_accepting_models():
 def test_per_model_settings_reach_only_their_model(tmp_path):
     out = tmp_path / "sets"
     assert bench.main(["--models", "text,tfn", *SMOKE, "--out", str(out), "--set", "tfn.lr=0.002",
-                       "--set", "tfn.epochs=2"]) == 0
+                       "--set", "tfn.epochs=2", "--set", "text.dropout=0.25"]) == 0
+    text_run = json.loads((out / "text" / "seed0" / "run.json").read_text())
+    assert text_run["kwargs"]["dropout"] == 0.25
+    assert "dropout" not in json.loads((out / "tfn" / "seed0" / "run.json").read_text())["kwargs"]
+    model = fusionkit.load(out / "text" / "seed0" / "best")
+    assert model.model.head.net[0].p == 0.25  # the checkpoint rebuilds the model with the option
     text = json.loads((out / "text" / "seed0" / "run.json").read_text())["train"]
     tfn = json.loads((out / "tfn" / "seed0" / "run.json").read_text())["train"]
     assert text == {"epochs": 1, "batch_size": 8} and tfn == {"epochs": 2, "batch_size": 8, "lr": 0.002}
     assert len(json.loads((out / "tfn" / "seed0" / "log.jsonl").read_text().splitlines()[-1])) > 0
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["per_model"] == {"tfn": {"lr": 0.002, "epochs": 2}}
+    assert results["config"]["per_model"] == {"text": {"dropout": 0.25}, "tfn": {"lr": 0.002, "epochs": 2}}
     assert "`tfn` only: lr 0.002, epochs 2." in (out / "results.md").read_text()
 
 
 @pytest.mark.parametrize("item, message", [
     ("mag.lr=1e-5", "model 'mag' is not among the models run (text)"),
-    ("text.foo=1", "unknown setting 'foo'"),
+    ("text.foo=1", "'foo' is neither a training setting"),
+    ("text.d_acoustic=3", "d_acoustic comes from the dataset"),
     ("text.lr=0", "lr must be above 0.0"),
     ("text.epochs=2.5", "epochs takes an integer"),
     ("text.lr=nan", "lr must be above 0.0"),
