@@ -26,8 +26,10 @@ Choices where the paper leaves room (documented here, all options of :func:`buil
   add about 3 % of the text encoder's FLOPs at width 32 (5 % at 48, 9 % at 64), but they run far below the
   encoder's efficiency: at MOSI's bucketed lengths (≈ 15 word pieces) their cost on CPU is per-operation
   overhead, and the fused attention kernel's cost grows with batch × heads rather than with FLOPs. On 2 CPU
-  cores a training step of ``mhmf`` takes ≈ 1.15–1.2× the text model's at these defaults and ≈ 1.3× at
-  ``d_fusion=48, heads=4`` (``python -m benchmarks.speed --levers``, README section "Performance").
+  cores a training step of ``mhmf`` takes ≈ 1.15–1.2× the text model's at these defaults, ≈ 1.26× at
+  ``d_fusion=48, heads=4`` and ≈ 1.31× at ``d_fusion=64, heads=4`` (``python -m benchmarks.speed --levers``,
+  README section "Performance"). On the 3-seed ``mosi-sim`` benchmark the defaults score as the earlier
+  ``d_fusion=64, heads=4`` single-seed runs did (README, "Measured").
   Every BERT layer that is used gets **one** linear projection to ``d_fusion``, shared by the cross-attention
   sources and the restitution inputs of both branches, so the residual of the restitution block is computed in
   the fusion width: ``R = W_l H_t^l − G̃``. When ``d_fusion`` equals BERT's width no projection is made.
