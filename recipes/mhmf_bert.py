@@ -28,9 +28,10 @@ Choices where the paper leaves room (documented here, all options of :func:`buil
   overhead, and the fused attention kernel's cost grows with batch × heads rather than with FLOPs. On 2 CPU
   cores a training step of ``mhmf`` takes ≈ 1.15–1.2× the text model's at these defaults, ≈ 1.26× at
   ``d_fusion=48, heads=4`` and ≈ 1.31× at ``d_fusion=64, heads=4`` (``python -m benchmarks.speed --levers``,
-  README section "Performance"). On ``mosi-sim``, seeds 0–2 at these
-  defaults give Acc2 non0 83.4, MAE 0.813, Corr 0.765; seeds 0–1 at ``d_fusion=64, heads=4`` (with FFN dropout)
-  gave 84.2, 0.809, 0.771 — differences of one to two seed standard deviations, not resolved by 2–3 seeds.
+  README section "Performance"). The wider fusion may score a little higher: on ``mosi-sim`` (3 seeds, 4
+  epochs, same code) ``d_fusion=64, heads=4`` gives Acc2 non0 84.2 ± 0.6, MAE 0.808 ± 0.012, Corr 0.769 ± 0.006
+  against 83.4 ± 0.3, 0.813 ± 0.017, 0.765 ± 0.006 at the defaults — within about 1.5 seed standard deviations,
+  so not resolved; pass ``d_fusion=64, heads=4`` where the step cost does not matter.
   Every BERT layer that is used gets **one** linear projection to ``d_fusion``, shared by the cross-attention
   sources and the restitution inputs of both branches, so the residual of the restitution block is computed in
   the fusion width: ``R = W_l H_t^l − G̃``. When ``d_fusion`` equals BERT's width no projection is made.
