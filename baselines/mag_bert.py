@@ -40,10 +40,10 @@ from fusionkit.components.attention import masked_mean
 from fusionkit.components.mag import MultimodalAdaptationGate
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.encoders.bert import BertEncoder, build_bert_encoder, declared_pooling, resolve_text_model
-
-POOLINGS = ("auto", "cls", "mean")
 from fusionkit.registry import register
 from fusionkit.types import ModelOutput
+
+POOLINGS = ("auto", "cls", "mean")
 
 
 class MAGBert(nn.Module):

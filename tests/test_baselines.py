@@ -164,7 +164,7 @@ def test_single_sample_training_batch(built):
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_mag_pooling_follows_the_text_models_declaration(tmp_path, monkeypatch):
+def test_mag_pooling_follows_the_text_models_declaration(tmp_path):
     from fusionkit.encoders import bert
 
     assert bert.declared_pooling(None) == "mean"  # the bundled MiniLM is a mean-pooling sentence encoder
