@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.paper_tables import COLUMNS, UNAVAILABLE_NOTE, paper_table_for
+from benchmarks.preflight import check_option, preflight
 from fusionkit.cli import ArgumentParser, UsageError, run_cli
 
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
@@ -192,8 +193,18 @@ def parse_sets(items: list[str], models: list[str]) -> tuple[dict[str, dict], di
         if accepted is not None and key not in accepted:
             raise UsageError(f"--set {item!r}: {key!r} is neither a training setting ({', '.join(SETTABLE)}) nor an "
                              f"option of model {model!r} ({', '.join(sorted(set(accepted) - set(RESERVED_MODEL_OPTIONS)))})")
-        options.setdefault(model, {})[key] = _option_value(value)
+        options.setdefault(model, {})[key] = check_option(model, key, _option_value(value), value)
     return train, options
+
+
+def set_sources(items: list[str]) -> dict[str, dict[str, str]]:
+    """``{model: {key: "--set model.key=value"}}`` (the last of repeated keys), to name options in errors."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, _, _ = item.partition("=")
+        model, _, key = target.strip().rpartition(".")
+        out.setdefault(model, {})[key] = f"--set {item}"
+    return out
 
 
 def encoder_depth(text_model: str | None, tiny: bool) -> int:
@@ -240,10 +251,11 @@ def plan_variants(args, depth_fn) -> list[Variant]:
             if bad:
                 modality = key.removesuffix("_layers")
                 paper = LAYER_CHOICES_12[2][0 if modality == "audio" else 1]
-                raise UsageError(f"--layers {modality}={','.join(map(str, value))}: layer {bad[0]} is beyond the text "
-                                 f"encoder's depth of {depth} layers; use layer indices 1..{depth} (1 = first "
-                                 f"transformer layer, {depth} = last), e.g. the paper's choice at this depth "
-                                 f"--layers {modality}={','.join(map(str, scale_layers(paper, depth)))}")
+                what = (f"layer {bad[0]} is below 1 (layers are 1-based)" if bad[0] < 1 else
+                        f"layer {bad[0]} is beyond the text encoder's depth of {depth} layers")
+                raise UsageError(f"--layers {modality}={','.join(map(str, value))}: {what}; use layer indices "
+                                 f"1..{depth} (1 = first transformer layer, {depth} = last), e.g. the paper's choice "
+                                 f"at this depth --layers {modality}={','.join(map(str, scale_layers(paper, depth)))}")
             flags[key] = ("--layers", value)
     accepted = {m: accepted_kwargs(m) for m in models}
     for key, (flag, _) in flags.items():
@@ -281,6 +293,16 @@ def plan_variants(args, depth_fn) -> list[Variant]:
 def is_main_process() -> bool:
     """False in the ranks > 0 of a ``torchrun`` job: only rank 0 writes files and prints the table."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def _check_out_path(out: Path) -> None:
+    """Refuse an ``--out`` that cannot become a directory, without creating anything."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UsageError(f"cannot write to --out {str(out)!r} ({str(probe)!r} is a file, not a directory); choose "
+                         f"a writable directory")
 
 
 def _check_out_dir(out: Path) -> None:
@@ -342,6 +364,59 @@ def summarize(runs: list[dict], labels: list[str]) -> dict:
     return summary
 
 
+# A run "did not learn" when its test predictions are nearly constant: their standard deviation is below this
+# fraction of the test labels' (a model predicting about the mean scores a plausible MAE and learns nothing).
+CONSTANT_PREDICTION_FRACTION = 0.1
+FLAG_MARK = "⚠"
+
+
+def _remedy_epochs(model: str, epochs: int, defaults: dict, args) -> str:
+    default_epochs = defaults.get("epochs")
+    if default_epochs is not None and default_epochs > epochs:
+        how = f"pass `--set {model}.epochs={default_epochs}`"
+        if args.epochs is not None:
+            how = f"drop `--epochs {args.epochs}` or " + how
+        return (f"its default schedule (`train_defaults`) is {default_epochs} epochs at lr {defaults.get('lr')}: "
+                f"{how}")
+    return f"train longer: pass `--set {model}.epochs={2 * epochs}`"
+
+
+def convergence_flags(runs: list[dict], checked: list, args) -> dict[str, list[dict]]:
+    """``{label: [flag]}`` for runs that were still improving (best validation epoch = last epoch) or whose
+    test predictions are nearly constant (std < :data:`CONSTANT_PREDICTION_FRACTION` × the labels' std)."""
+    flags: dict[str, list[dict]] = {}
+    for info in checked:
+        mine = [r for r in runs if r["model"] == info.label]
+        found = []
+        improving = [r for r in mine if r["best_epoch"] == (r.get("epochs_run") or info.train["epochs"])]
+        if improving:
+            last = improving[0].get("epochs_run") or info.train["epochs"]
+            found.append({
+                "kind": "still_improving", "seeds": [r["seed"] for r in improving],
+                "detail": f"best validation epoch {improving[0]['best_epoch']} of {last} (seed"
+                          f"{'s' if len(improving) > 1 else ''} {', '.join(str(r['seed']) for r in improving)}): "
+                          f"still improving when training stopped",
+                "remedy": [_remedy_epochs(info.model, last, info.train_defaults, args)]})
+        flat = [r for r in mine if r.get("test_prediction_std") is not None and r.get("test_label_std")
+                and r["test_prediction_std"] < CONSTANT_PREDICTION_FRACTION * r["test_label_std"]]
+        if flat:
+            r = flat[0]
+            epochs = r.get("epochs_run") or info.train["epochs"]
+            remedy = [_remedy_epochs(info.model, epochs, info.train_defaults, args),
+                      f"raise the learning rate (now lr {info.train['lr']}, encoder_lr {info.train['encoder_lr']}): "
+                      f"`--set {info.model}.lr=…`"]
+            found.append({
+                "kind": "constant_predictions", "seeds": [x["seed"] for x in flat],
+                "detail": f"test predictions nearly constant (std {r['test_prediction_std']:.3g} vs the labels' "
+                          f"{r['test_label_std']:.3g}, below {CONSTANT_PREDICTION_FRACTION:g}×; seed"
+                          f"{'s' if len(flat) > 1 else ''} {', '.join(str(x['seed']) for x in flat)}): it did not "
+                          f"learn, its metrics are those of a constant guess",
+                "remedy": remedy})
+        if found:
+            flags[info.label] = found
+    return flags
+
+
 def _fmt(metric: str, mean: float, std: float | None = None) -> str:
     scale, digits = (1.0, 3) if metric in ("mae", "corr") else (100.0, 1)
     text = f"{mean * scale:.{digits}f}"
@@ -353,9 +428,10 @@ def render_markdown(results: dict) -> str:
 
     sim = " (simulated audio/visual)" if results["simulated"] else ""
     n = len(results["seeds"])
+    spread = (f"mean ± std over {n} seeds ({', '.join(map(str, results['seeds']))})" if n > 1 else
+              f"1 seed ({results['seeds'][0]}), so no spread: a single run's numbers")
     lines = [f"# Results on {results['dataset']}{sim}", "",
-             f"Test metrics of the weights selected on the validation split, mean ± std over {n} seed"
-             f"{'s' if n != 1 else ''} ({', '.join(map(str, results['seeds']))}); text model: "
+             f"Test metrics of the weights selected on the validation split, {spread}; text model: "
              f"{results['text_model']}. Accuracies and F1 in %; MAE and Corr raw.", ""]
     train = results["config"].get("train") or {}
     if train:
@@ -366,9 +442,23 @@ def render_markdown(results: dict) -> str:
         lines += ["Everything else: each model's own `train_defaults`.", ""]
     header = ["Model"] + [METRIC_LABELS[m] for m in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    flags = results.get("flags") or {}
     for label, metrics in results["summary"].items():
-        lines.append("| " + " | ".join([label] + [_fmt(m, metrics[m]["mean"], metrics[m]["std"]) for m in METRICS])
-                     + " |")
+        name = f"{label} {FLAG_MARK}" if flags.get(label) else label
+        lines.append("| " + " | ".join([name] + [_fmt(m, metrics[m]["mean"], metrics[m]["std"] if n > 1 else None)
+                                                 for m in METRICS]) + " |")
+    lines.append("")
+    if flags:
+        lines += [f"{FLAG_MARK} Runs that did not converge or did not learn (best validation epoch = last epoch; "
+                  f"or test predictions with a std below {CONSTANT_PREDICTION_FRACTION:g}× the labels'): their "
+                  f"numbers understate the model.", ""]
+        for label, found in flags.items():
+            remedies = list(dict.fromkeys(r for flag in found for r in flag["remedy"]))
+            lines.append(f"- `{label}`: {'; '.join(flag['detail'] for flag in found)}. Remedy: "
+                         f"{'; or '.join(remedies)}.")
+    else:
+        lines.append(f"Every run's best validation epoch came before its last, and every run's test predictions "
+                     f"vary (std at least {CONSTANT_PREDICTION_FRACTION:g}× the labels').")
     table = paper_table_for(results["dataset"])
     if table is not None:
         lines += ["", f"## Paper's numbers — {table['title']}", "",
@@ -452,7 +542,9 @@ def _main(argv) -> int:
     out = Path(args.out) if args.out is not None else Path("runs") / args.dataset.replace(os.sep, "_")
     main_process = is_main_process()
     if main_process:
-        _check_out_dir(out)
+        _check_out_path(out)
+    per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
+    variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
 
     from fusionkit.data import DataError, load_splits
 
@@ -472,12 +564,38 @@ def _main(argv) -> int:
     train_overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                              encoder_lr=args.encoder_lr,
                                              max_train_samples=args.max_train_samples).items() if v is not None}
-    per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
-    variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
-    seeds = list(range(args.seeds))
-    runs, run_dirs = [], {}
+    # every row's model is built once (meta device) and its training settings resolved before any run starts
+    try:
+        checked = preflight(variants, d_acoustic=data.info.d_acoustic, d_visual=data.info.d_visual,
+                            model_kwargs=model_kwargs, train_overrides=train_overrides, per_model=per_model,
+                            sources=set_sources(args.sets), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    except TextModelNotFound as e:
+        raise UsageError(str(e)) from None
+    lock = None
+    if main_process:
+        _check_out_dir(out)
+        from benchmarks.lock import DirectoryLock, LockHeld
+
+        try:
+            lock = DirectoryLock(out, ["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])])
+            lock.acquire()
+        except LockHeld as e:
+            raise UsageError(str(e)) from None
+    try:
+        return _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options,
+                        out, main_process)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options, out,
+             main_process) -> int:
+    from fusionkit.encoders.bert import TextModelNotFound
     from fusionkit.training import ModelBuildError
 
+    seeds = list(range(args.seeds))
+    runs, run_dirs = [], {}
     for variant in variants:
         for seed in seeds:
             run_dir = out / variant.dirname / f"seed{seed}"
@@ -491,6 +609,9 @@ def _main(argv) -> int:
             except ValueError as e:  # a model factory rejecting its settings, e.g. --layers out of range
                 raise UsageError(f"{variant.label}: {e}") from None
             runs.append({"model": variant.label, "seed": seed, "best_epoch": result["best_epoch"],
+                         "epochs_run": result.get("epochs_run"),
+                         "test_prediction_std": result.get("test_prediction_std"),
+                         "test_label_std": result.get("test_label_std"),
                          "valid": result["valid"], "test": result["test"]})
             if seed == seeds[0]:
                 run_dirs[variant.label] = run_dir
@@ -507,6 +628,7 @@ def _main(argv) -> int:
                    "max_samples": args.max_samples},
         "runs": runs,
         "summary": summarize(runs, labels),
+        "flags": convergence_flags(runs, checked, args),
     }
     if not main_process:
         return 0

@@ -518,8 +518,10 @@ def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, sched
 
 def _write_outputs(out_dir: Path, model_name: str, cfg: TrainConfig, result: RunResult, test: EvalOutput) -> None:
     ckpt.atomic_write_json(out_dir / RESULT_FILE, {
-        "model": model_name, "seed": cfg.seed, "best_epoch": result.best_epoch, "valid": result.valid,
-        "test": result.test, "config": cfg.to_dict()})
+        "model": model_name, "seed": cfg.seed, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        "valid": result.valid, "test": result.test, "config": cfg.to_dict(),
+        # spread of the selected weights' test predictions vs the labels': near 0 means a constant predictor
+        "test_prediction_std": float(np.std(test.predictions)), "test_label_std": float(np.std(test.labels))})
     lines = ["id,label,prediction"] + [f"{i},{y:.6g},{p:.6g}" for i, y, p in zip(test.ids, test.labels,
                                                                                  test.predictions)]
     ckpt.atomic_write_bytes(out_dir / PREDICTIONS_FILE, ("\n".join(lines) + "\n").encode())

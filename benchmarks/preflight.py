@@ -1,0 +1,244 @@
+"""Checks ``benchmarks.run`` makes before anything is trained or written.
+
+Every model option is checked twice, both driven by the model factory itself (no per-model tables here):
+
+1. :func:`check_option` — the value against the factory parameter's annotation (``int``, ``float``, ``bool``,
+   ``str``, ``None``, unions, ``Literal``, ``tuple[...]`` / ``Sequence[...]``; other annotations are left to the
+   factory) and a generic range rule: numbers are finite; an integer option whose default is at least 1 (or
+   ``None``) must be at least 1, any other integer option at least 0; a float option whose default is at
+   least 0 must be at least 0; an option whose name contains ``dropout`` is a probability in [0, 1); the
+   entries of an integer-list option named ``*layers`` are 1-based layer indices (at least 1).
+2. :func:`preflight` — every table row's model is built once on the ``meta`` device (no memory, no weights
+   read; a model that cannot be built there is built for real on the CPU) with the dataset's feature sizes
+   and the text encoder in use, so the factory's own checks (divisibility, layer indices vs the encoder's
+   depth, choices) run; its training settings are resolved with the model's ``train_defaults`` and checked
+   by :class:`fusionkit.training.TrainConfig`. A failure becomes one :class:`UsageError` naming the model,
+   the options given and the factory's reason.
+"""
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import math
+import types
+import typing
+from dataclasses import dataclass
+
+from fusionkit.cli import UsageError
+
+# Exceptions a factory raises for arguments it cannot build with (torch raises RuntimeError for e.g. a
+# negative layer size, Python ZeroDivisionError / OverflowError for a zero or huge count).
+BUILD_ERRORS = (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError, IndexError, KeyError,
+                AssertionError)
+
+
+def _hints(factory) -> dict:
+    """The factory's parameter annotations as objects (``{}`` for those that cannot be resolved)."""
+    try:
+        return typing.get_type_hints(factory)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only disables its own check
+        out = {}
+        for name, p in inspect.signature(factory).parameters.items():
+            ann = p.annotation
+            if isinstance(ann, str):
+                try:
+                    ann = eval(ann, getattr(factory, "__globals__", {}))  # noqa: S307 - the factory's own annotation
+                except Exception:  # noqa: BLE001
+                    continue
+            if ann is not inspect.Parameter.empty:
+                out[name] = ann
+        return out
+
+
+def _is_union(hint) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def matches(value, hint) -> bool | None:
+    """Whether a JSON value fits ``hint``; ``None`` when the annotation is not one this module understands."""
+    if hint is typing.Any:
+        return None
+    if hint is None or hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if _is_union(hint):
+        results = [matches(value, a) for a in args]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if origin is typing.Literal:
+        return value in args
+    if origin in (tuple, list, collections.abc.Sequence) or hint in (tuple, list, collections.abc.Sequence):
+        if not isinstance(value, list):
+            return False
+        if not args:
+            return True
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                return False
+            results = [matches(v, a) for v, a in zip(value, args)]
+        else:
+            results = [matches(v, args[0]) for v in value]
+        if any(r is False for r in results):
+            return False
+        return None if any(r is None for r in results) else True
+    return None
+
+
+def describe(hint) -> str:
+    """What ``hint`` allows, in words (``an integer``, ``a list of integers like [4, 6]``, ``null`` …)."""
+    if hint is None or hint is type(None):
+        return "null"
+    simple = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in simple:
+        return simple[hint]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if _is_union(hint):
+        return " or ".join(dict.fromkeys(describe(a) for a in args))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (tuple, list, collections.abc.Sequence):
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            return f"a list of {len(args)}: " + ", ".join(describe(a) for a in args)
+        if args and args[0] is int:
+            return "a list of integers like [4, 6]"
+        return "a list" + (f" of {describe(args[0])}" if args else "")
+    return getattr(hint, "__name__", str(hint))
+
+
+def _shown(value) -> str:
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _range_problem(name: str, value, default) -> str | None:
+    """The generic range rule of the module docstring, for one number (``None`` = fine)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if "dropout" in name and isinstance(value, (int, float)):
+        return None if 0 <= value < 1 else "is a dropout probability in [0, 1)"
+    if isinstance(value, int):
+        low = 1 if default is None or (isinstance(default, (int, float)) and not isinstance(default, bool)
+                                       and default >= 1) else 0
+        return None if value >= low else f"must be at least {low}"
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and default >= 0 and value < 0:
+        return "must be at least 0"
+    return None
+
+
+def check_option(model: str, key: str, value, raw: str | None = None):
+    """Check ``--set model.key=value`` (``value`` parsed as JSON, ``raw`` the text) against the factory's
+    annotation and the range rule; returns the value to pass, or raises :class:`UsageError`."""
+    from fusionkit.training.build import model_spec
+
+    factory = model_spec(model).factory
+    param = inspect.signature(factory).parameters.get(key)
+    if param is None:  # a factory taking **kwargs: nothing to check against
+        return value
+    hint = _hints(factory).get(key)
+    where = f"--set {model}.{key}={raw if raw is not None else _shown(value)}"
+    if hint is not None:
+        ok = matches(value, hint)
+        if ok is False:
+            raise UsageError(f"{where}: option {key} of model {model!r} takes {describe(hint)}, got "
+                             f"{_kind(value)} {_shown(value)}")
+    default = None if param.default is inspect.Parameter.empty else param.default
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(value, list) and key.endswith("layers") and isinstance(item, int) \
+                and not isinstance(item, bool) and item < 1:
+            raise UsageError(f"{where}: layer {item} is below 1; {key} of model {model!r} holds 1-based encoder "
+                             f"layer indices (1 = first transformer layer)")
+        problem = _range_problem(key, item, default if not isinstance(value, list) else 1)
+        if problem:
+            raise UsageError(f"{where}: option {key} of model {model!r} {problem}, got {_shown(item)}")
+    return value
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    return {bool: "the boolean", int: "the integer", float: "the number", str: "the string", list: "the list",
+            dict: "the object"}.get(type(value), type(value).__name__)
+
+
+@dataclass
+class Checked:
+    """What :func:`preflight` learned about one table row."""
+
+    label: str
+    model: str
+    train: dict  # the resolved training settings (TrainConfig fields that change the result)
+    train_defaults: dict  # the model's own ``train_defaults``
+
+
+def _build_cheaply(model: str, kwargs: dict):
+    """Build on the meta device; a model that cannot be built there is built for real on the CPU."""
+    import torch
+
+    from fusionkit.training.build import build_model
+
+    try:
+        with torch.device("meta"):
+            return build_model(model, kwargs)
+    except BUILD_ERRORS:
+        pass  # decide on a real build: the meta device lacks some operations (and from_pretrained)
+    return build_model(model, kwargs)
+
+
+def preflight(variants, *, d_acoustic: int, d_visual: int, model_kwargs: dict, train_overrides: dict,
+              per_model: dict, sources: dict, world_size: int = 1) -> list[Checked]:
+    """Build every variant's model once and resolve its training settings; raise :class:`UsageError` on the
+    first that fails. ``sources[model][key]``: how the user gave option ``key`` (``--set mhmf.heads=3``)."""
+    from fusionkit.training import ModelBuildError, TrainConfig
+
+    checked = []
+    for variant in variants:
+        kwargs = {**model_kwargs, **variant.kwargs, "d_acoustic": d_acoustic, "d_visual": d_visual}
+        given = dict(sources.get(variant.model, {}))
+        for key, value in variant.kwargs.items():
+            given.setdefault(key, f"{key}={_shown(value)}")
+        try:
+            model = _build_cheaply(variant.model, kwargs)
+        except ModelBuildError as e:
+            raise UsageError(str(e)) from None
+        except BUILD_ERRORS as e:
+            if not given:
+                raise  # the model fails with its own defaults: a bug, not a usage error
+            raise UsageError(f"model {variant.model!r} ({variant.label}) cannot be built with "
+                             f"{', '.join(given.values())}: {e}") from None
+        defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
+        del model
+        train = {**train_overrides, **per_model.get(variant.model, {})}
+        try:
+            cfg = TrainConfig(**train).resolve(defaults)
+        except (ValueError, TypeError) as e:
+            shown = [sources.get(variant.model, {}).get(k, f"--{k.replace('_', '-')} {v}") for k, v in train.items()]
+            raise UsageError(f"model {variant.model!r} ({variant.label}): training settings "
+                             f"{', '.join(shown) or '(defaults)'} rejected: "
+                             f"{str(e).replace('TrainConfig.', '')}") from None
+        if cfg.batch_size % world_size:
+            raise UsageError(f"model {variant.model!r}: batch size {cfg.batch_size} is not divisible by the "
+                             f"{world_size} processes; pass --batch-size or --set {variant.model}.batch_size=N "
+                             f"with N a multiple of {world_size}")
+        checked.append(Checked(label=variant.label, model=variant.model, train=_result_settings(cfg),
+                               train_defaults=defaults))
+    return checked
+
+
+def _result_settings(cfg) -> dict:
+    return {k: getattr(cfg, k) for k in ("epochs", "lr", "encoder_lr", "batch_size", "patience")}
