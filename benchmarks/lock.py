@@ -48,6 +48,22 @@ def _read(fd: int) -> dict:
         return {}
 
 
+def check_free(directory) -> None:
+    """Raise :class:`LockHeld` when a live process holds ``directory``'s lock (creates nothing)."""
+    path = Path(directory) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockHeld(f"{path.parent} is in use by another benchmarks.run ({_describe(_read(fd))}); wait for it "
+                       f"to finish or pass another --out") from None
+    finally:
+        os.close(fd)
+
+
 class DirectoryLock:
     """``with DirectoryLock(out): ...`` — hold ``out/.benchmarks.lock`` for the block (see the module doc)."""
 

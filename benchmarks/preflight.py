@@ -219,7 +219,8 @@ def preflight(variants, *, d_acoustic: int, d_visual: int, model_kwargs: dict, t
         except BUILD_ERRORS as e:
             if not given:
                 raise  # the model fails with its own defaults: a bug, not a usage error
-            raise UsageError(f"model {variant.model!r} ({variant.label}) cannot be built with "
+            row = "" if variant.label == variant.model else f" ({variant.label})"
+            raise UsageError(f"model {variant.model!r}{row} cannot be built with "
                              f"{', '.join(given.values())}: {e}") from None
         defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
         del model
@@ -228,7 +229,8 @@ def preflight(variants, *, d_acoustic: int, d_visual: int, model_kwargs: dict, t
             cfg = TrainConfig(**train).resolve(defaults)
         except (ValueError, TypeError) as e:
             shown = [sources.get(variant.model, {}).get(k, f"--{k.replace('_', '-')} {v}") for k, v in train.items()]
-            raise UsageError(f"model {variant.model!r} ({variant.label}): training settings "
+            row = "" if variant.label == variant.model else f" ({variant.label})"
+            raise UsageError(f"model {variant.model!r}{row}: training settings "
                              f"{', '.join(shown) or '(defaults)'} rejected: "
                              f"{str(e).replace('TrainConfig.', '')}") from None
         if cfg.batch_size % world_size:

@@ -543,6 +543,12 @@ def _main(argv) -> int:
     main_process = is_main_process()
     if main_process:
         _check_out_path(out)
+        from benchmarks.lock import LockHeld, check_free
+
+        try:
+            check_free(out)  # a busy --out is refused at once; the lock itself is taken after the checks
+        except LockHeld as e:
+            raise UsageError(str(e)) from None
     per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
     variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
 

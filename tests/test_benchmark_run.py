@@ -43,7 +43,13 @@ def test_results_files(smoke_run):
     assert results["summary"]["text"]["mae"] == {"mean": run["test"]["mae"], "std": 0.0}
     md = (smoke_run / "results.md").read_text()
     assert md.startswith("# Results on synthetic (simulated audio/visual)")
-    assert "| text | " in md
+    # one seed: values alone, the header says so; one epoch: best epoch = last epoch, flagged with a remedy
+    assert "| text ⚠ | " in md and "±" not in md and "1 seed (0)" in md
+    assert "- `text`: best validation epoch 1 of 1 (seed 0): still improving" in md
+    assert "pass `--set text.epochs=4`" in md  # the model's own train_defaults, beyond --epochs 1
+    (flag, *_) = results["flags"]["text"]
+    assert flag["kind"] == "still_improving" and flag["seeds"] == [0]
+    assert run["epochs_run"] == 1 and run["test_label_std"] > 0 and run["test_prediction_std"] >= 0
     for name in ("curve.png", "log.jsonl", "best/model.json", "run.json"):
         assert (smoke_run / "text/seed0" / name).is_file(), name
 
