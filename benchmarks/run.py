@@ -301,7 +301,7 @@ def _check_out_path(out: Path) -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise UsageError(f"cannot write to --out {str(out)!r} ({str(probe)!r} is a file, not a directory); choose "
+        raise UsageError(f"cannot write to --out {str(out)!r} (Not a directory: {str(probe)!r} is a file); choose "
                          f"a writable directory")
 
 

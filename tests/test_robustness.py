@@ -483,7 +483,11 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(reference, tmp_path
     assert (state["run"]["epoch"], state["run"]["batches_done"], state["run"]["global_step"]) == (1, 1, 5)
     assert not (out / "text/seed0/result.json").exists() and not (out / "results.json").exists()
     assert not list(out.rglob("*.tmp"))
-    _assert_resumes_to_reference(out, reference)
+    holder = json.loads((out / ".benchmarks.lock").read_text())  # the killed process's lock stays behind
+    assert holder["pid"] != os.getpid() and "benchmarks.run" in holder["command"]
+    with pytest.warns(RuntimeWarning, match="taking over the stale lock"):
+        _assert_resumes_to_reference(out, reference)
+    assert not (out / ".benchmarks.lock").exists()
 
 
 @pytest.mark.slow
