@@ -109,7 +109,7 @@ def read_mag_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
             except (TypeError, ValueError):
                 raise DataError.at(f"example {k} is not ((words, visual, acoustic), label, segment_id)",
                                    file=path, split=src) from None
-            seg_id = seg_id.decode() if isinstance(seg_id, bytes) else str(seg_id)
+            seg_id = seg_id.decode("utf-8", "replace") if isinstance(seg_id, bytes) else str(seg_id)
             words = check_words(words, file=path, split=src, segment=seg_id)
             label = check_label(label, file=path, split=src, segment=seg_id)
             visual = sanitize_features(visual, name="visual", dim=d_v, rows=len(words), file=path, split=src,

@@ -59,8 +59,24 @@ def detect_format(path: Path) -> str:
                     f"CMU-MultimodalSDK .csd file/directory, or a segments CSV with segment_id and label columns")
 
 
+# What a reader may hit on a structurally damaged file beyond the cases it names itself (a scalar where a
+# list should be, a ragged array, an unconvertible value): always reported as a DataError naming the file.
+MALFORMED = (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError, UnicodeError, MemoryError,
+             RecursionError)
+
+
 def read(source, *, report: LoadReport) -> dict:
     """``{split: [RawSegment]}`` from ``source`` (a resolved :class:`fusionkit.data.api.Source`)."""
+    try:
+        return _read(source, report=report)
+    except DataError:
+        raise
+    except MALFORMED as exc:
+        raise DataError.at(f"malformed {source.format} data ({type(exc).__name__}: {exc})", file=source.path) \
+            from None
+
+
+def _read(source, *, report: LoadReport) -> dict:
     dims = source.dims
     if source.format in ("pickle", "mag_pickle", "mmsa_pickle"):
         from fusionkit.data.pickles import read_pickle

@@ -87,7 +87,15 @@ def check_words(words, *, file, split, segment) -> list:
     if isinstance(words, (str, bytes)) or not hasattr(words, "__len__"):
         raise DataError.at(f"words must be a list of strings, got {type(words).__name__}", file=file, split=split,
                            segment=segment)
-    out = [w.decode("utf-8", "replace") if isinstance(w, bytes) else str(w) for w in words]
+    try:
+        out = [w.decode("utf-8", "replace") if isinstance(w, bytes) else str(w) for w in words]
+        for w in out:  # numpy string arrays can hold code points beyond Unicode, which tokenizers choke on
+            if w and max(w) > "\U0010ffff":
+                raise ValueError(f"code point {hex(ord(max(w)))} is beyond Unicode")
+            w.encode("utf-8")
+    except (TypeError, ValueError, SystemError) as exc:  # SystemError: numpy's str of an invalid code point
+        raise DataError.at(f"the words are not valid text ({type(exc).__name__}: {exc})", file=file, split=split,
+                           segment=segment) from None
     if not out:
         raise DataError.at("the word list is empty", file=file, split=split, segment=segment)
     return out
