@@ -181,7 +181,15 @@ def read_mmsa_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
                 seq = sanitize_features(arr[i], name=name, dim=dim, file=path, split=split, segment=seg_id,
                                         report=report)
                 if unaligned:
-                    length = int(part[length_key][i])
+                    given = part[length_key][i]
+                    try:
+                        length = int(given)
+                        integral = float(given) == length
+                    except (TypeError, ValueError, OverflowError):
+                        integral = False
+                    if not integral:
+                        raise DataError.at(f"{length_key} = {given!r} is not a whole number of steps", file=path,
+                                           split=split, segment=seg_id)
                     if not 0 < length <= len(seq):
                         raise DataError.at(f"{length_key} = {length} is outside [1, {len(seq)}]", file=path,
                                            split=split, segment=seg_id)
