@@ -139,6 +139,15 @@ class BertEncoder(nn.Module):
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def num_heads(self) -> int:
+        return self.model.config.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head (``hidden_size / num_heads``)."""
+        return self.hidden_size // self.num_heads
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.mode == "frozen":
@@ -222,7 +231,8 @@ def build_bert_encoder(
         model = AutoModel.from_config(config, add_pooling_layer=False)
     else:
         path = resolve_text_model(name_or_path)
-        if mode == "random":
+        # on the meta device (shape checks before a run) there are no weights to read: same model, empty tensors
+        if mode == "random" or torch.get_default_device().type == "meta":
             model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True), add_pooling_layer=False)
         else:
             model = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
