@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -33,21 +34,25 @@ BUILD_ERRORS = (ValueError, TypeError, RuntimeError, ZeroDivisionError, Overflow
 
 
 def _hints(factory) -> dict:
-    """The factory's parameter annotations as objects (``{}`` for those that cannot be resolved)."""
+    """The factory's parameter annotations as objects, from its signature (a registered variant carries its
+    base's); one that cannot be resolved is left out, which only disables its own check."""
     try:
-        return typing.get_type_hints(factory)
-    except Exception:  # noqa: BLE001 - an unresolvable annotation only disables its own check
-        out = {}
-        for name, p in inspect.signature(factory).parameters.items():
-            ann = p.annotation
-            if isinstance(ann, str):
-                try:
-                    ann = eval(ann, getattr(factory, "__globals__", {}))  # noqa: S307 - the factory's own annotation
-                except Exception:  # noqa: BLE001
-                    continue
-            if ann is not inspect.Parameter.empty:
-                out[name] = ann
-        return out
+        hints = dict(typing.get_type_hints(factory))
+    except Exception:  # noqa: BLE001
+        hints = {}
+    module = sys.modules.get(getattr(factory, "__module__", None) or "")
+    namespace = {**getattr(factory, "__globals__", {}), **(vars(module) if module is not None else {})}
+    for name, p in inspect.signature(factory).parameters.items():
+        ann = p.annotation
+        if name in hints or ann is inspect.Parameter.empty:
+            continue
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, namespace)  # noqa: S307 - the factory's own annotation text
+            except Exception:  # noqa: BLE001
+                continue
+        hints[name] = ann
+    return hints
 
 
 def _is_union(hint) -> bool:
