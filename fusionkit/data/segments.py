@@ -32,6 +32,9 @@ class RawSegment:
 
 def check_label(value, *, file, split, segment) -> float:
     """The label as a float; a non-numeric or out-of-range label is a :class:`DataError`."""
+    if np.iscomplexobj(value):
+        raise DataError.at(f"label {value!r} is complex, not a real number", file=file, split=split,
+                           segment=segment)
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
