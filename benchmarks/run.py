@@ -11,6 +11,11 @@ Examples::
 Each run lives in ``OUT/<run>/seed<k>/`` (checkpoints, ``log.jsonl``, ``curve.png``, ``result.json``);
 ``OUT/results.json`` and ``OUT/results.md`` gather them. ``--resume`` skips finished runs and continues
 interrupted ones from their last checkpoint.
+
+Every model's options and training settings are checked (each model built once on the meta device) before
+anything is trained or written (:mod:`benchmarks.preflight`); one process at a time writes to ``OUT``
+(``OUT/.benchmarks.lock``, :mod:`benchmarks.lock`). ``results.md`` flags runs that were still improving at
+their last epoch or whose test predictions are nearly constant, with a remedy.
 """
 from __future__ import annotations
 
@@ -459,6 +464,10 @@ def render_markdown(results: dict) -> str:
     else:
         lines.append(f"Every run's best validation epoch came before its last, and every run's test predictions "
                      f"vary (std at least {CONSTANT_PREDICTION_FRACTION:g}× the labels').")
+    unknown = [r for r in results["runs"] if r.get("test_prediction_std") is None]
+    if unknown:
+        lines.append(f"({len(unknown)} run(s) were made by a version that did not record the spread of their test "
+                     f"predictions; they are checked for the best epoch only.)")
     table = paper_table_for(results["dataset"])
     if table is not None:
         lines += ["", f"## Paper's numbers — {table['title']}", "",
