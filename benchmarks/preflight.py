@@ -29,6 +29,7 @@ from fusionkit.cli import UsageError
 
 # Exceptions a factory raises for arguments it cannot build with (torch raises RuntimeError for e.g. a
 # negative layer size, Python ZeroDivisionError / OverflowError for a zero or huge count).
+TRAINING_COPIES = 4  # weights + gradients + AdamW's exp_avg and exp_avg_sq
 BUILD_ERRORS = (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError, IndexError, KeyError,
                 AssertionError)
 
@@ -227,6 +228,13 @@ def preflight(variants, *, d_acoustic: int, d_visual: int, model_kwargs: dict, t
             row = "" if variant.label == variant.model else f" ({variant.label})"
             raise UsageError(f"model {variant.model!r}{row} cannot be built with "
                              f"{', '.join(given.values())}: {e}") from None
+        # training holds weights, gradients and AdamW's two moments: about 4x the weights
+        needed = TRAINING_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
+        memory = _physical_memory()
+        if given and memory and needed > memory:  # e.g. a width of 10**6: fine on meta, not in RAM
+            raise UsageError(f"model {variant.model!r} with {', '.join(given.values())} needs about "
+                             f"{needed / 2 ** 30:.1f} GiB to train (weights, gradients, AdamW state), more than this "
+                             f"machine's {memory / 2 ** 30:.1f} GiB of memory; choose smaller sizes")
         defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
         del model
         train = {**train_overrides, **per_model.get(variant.model, {})}
@@ -245,6 +253,15 @@ def preflight(variants, *, d_acoustic: int, d_visual: int, model_kwargs: dict, t
         checked.append(Checked(label=variant.label, model=variant.model, train=_result_settings(cfg),
                                train_defaults=defaults))
     return checked
+
+
+def _physical_memory() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _result_settings(cfg) -> dict:

@@ -174,3 +174,13 @@ def test_bad_option_of_the_last_model_stops_the_process_before_any_training(item
     assert len(lines) == 1 and "mhmf" in lines[0] and item.split("=")[0].split(".")[1] in lines[0]
     assert "Traceback" not in proc.stderr and "[run]" not in proc.stderr
     assert not out.exists()
+
+
+def test_a_model_too_big_for_memory_is_refused_before_training(capsys, tmp_path, monkeypatch):
+    import benchmarks.preflight as preflight
+
+    monkeypatch.setattr(preflight, "_physical_memory", lambda: 1 << 20)  # a 1 MiB machine
+    assert bench.main(["--models", "text,tfn", *SMOKE, "--out", str(tmp_path / "o"), "--set", "tfn.text_out=64"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "model 'tfn' with --set tfn.text_out=64 needs about" in line and "choose smaller sizes" in line
+    assert not (tmp_path / "o").exists()
