@@ -60,6 +60,8 @@ def sanitize_features(features, *, name: str, dim: int | None, file, split, segm
     ``dim``: the required feature size (None = any); ``rows``: the required number of rows (None = any);
     ``count_as``: the split name to count under when the file names it differently (MAG-BERT's ``dev``).
     """
+    if np.iscomplexobj(features):
+        raise DataError.at(f"{name} features are complex, not real numbers", file=file, split=split, segment=segment)
     try:
         arr = np.asarray(features, dtype=np.float32)
     except (TypeError, ValueError):
