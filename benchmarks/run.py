@@ -30,7 +30,7 @@ from fusionkit.cli import ArgumentParser, UsageError, run_cli
 from fusionkit.training.config import SCHEDULES, TASK_LOSSES
 
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
-PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mag", "misa", "mult", "lmf", "tfn", "text")
+PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mag", "mag_mmsa", "misa", "iccn", "mult", "lmf", "tfn", "text")
 STUDIES = ("finetune", "layers", "restitution")
 ENCODER_MODES = ("finetune", "frozen", "random")
 # Layer grid of the Table 3 study: (audio, vision) 1-based layers of a 12-layer encoder, scaled to the actual

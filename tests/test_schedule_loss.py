@@ -64,6 +64,7 @@ def data():
     return load_splits("synthetic", tokenizer=load_tokenizer(None), max_samples=16, seed=0, cache=False)
 
 
+@pytest.mark.slow
 def test_l1_constant_run_logs_l1_and_constant_rate(data, tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=8, lr=3e-3, encoder_lr=1e-3, quiet=True, num_threads=1,
                       schedule="constant", warmup=0.0, loss="l1", out_dir=tmp_path)
@@ -77,6 +78,7 @@ def test_l1_constant_run_logs_l1_and_constant_rate(data, tmp_path):
         assert h["valid_loss"] == pytest.approx(h["valid"]["mae"])
 
 
+@pytest.mark.slow
 def test_set_schedule_and_loss_are_accepted_and_recorded(tmp_path):
     out = tmp_path / "sets"
     smoke = ["--dataset", "synthetic", "--seeds", "1", "--epochs", "1", "--batch-size", "8", "--max-samples", "16",
