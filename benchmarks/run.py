@@ -29,7 +29,7 @@ from benchmarks import paper_tables as paper
 from fusionkit.cli import ArgumentParser, UsageError, run_cli
 
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
-PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mag", "misa", "mult", "lmf", "tfn", "text")
+PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mhmf_small", "mag", "misa", "mult", "lmf", "tfn", "text")
 STUDIES = ("finetune", "layers", "restitution")
 ENCODER_MODES = ("finetune", "frozen", "random")
 # Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive).
