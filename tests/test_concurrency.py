@@ -59,6 +59,7 @@ def test_held_out_dir_is_refused_with_the_holder_named(tmp_path, capsys):
     assert not (out / LOCK_NAME).exists()  # released: the holder removes its lock file
 
 
+@pytest.mark.slow
 def test_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, capsys):
     out = tmp_path / "out"
     assert bench.main([*SMOKE, "--out", str(out)]) == 0

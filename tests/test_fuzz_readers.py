@@ -266,6 +266,7 @@ def _check_no_code_ran(marker: Path) -> None:
     assert not marker.exists(), "a pickle payload ran"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["mag_pickle", "mmsa_pickle", "mmsa_unaligned"])
 def test_fuzz_pickles(fmt, tok, tmp_path_factory):
     counts: Counter = Counter()
@@ -318,6 +319,7 @@ def _csv_case():
     )
 
 
+@pytest.mark.slow
 def test_fuzz_segments_csv(tok, tmp_path_factory):
     counts: Counter = Counter()
     base = tmp_path_factory.mktemp("csv")
@@ -417,6 +419,7 @@ def _csd_case():
     )
 
 
+@pytest.mark.slow
 def test_fuzz_csd(tok, tmp_path_factory):
     counts: Counter = Counter()
     base = tmp_path_factory.mktemp("csd")

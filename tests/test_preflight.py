@@ -106,6 +106,7 @@ def test_every_annotated_option_is_covered():
         assert any(m == model for m, _ in names), model
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=CASES)
