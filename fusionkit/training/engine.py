@@ -104,6 +104,7 @@ def _configure_torch(cfg: TrainConfig, ctx: dist_utils.DistContext) -> None:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_clock = time.monotonic  # the save-interval clock (tests replace it)
 
 
 class _SigintFlag:
@@ -351,13 +352,13 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     show = _show_bars(cfg, ctx)
     sums_on_device = _LossSums()
     read_every_step = ctx.device.type != "cuda"
-    last_save = time.monotonic()
+    last_save = _clock()
 
     def save_last(with_optimizer: bool = True) -> None:
         nonlocal last_save
         _save_last(out_dir, ctx, identity, run, model, optimizer if with_optimizer else None,
                    scheduler if with_optimizer else None, scaler)
-        last_save = time.monotonic()
+        last_save = _clock()
 
     def describe(steps_ago: int, task: float, terms: dict) -> str:
         return (f"non-finite training loss at epoch {run.epoch + 1}, step {run.global_step + 1 - steps_ago} "
@@ -397,7 +398,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 optimizer.zero_grad(set_to_none=True)
                 _backward_and_step(loss, model, optimizer, scaler, cfg.grad_clip)
                 scheduler.step()
-                due = bool(cfg.save_interval) and time.monotonic() - last_save >= cfg.save_interval
+                due = bool(cfg.save_interval) and _clock() - last_save >= cfg.save_interval
                 seen, stop, due = dist_utils.all_sum(ctx, [float(n), float(sigint.raised),
                                                            float(due and ctx.is_main)])  # rank 0's clock rules
                 run.samples_seen += int(seen)
