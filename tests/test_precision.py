@@ -159,3 +159,20 @@ def test_bucketed_evaluation_returns_dataset_order(data):
         single = [float(model(collate([ds[i]], max_seq_length=ds.max_seq_length, pad_token_id=ds.pad_token_id))
                         .prediction) for i in range(len(ds))]
     np.testing.assert_allclose(out.predictions, single, rtol=1e-5, atol=1e-6)
+
+
+def test_run_cli_records_precision_and_refuses_to_resume_under_another(tmp_path, capsys):
+    import benchmarks.run as bench
+
+    smoke = ["--models", "text", "--dataset", "synthetic", "--seeds", "1", "--epochs", "1", "--batch-size", "8",
+             "--max-samples", "16", "--tiny-bert", "--quiet", "--device", "cpu", "--out", str(tmp_path)]
+    assert bench.main([*smoke, "--precision", "bf16"]) == 0
+    assert json.loads((tmp_path / "text/seed0/run.json").read_text())["precision"] == "bf16"
+    assert json.loads((tmp_path / "text/seed0/result.json").read_text())["config"]["precision"] == "bf16"
+    capsys.readouterr()
+    assert bench.main([*smoke, "--resume"]) == 2  # auto is fp32 on CPU
+    err = capsys.readouterr().err
+    assert "error:" in err and "--precision bf16, this run asks for fp32" in err
+    assert bench.main([*smoke, "--precision", "fp8"]) == 2
+    assert bench.main([*smoke, "--save-interval", "-1"]) == 2
+    assert "--save-interval must be ≥ 0" in capsys.readouterr().err
