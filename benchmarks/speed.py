@@ -188,13 +188,13 @@ class TrainStep:
 
     def __call__(self, batch) -> float:
         """Run the step on ``batch``; returns its seconds (CUDA-event time on a GPU)."""
-        from fusionkit.training.engine import _backward_and_step
+        from fusionkit.training.precision import backward_and_step
 
         batch = batch.to(self.device, non_blocking=True)
         started = self.timer.start()
         loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        _backward_and_step(loss, self.model, self.optimizer, self.scaler, self.grad_clip)
+        backward_and_step(loss, self.model, self.optimizer, self.scaler, self.grad_clip)
         return self.timer.stop(started)
 
     def flops(self, batch) -> int:

@@ -37,7 +37,8 @@ from fusionkit.training.build import build_model, model_description
 from fusionkit.training.config import TrainConfig, select_lower_is_better
 from fusionkit.training.encoder_cache import attach_encoder_cache
 from fusionkit.training.optim import build_optimizer, build_scheduler
-from fusionkit.training.precision import autocast, grad_scaler, resolve_precision, scaler_state
+from fusionkit.training.precision import (autocast, backward_and_step, grad_scaler, resolve_precision,
+                                          scaler_state)
 
 LAST_DIR = "last"
 BEST_DIR = "best"
@@ -396,7 +397,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 if read_every_step:  # refuses a non-finite loss before the update
                     sums_on_device.flush(run.epoch_sums, describe)
                 optimizer.zero_grad(set_to_none=True)
-                _backward_and_step(loss, model, optimizer, scaler, cfg.grad_clip)
+                backward_and_step(loss, model, optimizer, scaler, cfg.grad_clip)
                 scheduler.step()
                 due = bool(cfg.save_interval) and _clock() - last_save >= cfg.save_interval
                 seen, stop, due = dist_utils.all_sum(ctx, [float(n), float(sigint.raised),
@@ -516,23 +517,6 @@ def _clear_run_dir(out_dir: Path) -> None:
     for name in (LOG_FILE, RESULT_FILE, PREDICTIONS_FILE, CURVE_FILE):
         (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _backward_and_step(loss: torch.Tensor, model, optimizer, scaler, grad_clip: float) -> None:
-    """Backward, clipping and the optimizer step; with an fp16 ``scaler`` the loss is scaled, the gradients
-    unscaled before clipping, and a step with inf/NaN gradients skipped (the scaler lowers its scale)."""
-    if scaler is None:
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        return
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
 
 
 def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, scheduler, scaler=None) -> None:

@@ -52,3 +52,20 @@ def scaler_state(scaler: torch.amp.GradScaler | None) -> dict | None:
     if scaler is None:
         return None
     return {k: (float(v) if isinstance(v, float) or k == "scale" else v) for k, v in scaler.state_dict().items()}
+
+
+def backward_and_step(loss: torch.Tensor, model, optimizer, scaler, grad_clip: float) -> None:
+    """Backward, clipping and the optimizer step; with an fp16 ``scaler`` the loss is scaled, the gradients
+    unscaled before clipping, and a step with inf/NaN gradients skipped (the scaler lowers its scale)."""
+    if scaler is None:
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
