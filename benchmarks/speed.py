@@ -267,6 +267,51 @@ def checkpoint_cost(save_s: float, step_s: float, *, train_size: int, batch_size
             "fraction": saves * save_s / (epoch_s + saves * save_s)}
 
 
+class PlainBlocks:
+    """Runs a :class:`TrainStep` with the fusion blocks' plain forms, the "before" of their speed levers:
+    ``nn.GRUCell`` itself in ``gru_memory`` and the SDPA key mask rebuilt by every adapter layer."""
+
+    def __init__(self, step: "TrainStep") -> None:
+        self.step = step
+        self.model = step.model
+
+    def __call__(self, batch) -> float:
+        from fusionkit.components import adapters, memory
+
+        saved = (memory.GRUMemory.gru_cell, adapters.SelfAttentionAdapter.forward,
+                 adapters.CrossAttentionAdapter.forward)
+        memory.GRUMemory.gru_cell = _plain_gru_cell
+        adapters.SelfAttentionAdapter.forward = _plain_self_attention_adapter
+        adapters.CrossAttentionAdapter.forward = _plain_cross_attention_adapter
+        try:
+            return self.step(batch)
+        finally:
+            (memory.GRUMemory.gru_cell, adapters.SelfAttentionAdapter.forward,
+             adapters.CrossAttentionAdapter.forward) = saved
+
+
+def _plain_gru_cell(self, x, h):
+    return self.cell(x, h)
+
+
+def _plain_self_attention_adapter(self, x, mask=None):
+    from fusionkit.components.adapters import _zero_padding
+
+    x = self.proj(x)
+    for layer in self.layers:
+        x = layer(x, target_mask=mask)
+    return _zero_padding(self.norm(x), mask)
+
+
+def _plain_cross_attention_adapter(self, target, source, target_mask=None, source_mask=None):
+    from fusionkit.components.adapters import _zero_padding
+
+    x = target
+    for layer in self.layers:
+        x = layer(x, source, source_mask=source_mask)
+    return _zero_padding(self.norm(x), target_mask)
+
+
 def round_robin_steps(steppers: dict, batches: list, warmup: int) -> dict:
     """Median step seconds per model; on every batch each model takes one step, in turn."""
     times = {name: [] for name in steppers}
@@ -572,16 +617,23 @@ def measure_levers(args, log=print) -> dict:
     levers: dict = {}
     batches = _batches(train, args, args.warmup + args.steps)
 
-    log("lever: fusion width and heads, FFN hidden dropout, fused vs foreach AdamW; training steps round-robin")
+    log("lever: fusion width and heads, FFN hidden dropout, fused vs foreach AdamW, fused GRU gates and the key "
+        "mask built once per adapter vs their plain forms; training steps round-robin")
     variants = {"d48_h4": dict(d_fusion=48, heads=4), "d64_h4": dict(d_fusion=64, heads=4),
-                "h4": dict(heads=4), "ffn_dropout": dict(ffn_dropout=0.1)}
-    steppers = {"text": TrainStep(build("text")), "mhmf": TrainStep(build("mhmf"))}
-    steppers.update({f"mhmf_{key}": TrainStep(build("mhmf", **kw)) for key, kw in variants.items()})
+                "h4": dict(heads=4), "ffn_dropout": dict(ffn_dropout=0.1)}  # against mhmf_small (32, 2 heads)
+    steppers = {"text": TrainStep(build("text")), "mhmf": TrainStep(build("mhmf")),
+                "mhmf_small": TrainStep(build("mhmf_small"))}
+    steppers.update({f"mhmf_{key}": TrainStep(build("mhmf_small", **kw)) for key, kw in variants.items()})
     for name in ("text", "mhmf"):  # same models, AdamW's per-tensor loop instead of the fused kernel
         steppers[f"{name}_foreach_adamw"] = TrainStep(build(name), fused=False)
+    for name in ("mhmf", "mhmf_small"):  # same models, the blocks' plain forms (what they computed before)
+        steppers[f"{name}_plain_blocks"] = PlainBlocks(TrainStep(build(name)))
     med = round_robin_steps(steppers, batches, args.warmup)
     levers["step_s"] = med
     levers["mhmf_over_encoder"] = med["mhmf"] / med["text"]
+    levers["mhmf_small_over_encoder"] = med["mhmf_small"] / med["text"]
+    for name in ("mhmf", "mhmf_small"):
+        levers[f"{name}_fast_blocks_speedup"] = med[f"{name}_plain_blocks"] / med[name]
     for key in variants:
         levers[f"mhmf_{key}_over_encoder"] = med[f"mhmf_{key}"] / med["text"]
     levers["fused_adamw_encoder_speedup"] = med["text_foreach_adamw"] / med["text"]

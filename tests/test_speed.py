@@ -280,8 +280,11 @@ def test_speed_levers_smoke(tmp_path):
             "--epoch-samples", "8", "--infer-utterances", "2", "--threads", "1", "--out", str(out)]
     assert speed.main(argv) == 0
     levers = json.loads((out / "levers.json").read_text())
-    assert set(levers["step_s"]) == {"text", "mhmf", "mhmf_d48_h4", "mhmf_d64_h4", "mhmf_h4", "mhmf_ffn_dropout",
-                                     "text_foreach_adamw", "mhmf_foreach_adamw"}
+    assert set(levers["step_s"]) == {"text", "mhmf", "mhmf_small", "mhmf_d48_h4", "mhmf_d64_h4", "mhmf_h4",
+                                     "mhmf_ffn_dropout", "text_foreach_adamw", "mhmf_foreach_adamw",
+                                     "mhmf_plain_blocks", "mhmf_small_plain_blocks"}
+    assert levers["mhmf_fast_blocks_speedup"] == pytest.approx(
+        levers["step_s"]["mhmf_plain_blocks"] / levers["step_s"]["mhmf"])
     assert levers["mhmf_over_encoder"] == pytest.approx(levers["step_s"]["mhmf"] / levers["step_s"]["text"])
     assert levers["fused_adamw_encoder_speedup"] == pytest.approx(
         levers["step_s"]["text_foreach_adamw"] / levers["step_s"]["text"])
