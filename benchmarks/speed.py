@@ -31,8 +31,8 @@ Everything is measured in one process, on the same batches, after warm-up, as me
 
 ``--device cuda`` times steps with CUDA events; ``--precision`` autocasts forward and loss as the engine does.
 ``--bert-base`` uses a randomly initialised BERT-base configuration (12 layers, hidden 768, 12 heads; nothing is
-downloaded) instead of the bundled MiniLM. ``mhmf`` is timed at the paper's width (``d_fusion`` = encoder
-width, ``heads`` = encoder heads) and ``mhmf_small`` at ``d_fusion=32, heads=2``.
+downloaded) instead of the bundled MiniLM. The models are the registry's: ``mhmf`` at the paper's width
+(``d_fusion`` = the encoder's width, its heads), ``mhmf_small`` at ``d_fusion=32, heads=2``.
 
 The batches have MOSI's word-piece lengths (``mosi-sim``) when a data root is given (``--data-root`` or
 ``FUSIONKIT_DATA``), else those of ``synthetic``. ``OUT/speed.json`` holds these keys plus ``machine``;
@@ -394,7 +394,6 @@ def _setup(args):
 
     def build(name: str, **kw) -> torch.nn.Module:
         torch.manual_seed(0)
-        name, kw = model_variant(name, kw, model_kwargs)
         return fusionkit.create(name, **model_kwargs, **kw)
 
     return data, build
@@ -407,41 +406,6 @@ def bert_base_config():
 
     return BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                       intermediate_size=3072)
-
-
-SMALL_MHMF = {"d_fusion": 32, "heads": 2}
-
-
-def model_variant(name: str, kw: dict, model_kwargs: dict) -> tuple[str, dict]:
-    """The registered name and arguments that time ``name``: ``mhmf`` at the paper's width (``d_fusion`` = the
-    encoder's hidden size, ``heads`` = its heads) and ``mhmf_small`` (``d_fusion=32, heads=2``), also where the
-    registry's ``mhmf`` defaults or a registered ``mhmf_small`` do not provide them yet."""
-    import inspect
-
-    import fusionkit
-
-    if name == "mhmf_small" and "mhmf_small" not in fusionkit.list_components("model"):
-        return "mhmf", {**SMALL_MHMF, **kw}
-    if name == "mhmf":
-        from fusionkit.registry import get_registry
-
-        defaults = inspect.signature(get_registry().get("mhmf").factory).parameters
-        if defaults["d_fusion"].default == SMALL_MHMF["d_fusion"]:  # the old default width
-            width, heads = encoder_shape(model_kwargs)
-            return "mhmf", {"d_fusion": width, "heads": heads, **kw}
-    return name, kw
-
-
-def encoder_shape(model_kwargs: dict) -> tuple[int, int]:
-    """``(hidden size, attention heads)`` of the text encoder ``model_kwargs`` describe."""
-    config = model_kwargs.get("bert_config")
-    if config is None:
-        from transformers import AutoConfig
-
-        from fusionkit.encoders.bert import resolve_text_model
-
-        config = AutoConfig.from_pretrained(resolve_text_model(model_kwargs.get("text_model")))
-    return int(config.hidden_size), int(config.num_attention_heads)
 
 
 def _batches(dataset, args, count: int) -> list:
@@ -786,7 +750,7 @@ def _main(argv) -> int:
     from fusionkit.data import DataError
     from fusionkit.encoders.bert import TextModelNotFound
 
-    registered = list(dict.fromkeys(fusionkit.list_components("model") + ["mhmf_small"]))
+    registered = fusionkit.list_components("model")
     names = registered if args.models.strip() == "all" else [s.strip() for s in args.models.split(",") if s.strip()]
     if not names:
         raise UsageError("--models is empty; pass comma-separated model names or 'all'")

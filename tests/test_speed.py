@@ -245,20 +245,6 @@ def test_checkpoint_cost_arithmetic():
     assert speed.checkpoint_cost(0.5, 1.2, train_size=16326, batch_size=32, interval=0)["saves_per_epoch"] == 1
 
 
-def test_timed_mhmf_widths():
-    """``mhmf`` is timed at the paper's width (the encoder's hidden size and heads), ``mhmf_small`` at 32/2."""
-    from fusionkit.testing import tiny_bert_config
-
-    kwargs = {"bert_config": tiny_bert_config(hidden_size=24, heads=6)}
-    name, kw = speed.model_variant("mhmf", {}, kwargs)
-    model = fusionkit.create(name, **kwargs, **kw)
-    assert model.audio_adapter.proj.out_features == 24 and model.audio_adapter.layers[0].attn.heads == 6
-    name, kw = speed.model_variant("mhmf_small", {}, kwargs)
-    model = fusionkit.create(name, **kwargs, **kw)
-    assert model.audio_adapter.proj.out_features == 32 and model.audio_adapter.layers[0].attn.heads == 2
-    assert speed.model_variant("tfn", {"x": 1}, kwargs) == ("tfn", {"x": 1})
-
-
 @pytest.mark.parametrize("argv,message", [
     (["--models", "nope"], "unknown model 'nope'"),
     (["--steps", "0"], "--steps must be at least 1"),
