@@ -31,7 +31,8 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from fusionkit.components.attention import Attention, check_divisible, key_padding_bias
+from fusionkit.components import attention as attention_core
+from fusionkit.components.attention import Attention, check_divisible
 from fusionkit.components.checks import check_dropout, check_positive
 from fusionkit.registry import register
 
@@ -181,7 +182,7 @@ class SelfAttentionAdapter(nn.Module):
             ``(B, T, d_model)``, zero at padded positions.
         """
         x = self.proj(x)
-        attn_mask = key_padding_bias(mask)  # once for all layers (same keys)
+        attn_mask = attention_core.key_padding_bias(mask)  # once for all layers (same keys)
         for layer in self.layers:
             x = layer(x, attn_mask=attn_mask)
         return _zero_padding(self.norm(x), mask)
@@ -242,7 +243,7 @@ class CrossAttentionAdapter(nn.Module):
             ``(B, T_target, d_model)``, zero at padded target positions.
         """
         x = target
-        attn_mask = key_padding_bias(source_mask)  # once for all layers (same keys)
+        attn_mask = attention_core.key_padding_bias(source_mask)  # once for all layers (same keys)
         for layer in self.layers:
             x = layer(x, source, attn_mask=attn_mask)
         return _zero_padding(self.norm(x), target_mask)

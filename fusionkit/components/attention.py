@@ -71,7 +71,7 @@ class Attention(nn.Module):
         """
         if attn_mask is not None and context_mask is not None:
             raise ValueError("pass context_mask or its key_padding_bias attn_mask, not both")
-        if attn_mask is None:
+        if attn_mask is None and context_mask is not None:
             attn_mask = key_padding_bias(context_mask)
         context = x if context is None else context
         q = rearrange(self.to_q(x), "b t (h d) -> b h t d", h=self.heads)
