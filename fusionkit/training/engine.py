@@ -442,6 +442,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 run.epoch_sums = {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}, "diagnostics": {}}
                 run.epoch_seconds_before = 0.0
             run.epoch_started = time.perf_counter()
+            unsynced = 0  # samples of this rank since the ranks last agreed
             net.train()
             step_bar = tqdm(total=steps_per_epoch, initial=run.batches_done, desc=f"epoch {epoch + 1}",
                             unit="step", leave=False, disable=not show, dynamic_ncols=True)
@@ -459,13 +460,22 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 optimizer.zero_grad(set_to_none=True)
                 backward_and_step(loss, model, optimizer, scaler, cfg.grad_clip)
                 scheduler.step()
-                due = bool(cfg.save_interval) and _clock() - last_save >= cfg.save_interval
-                seen, stop, due = dist_utils.all_sum(ctx, [float(n), float(sigint.raised),
-                                                           float(due and ctx.is_main)])  # rank 0's clock rules
-                run.samples_seen += int(seen)
+                unsynced += n
                 run.global_step += 1
                 run.batches_done += 1
                 step_bar.update(1)
+                last_batch = run.batches_done == steps_per_epoch
+                step_save = bool(cfg.save_every) and run.global_step % cfg.save_every == 0
+                # the ranks agree on stopping, saving and the samples seen: every step on CPU; on a GPU every
+                # log_every steps, at step-count saves and the epoch's last batch (a collective waits for the host)
+                stop = due = False
+                if read_every_step or on_step is not None or last_batch or step_save \
+                        or run.global_step % cfg.log_every == 0:
+                    due = bool(cfg.save_interval) and _clock() - last_save >= cfg.save_interval
+                    seen, stop, due = dist_utils.all_sum(ctx, [float(unsynced), float(sigint.raised),
+                                                               float(due and ctx.is_main)])  # rank 0's clock rules
+                    run.samples_seen += int(seen)
+                    unsynced = 0
                 if run.global_step % cfg.log_every == 0:
                     sums_on_device.flush(run.epoch_sums, describe)
                     step_bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -473,9 +483,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                     on_step({"epoch": epoch, "step": run.global_step, "batch": run.batches_done,
                              "loss": loss.item(), "samples_seen": run.samples_seen})
                     stop = dist_utils.all_sum(ctx, [float(sigint.raised)])[0]
-                last_batch = run.batches_done == steps_per_epoch
-                if out_dir is not None and not last_batch and (
-                        stop or due or (cfg.save_every and run.global_step % cfg.save_every == 0)):
+                if out_dir is not None and not last_batch and (stop or due or step_save):
                     sums_on_device.flush(run.epoch_sums, describe)
                     save_last()
                 if stop and not last_batch:
