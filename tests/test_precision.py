@@ -176,3 +176,23 @@ def test_run_cli_records_precision_and_refuses_to_resume_under_another(tmp_path,
     assert bench.main([*smoke, "--precision", "fp8"]) == 2
     assert bench.main([*smoke, "--save-interval", "-1"]) == 2
     assert "--save-interval must be ≥ 0" in capsys.readouterr().err
+
+
+def test_predictor_batches_are_length_bucketed_and_in_input_order(monkeypatch):
+    from fusionkit.data import loader as loader_module
+    from fusionkit.encoders.bert import load_tokenizer
+    from fusionkit.inference import Predictor
+
+    torch.manual_seed(0)
+    model = fusionkit.create("text", **TINY, d_acoustic=5, d_visual=4)
+    predictor = Predictor(model, {"model": "text", "d_acoustic": 5, "d_visual": 4, "max_seq_length": 50,
+                                  "aligned": True}, load_tokenizer(None), torch.device("cpu"))
+    words = ["a long sentence with quite a few words in it", "short", "a medium one here", "ok then", "x " * 9]
+    calls = []
+    buckets = loader_module.length_buckets
+    monkeypatch.setattr(loader_module, "length_buckets", lambda *a, **k: calls.append(k) or buckets(*a, **k))
+    with pytest.warns(UserWarning, match="no acoustic or visual"):
+        batched = predictor.predict(words, batch=True, batch_size=2)
+        single = [predictor.predict(w) for w in words]
+    assert calls and calls[0]["batch_size"] == 2
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
