@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("bf16", "fp32")
 SPEED_MODELS = "mhmf,mag"  # text is always timed: it is the reference
 # per-step limits (seconds); their sum stays under 8 minutes
-LIMITS = {"pytest": 120, "speed_bf16": 130, "speed_fp32": 130, "run": 90}
+LIMITS = {"pytest": 90, "speed_bf16": 150, "speed_fp32": 150, "run": 80}
 TAIL_CHARS = 3000
 
 

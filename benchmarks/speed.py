@@ -524,7 +524,8 @@ def measure(args, log=print) -> dict:
     if device.type == "cuda":
         results["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     results["machine"] = {**machine, "infer_threads_batch1": args.infer_threads, "device": str(device),
-                          "precision": precision, "text_model": _text_model_label(args)}
+                          "precision": precision, "text_model": _text_model_label(args), "dataset": args.dataset,
+                          "batch_size": args.batch_size}
     return results
 
 

@@ -41,7 +41,9 @@ def test_mhmf_trains_on_cuda(data, precision):
     assert np.isfinite(losses).all() and np.isfinite(result.test_predictions).all()
 
 
-def test_cuda_resume_is_exact_and_the_checkpoint_holds_cuda_rng(data, tmp_path):
+def test_cuda_resume_matches_and_the_checkpoint_holds_cuda_rng(data, tmp_path):
+    """Resuming restores the CUDA generators; predictions match the uninterrupted run (within 1e-5: some CUDA
+    backward kernels accumulate with atomics, so bit-equality is not promised on a GPU)."""
     full = train_and_evaluate("mhmf", data, TrainConfig(**FAST, out_dir=tmp_path / "full"), {**TINY, "d_fusion": 16})
 
     def stop(info):
@@ -58,7 +60,7 @@ def test_cuda_resume_is_exact_and_the_checkpoint_holds_cuda_rng(data, tmp_path):
     assert any(k.startswith("rank0.rng.cuda.") for k in tensors)
     resumed = train_and_evaluate("mhmf", data, TrainConfig(**FAST, out_dir=out, resume=True),
                                  {**TINY, "d_fusion": 16})
-    np.testing.assert_array_equal(resumed.test_predictions, full.test_predictions)
+    np.testing.assert_allclose(resumed.test_predictions, full.test_predictions, rtol=1e-5, atol=1e-5)
 
 
 def test_loader_pins_memory_for_cuda(data):
