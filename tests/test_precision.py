@@ -196,3 +196,23 @@ def test_predictor_batches_are_length_bucketed_and_in_input_order(monkeypatch):
         single = [predictor.predict(w) for w in words]
     assert calls and calls[0]["batch_size"] == 2
     np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_sums_read_later_name_the_step_of_a_non_finite_loss():
+    """The GPU path reads the pending loss values every few steps: sums are the same as read step by step, and
+    a non-finite loss is reported with its own step number."""
+    values = [0.5, 0.25, 0.125]
+    one, later = {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}}, {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}}
+    every, batched = engine._LossSums(), engine._LossSums()
+    for step, v in enumerate(values, start=1):
+        t = torch.tensor(v)
+        every.add(step, t, t, {"r": t / 2}, 4, {"d": 1.5})
+        every.flush(one, lambda *a: "")
+        batched.add(step, t, t, {"r": t / 2}, 4, {"d": 1.5})
+    batched.flush(later, lambda *a: "")
+    assert one == later and later["loss"] == 4 * sum(values) and later["diagnostics"]["d"] == [18.0, 12.0]
+    bad = engine._LossSums()
+    bad.add(7, torch.tensor(1.0), torch.tensor(1.0), {}, 2)
+    bad.add(8, torch.tensor(float("nan")), torch.tensor(1.0), {}, 2)
+    with pytest.raises(FloatingPointError, match="step 8"):
+        bad.flush({"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}}, lambda step, task, terms: f"step {step}")

@@ -202,27 +202,29 @@ class _LossSums:
     def __init__(self) -> None:
         self.pending: list = []
 
-    def add(self, loss: torch.Tensor, task: torch.Tensor, terms: dict, n: int, diagnostics: dict | None = None) -> None:
+    def add(self, step: int, loss: torch.Tensor, task: torch.Tensor, terms: dict, n: int,
+            diagnostics: dict | None = None) -> None:
         self.pending.append((loss.detach(), task.detach(), {k: v.detach() for k, v in terms.items()}, n,
                              {k: v.detach() if isinstance(v, torch.Tensor) else float(v)
-                              for k, v in (diagnostics or {}).items()}))
+                              for k, v in (diagnostics or {}).items()}, step))
 
     def flush(self, sums: dict, describe: Callable[[int, float, dict], str]) -> None:
-        """Add the pending values to ``sums``; a non-finite loss raises ``FloatingPointError(describe(steps_ago,
-        task, terms))``."""
+        """Add the pending values to ``sums``; a non-finite loss raises ``FloatingPointError(describe(step, task,
+        terms))``."""
         if not self.pending:
             return
-        flat = [t for loss, task, terms, _, diag in self.pending for t in (loss, task, *terms.values(), *diag.values())]
+        flat = [t for loss, task, terms, _, diag, _ in self.pending
+                for t in (loss, task, *terms.values(), *diag.values())]
         tensors = [t.double().reshape(()) for t in flat if isinstance(t, torch.Tensor)]
         read = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
         values = iter([next(read) if isinstance(t, torch.Tensor) else t for t in flat])
         pending, self.pending = self.pending, []
-        for index, (_, _, terms, n, diag) in enumerate(pending):
+        for _, _, terms, n, diag, step in pending:
             loss, task = next(values), next(values)
             term_values = {k: next(values) for k in terms}
             _add_diagnostics(sums.setdefault("diagnostics", {}), {k: next(values) for k in diag}, n)
             if not np.isfinite(loss):
-                raise FloatingPointError(describe(len(pending) - 1 - index, task, term_values))
+                raise FloatingPointError(describe(step, task, term_values))
             sums["loss"] += loss * n
             sums["task"] += task * n
             sums["n"] += n
@@ -418,8 +420,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                    scheduler if with_optimizer else None, scaler)
         last_save = _clock()
 
-    def describe(steps_ago: int, task: float, terms: dict) -> str:
-        return (f"non-finite training loss at epoch {run.epoch + 1}, step {run.global_step + 1 - steps_ago} "
+    def describe(step: int, task: float, terms: dict) -> str:
+        return (f"non-finite training loss at epoch {run.epoch + 1}, step {step} "
                 f"(task {task:.4g}, terms {terms}); lower the learning rate (lr={cfg.lr}, "
                 f"encoder_lr={cfg.encoder_lr}) or check the data")
     with _SigintFlag() as sigint:
@@ -454,7 +456,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                     terms = dict(out.loss_terms or {})
                     loss = task + sum(terms.values()) if terms else task
                 n = len(batch)
-                sums_on_device.add(loss, task, terms, n, getattr(out, "diagnostics", None))
+                sums_on_device.add(run.global_step + 1, loss, task, terms, n, getattr(out, "diagnostics", None))
                 if read_every_step:  # refuses a non-finite loss before the update
                     sums_on_device.flush(run.epoch_sums, describe)
                 optimizer.zero_grad(set_to_none=True)
