@@ -245,6 +245,13 @@ def test_checkpoint_cost_arithmetic():
     assert speed.checkpoint_cost(0.5, 1.2, train_size=16326, batch_size=32, interval=0)["saves_per_epoch"] == 1
 
 
+def test_bert_base_config_is_bert_base_with_the_bundled_vocabulary():
+    config = speed.bert_base_config()
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == (
+        12, 768, 12, 3072)
+    assert config.vocab_size == len(load_tokenizer(None))
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--models", "nope"], "unknown model 'nope'"),
     (["--steps", "0"], "--steps must be at least 1"),
