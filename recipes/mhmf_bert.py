@@ -233,11 +233,16 @@ class MHMFBert(nn.Module):
             restitution_text = text[stage.restitution_layer] if pooled_text is None else pooled_text[stage.restitution_layer]
             out = stage(state, text[stage.layer], restitution_text, mask, text_mask)
             state = out.state
-            if labels is None or out.restitution is None:
+            if labels is None:
                 continue
             key = f"restitution/{name}/{i}"
+            if out.restitution is None:  # the ablation: how well G^i = G̃^i alone separates the classes
+                margins = expected_margins(masked_mean(out.g_tilde, mask)[None], sentiment_classes(labels, "polarity"))
+                if margins is not None:
+                    diagnostics[f"{key}/margin_F"] = margins[0]
+                continue
             diagnostics[f"{key}/gate_dev"] = (out.restitution.attention.detach() - 0.5).abs().mean()
-            if self.training:
+            if self.training and self.restitution_loss is not None:
                 loss = self.restitution_loss(out.g_tilde, out.restitution.relevant, out.restitution.irrelevant, labels, mask)
                 loss_terms[key] = self.loss_weights[i - 1] * loss.total
                 diagnostics[f"{key}/loss"] = loss.total.detach()
@@ -266,7 +271,7 @@ class MHMFBert(nn.Module):
         text_mask = _unless_full(batch.mask)
         text = {int(layer): proj(hidden[int(layer)]) for layer, proj in self.text_projections.items()}
         pooled_text = None if batch.aligned else {l: masked_mean(t, text_mask) for l, t in text.items()}
-        labels = batch.label if self.restitution_loss is not None else None
+        labels = batch.label
         loss_terms: dict = {}
         diagnostics: dict = {}
 
@@ -284,15 +289,17 @@ class MHMFBert(nn.Module):
         if batch.aligned:
             fused = self.gated_fusion(g_v, h_v, g_a, h_a)
             features = masked_mean(torch.cat([fused, last], dim=-1), text_mask)
+            pooled_fused = features[:, : fused.shape[-1]]
         else:
             fused = self.gated_fusion(
                 masked_mean(g_v, v_mask), masked_mean(h_v, v_mask), masked_mean(g_a, a_mask), masked_mean(h_a, a_mask)
             )
             features = torch.cat([fused, masked_mean(last, text_mask)], dim=-1)
-        if diagnostics and self.training:
+            pooled_fused = fused
+        if self.training and self.restitution_loss is not None and labels is not None:
             diagnostics["restitution/floor_at_gate_half"] = torch.tensor(RESTITUTION_FLOOR_AT_HALF)
         return ModelOutput(prediction=self.head(features), loss_terms=loss_terms, features=features,
-                           diagnostics=diagnostics or None)
+                           diagnostics=diagnostics or None, fused=pooled_fused)
 
 
 @register("mhmf", kind="model")
@@ -318,6 +325,8 @@ def build_mhmf(
     restitution_layers_vision: Sequence[int] | None = None,
     restitution: bool = True,
     reduction: int = 4,
+    gate_init: float | None = None,
+    gate_lr_scale: float = 100.0,
     loss_weights: float | Sequence[float] = 0.1,
     loss_classes: str = "polarity",
     num_triplets: int | None = None,
@@ -387,7 +396,9 @@ def build_mhmf(
                     ffn_dropout=ffn_dropout, ffn_ratio=ffn_ratio,
                 ),
                 memory=GRUMemory(dim=d_fusion),
-                restitution=Restitution(dim=d_fusion, reduction=reduction) if restitution else None,
+                restitution=Restitution(
+                    dim=d_fusion, reduction=reduction, gate_init=gate_init, gate_lr_scale=gate_lr_scale,
+                ) if restitution else None,
                 layer=layer,
                 restitution_layer=res_layer,
             )
