@@ -216,3 +216,17 @@ def test_loss_sums_read_later_name_the_step_of_a_non_finite_loss():
     bad.add(8, torch.tensor(float("nan")), torch.tensor(1.0), {}, 2)
     with pytest.raises(FloatingPointError, match="step 8"):
         bad.flush({"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}}, lambda step, task, terms: f"step {step}")
+
+
+def test_bucketed_evaluation_puts_fused_outputs_in_dataset_order(data):
+    from fusionkit.data import collate
+
+    torch.manual_seed(0)
+    model = fusionkit.create("mhmf", **TINY, d_fusion=16, heads=2).eval()
+    ds = data.splits["test"]
+    out = engine.evaluate(model, ds, batch_size=5)
+    assert out.fused is not None and out.fused.shape[0] == len(ds)
+    with torch.no_grad():
+        for i in (0, 3, len(ds) - 1):
+            single = model(collate([ds[i]], max_seq_length=ds.max_seq_length, pad_token_id=ds.pad_token_id))
+            np.testing.assert_allclose(out.fused[i], single.fused[0].numpy(), rtol=1e-4, atol=1e-5)
