@@ -355,15 +355,15 @@ def _json_clean(obj):
     return json.loads(json.dumps(to_json_kwargs(obj), sort_keys=True))
 
 
-def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir: Path, train_overrides: dict):
-    """Train (or, with --resume, reuse) one variant/seed; returns the ``result.json`` content."""
-    from fusionkit.training import TrainConfig, train_and_evaluate
-    from fusionkit.training.checkpoint import atomic_write_json, read_json
+def check_resumable(variant: Variant, seed: int, args, model_kwargs: dict, run_dir: Path,
+                    train_overrides: dict) -> dict:
+    """The ``run.json`` content of one variant/seed; with ``--resume``, a run already in ``run_dir`` made with
+    other settings is a :class:`UsageError` (checked for every run before the first starts)."""
+    from fusionkit.training.checkpoint import read_json
 
     spec = {"model": variant.model, "kwargs": _json_clean({**model_kwargs, **variant.kwargs}), "seed": seed,
             "dataset": args.dataset, "train": train_overrides, "max_samples": args.max_samples,
             "precision": args.precision_resolved}
-    done = run_dir / "result.json"
     saved = read_json(run_dir / "run.json") if args.resume and (run_dir / "run.json").is_file() else None
     if saved is not None and saved.get("precision", "fp32") != spec["precision"]:
         raise UsageError(f"{run_dir} was trained with --precision {saved.get('precision', 'fp32')}, this run asks "
@@ -372,6 +372,16 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     if saved is not None and saved != spec:
         # refused before anything is written: the finished or interrupted run stays as it is
         raise UsageError(f"{run_dir} holds a run with other settings; use a new --out or drop --resume")
+    return spec
+
+
+def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir: Path, train_overrides: dict):
+    """Train (or, with --resume, reuse) one variant/seed; returns the ``result.json`` content."""
+    from fusionkit.training import TrainConfig, train_and_evaluate
+    from fusionkit.training.checkpoint import atomic_write_json, read_json
+
+    spec = check_resumable(variant, seed, args, model_kwargs, run_dir, train_overrides)
+    done = run_dir / "result.json"
     if args.resume and done.is_file() and (run_dir / "run.json").is_file():
         print(f"[skip] {variant.label} seed {seed}: already finished", file=sys.stderr)
         return read_json(done)
@@ -596,6 +606,11 @@ def _main(argv) -> int:
                             sources=set_sources(args.sets), world_size=int(os.environ.get("WORLD_SIZE", "1")))
     except TextModelNotFound as e:
         raise UsageError(str(e)) from None
+    if args.resume:  # a finished or interrupted run with other settings is refused before any run starts
+        for variant in variants:
+            for seed in range(args.seeds):
+                check_resumable(variant, seed, args, model_kwargs, out / variant.dirname / f"seed{seed}",
+                                {**train_overrides, **per_model.get(variant.model, {})})
     lock = None
     if main_process:
         _check_out_dir(out)

@@ -185,3 +185,17 @@ def test_a_model_too_big_for_memory_is_refused_before_training(capsys, tmp_path,
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert "model 'tfn' with --set tfn.text_out=64 needs about" in line and "choose smaller sizes" in line
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_other_settings_for_the_last_model_is_refused_before_any_run(capsys, tmp_path):
+    out = tmp_path / "o"
+    assert bench.main(["--models", "text,tfn", *SMOKE, "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert bench.main(["--models", "text,tfn", *SMOKE, "--out", str(out), "--resume", "--set", "tfn.lr=0.002"]) == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "tfn" in line and "holds a run with other settings" in line
+    assert "[skip]" not in err and "[run]" not in err  # refused before the first (finished) run was looked at
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
