@@ -31,6 +31,9 @@ Departures from the authors' code, and why:
 * The MAG's LayerNorm starts at (γ = 1, β = 0) as theirs, re-normalising the embedding output; for the bundled
   MiniLM, whose embedding LayerNorm has γ ≈ 0.62, this rescales layer 1's input by ≈ 1.6 at the start of training
   (bert-base's γ is closer to 1). Left as the authors have it.
+
+Absent modalities (``modalities``, e.g. ``("t", "a")``): the gate is built without the absent modality, whose
+term of ``H`` is then absent (see :mod:`fusionkit.components.mag`). Text alone is refused (nothing shifts it).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from torch import nn
 from fusionkit.components.attention import masked_mean
 from fusionkit.components.mag import MultimodalAdaptationGate
 from fusionkit.data.batch import MultimodalBatch
+from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder, build_bert_encoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register
 from fusionkit.types import ModelOutput
@@ -134,12 +138,19 @@ def build_mag_bert(
     dropout: float = 0.5,
     injection_layer: int = 0,
     pooling: str = "auto",
+    modalities: tuple[str, ...] = ("t", "a", "v"),
 ) -> MAGBert:
     """MAG-BERT (Rahman et al., 2020): Multimodal Adaptation Gate injected into a fine-tuned BERT.
 
     ``pooling``: ``"cls"`` (the authors' pooler head), ``"mean"``, or ``"auto"`` (the text model's declared
     pooling: ``"mean"`` for the bundled MiniLM, ``"cls"`` for plain BERT checkpoints); see the module docstring.
+    ``modalities``: the present ones; an absent modality's term of the gate is absent. MAG shifts the text by the
+    nonverbal channels, so text alone is refused (use ``text``).
     """
+    present = parse_modalities(modalities)
+    if present == ("t",):
+        raise ValueError("mag shifts the text by the nonverbal channels and text alone leaves no shift; use "
+                         "modalities with a or v (e.g. t,a), or the text-only model 'text'")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r} for MAG-BERT; expected one of {', '.join(POOLINGS)}")
     if pooling == "auto":
@@ -152,8 +163,8 @@ def build_mag_bert(
         config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
     gate = MultimodalAdaptationGate(
         d_model=config.hidden_size,
-        d_acoustic=d_acoustic,
-        d_visual=d_visual,
+        d_acoustic=d_acoustic if "a" in present else 0,
+        d_visual=d_visual if "v" in present else 0,
         beta_shift=beta_shift,
         dropout=dropout,
         layer_norm_eps=1e-5,
