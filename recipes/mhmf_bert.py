@@ -279,6 +279,9 @@ class MHMFBert(nn.Module):
             a_mask, v_mask = _unless_full(batch.a_mask), _unless_full(batch.v_mask)
         if self.audio_adapter is None or self.vision_adapter is None:
             return self._forward_subset(batch, hidden, text, pooled_text, text_mask, a_mask, v_mask, labels)
+        if batch.acoustic is None or batch.visual is None:
+            raise ValueError(f"mhmf was built with the audio and vision branches but the batch has modalities "
+                             f"{batch.modalities}; build it with modalities={batch.modalities}")
         h_a = self.audio_adapter(batch.acoustic, a_mask)
         h_v = self.vision_adapter(batch.visual, v_mask)
         g_a = self._branch("audio", self.audio_stages, h_a, a_mask, text, pooled_text, text_mask, labels, loss_terms,
