@@ -179,6 +179,10 @@ def test_run_with_modalities_records_and_says_what_was_used(tmp_path):
     assert json.loads((out / "tfn/seed0/run.json").read_text())["modalities"] == "t,a"
     model_json = json.loads((out / "tfn/seed0/best/model.json").read_text())
     assert model_json["kwargs"]["modalities"] == ["t", "a"] and model_json["d_visual"] == 0
+    predictor = fusionkit.load(out / "tfn/seed0")  # rebuilt on (t, a); visual features are refused, not ignored
+    assert isinstance(predictor.predict("the movie was great", acoustic=torch.ones(4, 74).numpy()), float)
+    with pytest.raises(ValueError, match="trained without the visual modality"):
+        predictor.predict("so boring", acoustic=torch.ones(2, 74).numpy(), visual=torch.ones(2, 47).numpy())
 
 
 def test_run_with_all_modalities_named_is_identical_to_the_default(tmp_path):
