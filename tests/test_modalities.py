@@ -169,6 +169,7 @@ def _error(capsys, argv):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_run_with_modalities_records_and_says_what_was_used(tmp_path):
     out = tmp_path / "ta"
     assert bench.main(["--models", "tfn,mhmf", *SMOKE, "--modalities", "t,a", "--out", str(out)]) == 0
@@ -185,6 +186,7 @@ def test_run_with_modalities_records_and_says_what_was_used(tmp_path):
         predictor.predict("so boring", acoustic=torch.ones(2, 74).numpy(), visual=torch.ones(2, 47).numpy())
 
 
+@pytest.mark.slow
 def test_run_with_all_modalities_named_is_identical_to_the_default(tmp_path):
     assert bench.main(["--models", "lmf", *SMOKE, "--out", str(tmp_path / "a")]) == 0
     assert bench.main(["--models", "lmf", *SMOKE, "--modalities", "t,a,v", "--out", str(tmp_path / "b")]) == 0
