@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per process (default: all cores, shared among torchrun processes); 1 is "
                         "fastest for small models on a busy machine")
+    p.add_argument("--features", action="append", default=[], metavar="MODALITY=PATH",
+                   help="a segment-level feature table (CSV or .npz with segment_id) joined by id to the segment "
+                        "table given as --dataset, e.g. acoustic=egemaps.csv; repeatable (a modality without one is "
+                        "absent)")
     p.add_argument("--modalities", default=None, metavar="t[,a][,v]",
                    help="train on a subset of the dataset's modalities, e.g. t, t,a, t,v, t,a,v (default: all the "
                         "dataset has); each model handles an absent modality its own way (see its docstring)")
@@ -297,6 +301,19 @@ def _check_out_dir(out: Path) -> None:
             from None
 
 
+def parse_features(items: list[str]) -> dict | None:
+    """``["acoustic=a.csv"]`` → ``{"acoustic": "a.csv"}`` (``None`` when empty)."""
+    features = {}
+    for item in items:
+        modality, sep, path = item.partition("=")
+        if not sep or modality not in ("acoustic", "visual") or not path:
+            raise UsageError(f"--features {item!r} is not MODALITY=PATH with MODALITY acoustic or visual")
+        if modality in features:
+            raise UsageError(f"--features gives two {modality} tables")
+        features[modality] = path
+    return features or None
+
+
 def select_modalities(data, spec: str | None):
     """``data`` restricted to ``--modalities`` (default: all it has); a modality it lacks is a usage error.
 
@@ -366,6 +383,8 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
             "dataset": args.dataset, "train": train_overrides, "max_samples": args.max_samples}
     if tuple(data.info.modalities) != ("t", "a", "v"):  # recorded only for a subset: older run.json stay valid
         spec["modalities"] = ",".join(data.info.modalities)
+    if args.features:
+        spec["features"] = sorted(args.features)
     done = run_dir / "result.json"
     if args.resume and (run_dir / "run.json").is_file() and read_json(run_dir / "run.json") != spec:
         # refused before anything is written: the finished or interrupted run stays as it is
@@ -531,7 +550,7 @@ def _main(argv) -> int:
 
     try:
         data = load_splits(args.dataset, data_root=args.data_root, tokenizer=tokenizer, max_samples=args.max_samples,
-                           seed=0)
+                           seed=0, features=parse_features(args.features))
     except DataError as e:
         raise UsageError(str(e)) from None
     data = select_modalities(data, args.modalities)
@@ -583,7 +602,8 @@ def _main(argv) -> int:
                                                        for v in variants},
                    "train": train_overrides, "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
                                  for m in sorted({*per_model, *per_model_options})},
-                   "max_samples": args.max_samples},
+                   "max_samples": args.max_samples,
+                   **({"features": sorted(args.features)} if args.features else {})},
         "runs": runs,
         "summary": summarize(runs, labels),
     }

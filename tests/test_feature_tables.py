@@ -294,3 +294,20 @@ def test_real_covarep_frames_csd_fixture_averages_per_word_keeps_names_and_sanit
     assert np.isfinite(seg.acoustic).all()
     assert 0 <= seg.acoustic[:, 0].min() and seg.acoustic[:, 0].max() <= 357  # F0 in the card's range (Hz)
     assert seg.acoustic[:, names.index("MCEP_0")].mean() < 0  # MCEP_0 ≈ −9 in this segment
+
+
+@pytest.mark.slow
+def test_benchmark_run_trains_on_a_feature_table(tmp_path, content, capsys):
+    import benchmarks.run as bench
+
+    ids, values = _vectors(content)
+    table = _write_table(tmp_path / "a.csv", ids, values)
+    out = tmp_path / "out"
+    argv = ["--models", "lmf", "--dataset", str(_segment_table(tmp_path, content)), "--seeds", "1", "--epochs", "1",
+            "--batch-size", "4", "--tiny-bert", "--quiet", "--out", str(out)]
+    assert bench.main([*argv, "--features", f"acoustic={table}"]) == 0
+    assert (out / "results.md").read_text().splitlines()[0].endswith("— real: text, acoustic; absent: visual")
+    assert json.loads((out / "lmf/seed0/run.json").read_text())["features"] == [f"acoustic={table}"]
+    capsys.readouterr()
+    assert bench.main([*argv, "--features", "sound=a.csv"]) == 2
+    assert "error: --features 'sound=a.csv' is not MODALITY=PATH" in capsys.readouterr().err
