@@ -265,3 +265,8 @@ def test_per_model_settings_reach_only_their_model(tmp_path):
 ])
 def test_bad_per_model_settings(capsys, item, message):
     assert message in _error(capsys, ["--models", "text", *SMOKE, "--set", item])
+
+
+def test_models_all_lists_the_paper_model_and_its_small_variant():
+    models = bench.resolve_models("all")
+    assert models.index("mhmf") < models.index("mhmf_small") and "text" in models
