@@ -20,9 +20,9 @@ DIMS = {"mosi": (74, 47), "mosei": (74, 35)}
 COVAREP_MEANS = "mosi_covarep_utterance_mean.csv"
 COVAREP_DESCRIPTION = (
     "real CMU-MOSI transcripts, labels and official split; REAL acoustic channel: the per-segment mean of 73 "
-    "COVAREP dimensions (one vector per segment, repeated for every word piece; not word-aligned); NO visual "
-    "channel"
+    "COVAREP dimensions (one vector per segment, {layout}; not word-aligned); NO visual channel"
 )
+LAYOUT_WORDS = {"repeat": "repeated for every word piece", "step": "a one-step sequence"}
 SIM_DESCRIPTION = (
     "real {corpus} transcripts, labels and official split with SIMULATED nonverbal channels (74-d acoustic, "
     "{d_v}-d visual): seeded per segment, a weak label-correlated signal in a few dims, AR(1) noise across words "
@@ -128,7 +128,7 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
             raise _missing(key, missing, f"put the CMU-MOSI segment table mosi_segments.csv and the COVAREP "
                                          f"utterance means {COVAREP_MEANS} in {root / 'mosi'}")
         return Source(name=key, format="feature_table", path=path, simulated=False, dims=None,
-                      description=COVAREP_DESCRIPTION, features={"acoustic": table},
+                      description=COVAREP_DESCRIPTION.format(layout=LAYOUT_WORDS["repeat"]), features={"acoustic": table},
                       channels={"text": "real", "acoustic": "real", "visual": "absent"})
     if key == "synthetic":
         return Source(
@@ -239,7 +239,8 @@ def load_splits(
     features: dict | None = None,
     segment_features: str = "repeat",
 ) -> LoadedData:
-    """Load a dataset by name (``synthetic``, ``mosi``, ``mosei``, ``mosi-sim``, ``mosei-sim``) or file path.
+    """Load a dataset by name (``synthetic``, ``mosi``, ``mosei``, ``mosi-sim``, ``mosei-sim``, ``mosi-covarep``)
+    or file path.
 
     Returns :class:`LoadedData` with splits ``train`` / ``valid`` / ``test`` of :class:`MultimodalDataset`
     (pre-tokenized, word-piece aligned as MAG-BERT) and a :class:`DatasetInfo`.
@@ -266,6 +267,7 @@ def load_splits(
     source = resolve_source(name_or_path, data_root_dir=data_root, features=features)
     if source.format == "feature_table":
         source.extra["segment_features"] = segment_features
+        source.description = source.description.replace(LAYOUT_WORDS["repeat"], LAYOUT_WORDS[segment_features])
     key = None
     loaded = None
     if cache:
