@@ -396,9 +396,12 @@ def build_mhmf(
     ``audio_layers`` / ``vision_layers``: BERT layer (1-based) per stage for the cross-attention; default the
     paper's (7, 11) / (6, 10) for 12 layers, scaled to the encoder's depth (:func:`scale_layers`); with
     ``num_stages != 2`` they must be given. ``restitution_layers_*`` default to the same lists.
+    ``d_fusion`` / ``heads``: ``None`` = the paper's model (BERT's width and head count, no projection).
     ``restitution=False``: ablation without restitution (``G^i = G̃^i``, no loss terms).
-    ``loss_weights``: λ for every stage (a float) or one per stage. ``loss_classes`` / ``num_triplets`` /
-    ``seed``: triplet sampling of the restitution loss. ``modalities``: the present ones (an absent modality's
+    ``loss_weights``: λ for every stage (a float) or one per stage. ``loss_classes`` / ``num_triplets``:
+    triplet sampling of the restitution loss (its generator is seeded by the engine from the run's seed).
+    ``gate_init`` / ``gate_lr_scale``: the restitution gate's initial centre and learning-rate multiplier
+    (module docstring). ``modalities: the present ones (an absent modality's
     branch and gate drop out).
     """
     from fusionkit.data.dataset import parse_modalities
