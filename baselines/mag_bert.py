@@ -38,6 +38,9 @@ for every parameter, no weight decay, no warm-up, a constant learning rate, an L
 the validation loss after 8 epochs without improvement. It exists so that results can be compared with
 MMSA's published tables; ``mag`` keeps the authors' recipe. On ``mosi-sim`` (4 epochs, MiniLM-L6) the two
 recipes differ by far more than the seed spread, see the README's results section.
+
+Absent modalities (``modalities``, e.g. ``("t", "a")``): the gate is built without the absent modality, whose
+term of ``H`` is then absent (see :mod:`fusionkit.components.mag`). Text alone is refused (nothing shifts it).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from torch import nn
 from fusionkit.components.attention import masked_mean
 from fusionkit.components.mag import MultimodalAdaptationGate
 from fusionkit.data.batch import MultimodalBatch
+from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder, build_bert_encoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register
 from fusionkit.types import ModelOutput
@@ -162,15 +166,18 @@ def build_mag_bert(
     dropout: float = 0.5,
     injection_layer: int = 0,
     pooling: str = "auto",
+    modalities: tuple[str, ...] = ("t", "a", "v"),
 ) -> MAGBert:
     """MAG-BERT (Rahman et al., 2020): Multimodal Adaptation Gate injected into a fine-tuned BERT.
 
     ``pooling``: ``"cls"`` (the authors' pooler head), ``"mean"``, or ``"auto"`` (the text model's declared
     pooling: ``"mean"`` for the bundled MiniLM, ``"cls"`` for plain BERT checkpoints); see the module docstring.
+    ``modalities``: the present ones; an absent modality's term of the gate is absent. MAG shifts the text by the
+    nonverbal channels, so text alone is refused (use ``text``).
     """
     return _build(MAGBert, text_model=text_model, bert_config=bert_config, encoder_mode=encoder_mode,
                   d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift, dropout=dropout,
-                  injection_layer=injection_layer, pooling=pooling)
+                  injection_layer=injection_layer, pooling=pooling, modalities=modalities)
 
 
 @register("mag_mmsa", kind="model")
@@ -185,19 +192,25 @@ def build_mag_mmsa(
     dropout: float = 0.3,
     injection_layer: int = 0,
     pooling: str = "cls",
+    modalities: tuple[str, ...] = ("t", "a", "v"),
 ) -> MAGBertMMSA:
     """MAG-BERT as MMSA 2.2.1's ``bert_mag`` runs it: the ``mag`` model with MAG dropout 0.3 and the [CLS]
     pooler head, trained with batch 32, lr 2e-5, no weight decay, no warm-up, a constant rate and an L1 loss.
 
     Only the defaults differ from ``mag`` (same computation; compare with MMSA's published tables).
+    ``modalities``: as for ``mag``.
     """
     return _build(MAGBertMMSA, text_model=text_model, bert_config=bert_config, encoder_mode=encoder_mode,
                   d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift, dropout=dropout,
-                  injection_layer=injection_layer, pooling=pooling)
+                  injection_layer=injection_layer, pooling=pooling, modalities=modalities)
 
 
 def _build(cls: type[MAGBert], *, text_model, bert_config, encoder_mode: str, d_acoustic: int, d_visual: int,
-           beta_shift: float, dropout: float, injection_layer: int, pooling: str) -> MAGBert:
+           beta_shift: float, dropout: float, injection_layer: int, pooling: str, modalities) -> MAGBert:
+    present = parse_modalities(modalities)
+    if present == ("t",):
+        raise ValueError("MAG-BERT shifts the text by the nonverbal channels and text alone leaves no shift; use "
+                         "modalities with a or v (e.g. t,a), or the text-only model 'text'")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r} for MAG-BERT; expected one of {', '.join(POOLINGS)}")
     if pooling == "auto":
@@ -210,8 +223,8 @@ def _build(cls: type[MAGBert], *, text_model, bert_config, encoder_mode: str, d_
         config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
     gate = MultimodalAdaptationGate(
         d_model=config.hidden_size,
-        d_acoustic=d_acoustic,
-        d_visual=d_visual,
+        d_acoustic=d_acoustic if "a" in present else 0,
+        d_visual=d_visual if "v" in present else 0,
         beta_shift=beta_shift,
         dropout=dropout,
         layer_norm_eps=1e-5,

@@ -45,7 +45,10 @@ def build_text(
     d_acoustic: int = 74,
     d_visual: int = 47,
     dropout: float = 0.1,
+    modalities: tuple[str, ...] = ("t", "a", "v"),
 ) -> TextOnly:
-    """Text-only control: fine-tuned BERT, masked mean pool, linear."""
+    """Text-only control: fine-tuned BERT, masked mean pool, linear. ``modalities`` does not change it (it reads
+    the text only, which every subset has)."""
+    del modalities
     encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
     return TextOnly(encoder=encoder, head=RegressionHead(d_in=encoder.hidden_size, dropout=dropout))

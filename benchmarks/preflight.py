@@ -206,19 +206,21 @@ def _build_cheaply(model: str, kwargs: dict):
     return build_model(model, kwargs)
 
 
-def preflight(variants, *, d_acoustic: int, d_visual: int, model_kwargs: dict, train_overrides: dict,
-              per_model: dict, sources: dict, world_size: int = 1) -> list[Checked]:
+def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_model: dict, sources: dict,
+              world_size: int = 1) -> list[Checked]:
     """Build every variant's model once and resolve its training settings; raise :class:`UsageError` on the
     first that fails. ``sources[model][key]``: how the user gave option ``key`` (``--set mhmf.heads=3``)."""
     from fusionkit.training import ModelBuildError, TrainConfig
+    from fusionkit.training.engine import _build_kwargs
 
     checked = []
     for variant in variants:
-        kwargs = {**model_kwargs, **variant.kwargs, "d_acoustic": d_acoustic, "d_visual": d_visual}
         given = dict(sources.get(variant.model, {}))
         for key, value in variant.kwargs.items():
             given.setdefault(key, f"{key}={_shown(value)}")
         try:
+            # the engine's build arguments: the data's feature sizes (and modalities) added
+            kwargs = _build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
             model = _build_cheaply(variant.model, kwargs)
         except ModelBuildError as e:
             raise UsageError(str(e)) from None

@@ -42,7 +42,7 @@ def test_results_files(smoke_run):
     assert set(run["test"]) == set(fusionkit.metrics.METRICS)
     assert results["summary"]["text"]["mae"] == {"mean": run["test"]["mae"], "std": 0.0}
     md = (smoke_run / "results.md").read_text()
-    assert md.startswith("# Results on synthetic (simulated audio/visual)")
+    assert md.startswith("# Results on synthetic — simulated: text, acoustic, visual")
     # one seed: values alone, the header says so; one epoch: best epoch = last epoch, flagged with a remedy
     assert "| text ⚠ | " in md and "±" not in md and "1 seed (0)" in md
     assert "- `text`: best validation epoch 1 of 1 (seed 0): still improving" in md
