@@ -29,12 +29,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.tfn import unimodal_vectors
+from baselines.tfn import unimodal_blocks, unimodal_vectors
 from fusionkit.components.low_rank_fusion import LowRankFusion
 from fusionkit.components.subnet import SubNet, TextSubNet
 from fusionkit.data.batch import MultimodalBatch
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.slots import LMF_FUSION, TEXT_SUBNET, SlotValue, build_block, model_slots, text_encoder_slot, \
+    vector_subnet_slot
 from fusionkit.types import ModelOutput
 
 
@@ -62,7 +64,7 @@ class LMF(nn.Module):
         fusion: LowRankFusion,
     ) -> None:
         super().__init__()
-        if fusion.d_out != 1:
+        if getattr(fusion, "d_out", 1) != 1:
             raise ValueError(f"LMF regresses one score: build its low_rank_fusion with d_out=1, got {fusion.d_out}")
         self.encoder = encoder
         self.text_subnet = text_subnet
@@ -82,6 +84,8 @@ class LMF(nn.Module):
 
 
 @register("lmf", kind="model")
+@model_slots("lmf", text_encoder_slot(), TEXT_SUBNET, vector_subnet_slot("audio_subnet"),
+             vector_subnet_slot("video_subnet"), LMF_FUSION)
 def build_lmf(
     *,
     text_model: str | None = None,
@@ -97,13 +101,15 @@ def build_lmf(
     video_dropout: float = 0.3,
     text_dropout: float = 0.3,
     text_pooling: str = "mean",
+    text_encoder: SlotValue = "bert_encoder",
+    text_subnet: SlotValue = "text_subnet",
+    audio_subnet: SlotValue = "subnet",
+    video_subnet: SlotValue = "subnet",
+    fusion: SlotValue = "low_rank_fusion",
 ) -> LMF:
     """LMF(B): Low-rank Multimodal Fusion (Liu et al., 2018) with a fine-tuned BERT text path."""
-    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
     return LMF(
-        encoder=encoder,
-        text_subnet=TextSubNet(d_in=encoder.hidden_size, d_out=text_out, dropout=text_dropout, pooling=text_pooling),
-        audio_subnet=SubNet(d_in=d_acoustic, d_hidden=audio_hidden, dropout=audio_dropout),
-        video_subnet=SubNet(d_in=d_visual, d_hidden=video_hidden, dropout=video_dropout),
-        fusion=LowRankFusion(dims=(audio_hidden, video_hidden, text_out), d_out=1, rank=rank),
+        **unimodal_blocks(build_lmf, locals()),
+        fusion=build_block(build_lmf, "fusion", fusion, dims=(audio_hidden, video_hidden, text_out), d_out=1,
+                           options=dict(rank=rank)),
     )

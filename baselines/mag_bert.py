@@ -37,10 +37,10 @@ from __future__ import annotations
 from torch import nn
 
 from fusionkit.components.attention import masked_mean
-from fusionkit.components.mag import MultimodalAdaptationGate
 from fusionkit.data.batch import MultimodalBatch
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder, declared_pooling, resolve_text_model
+from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register
+from fusionkit.slots import MAG_GATE, SlotValue, build_block, model_slots, text_encoder_slot
 from fusionkit.types import ModelOutput
 
 POOLINGS = ("auto", "cls", "mean")
@@ -62,7 +62,7 @@ class MAGBert(nn.Module):
 
     def __init__(self, *, encoder: BertEncoder, pooler: nn.Module | None, dropout: float) -> None:
         super().__init__()
-        if not isinstance(encoder.injection, MultimodalAdaptationGate):
+        if getattr(encoder, "injection", None) is None:
             raise ValueError(
                 "MAG-BERT needs a bert_encoder built with injection=MultimodalAdaptationGate(...) (see build_mag_bert)"
             )
@@ -123,6 +123,7 @@ def _init_like_bert(module: nn.Module, std: float) -> None:
 
 
 @register("mag", kind="model")
+@model_slots("mag", text_encoder_slot(injection=True), MAG_GATE)
 def build_mag_bert(
     *,
     text_model: str | None = None,
@@ -134,6 +135,8 @@ def build_mag_bert(
     dropout: float = 0.5,
     injection_layer: int = 0,
     pooling: str = "auto",
+    text_encoder: SlotValue = "bert_encoder",
+    gate: SlotValue = "multimodal_adaptation_gate",
 ) -> MAGBert:
     """MAG-BERT (Rahman et al., 2020): Multimodal Adaptation Gate injected into a fine-tuned BERT.
 
@@ -150,16 +153,13 @@ def build_mag_bert(
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
-    gate = MultimodalAdaptationGate(
-        d_model=config.hidden_size,
-        d_acoustic=d_acoustic,
-        d_visual=d_visual,
-        beta_shift=beta_shift,
-        dropout=dropout,
-        layer_norm_eps=1e-5,
+    gate_block = build_block(
+        build_mag_bert, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic, d_visual=d_visual,
+        options=dict(beta_shift=beta_shift, dropout=dropout, layer_norm_eps=1e-5),
     )
-    encoder = build_bert_encoder(
-        name_or_path=text_model, mode=encoder_mode, config=bert_config, injection=gate, injection_layer=injection_layer
+    encoder = build_block(
+        build_mag_bert, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode, config=bert_config,
+        injection=gate_block, injection_layer=injection_layer, context=dict(d_acoustic=d_acoustic, d_visual=d_visual),
     )
     pretrained = bert_config is None and encoder_mode != "random"
     pooler = None
@@ -171,7 +171,8 @@ def build_mag_bert(
         dropout=encoder.model.config.hidden_dropout_prob,
     )
     std = encoder.model.config.initializer_range
-    _init_like_bert(gate, std)
+    if gate == MAG_GATE.default:  # the authors' MAG layers start like BERT's; a swapped gate keeps its own init
+        _init_like_bert(gate_block, std)
     _init_like_bert(model.classifier, std)
     if pooler is not None and not pretrained:
         _init_like_bert(pooler, std)
