@@ -67,7 +67,7 @@ class Slot:
     def contract(self) -> str:
         """The contract on one line (used in every error)."""
         kw = ", ".join(f"{k}=…" for k in self.keywords)
-        text = f"a {self.kind!r} block built as block({kw}) and called as {self.call} -> {self.returns}"
+        text = f"a block of kind {self.kind!r}, built as block({kw}) and called as {self.call} -> {self.returns}"
         return f"{text}; {self.note}" if self.note else text
 
 
