@@ -13,6 +13,7 @@ Plug-ins are discovered lazily, on the first call that needs the registry.
 from __future__ import annotations
 
 import difflib
+import inspect
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -141,3 +142,26 @@ def create(name: str, **kwargs):
 def list_components(kind: str | None = None) -> list[str]:
     """Sorted names of registered components, optionally of one ``kind``."""
     return get_registry().names(kind)
+
+
+def register_variant(name: str, base: Callable, *, kind: str = "model", doc: str, **fixed):
+    """Declare a timm-style variant: a built-in factory that calls ``base`` with some arguments fixed.
+
+    The variant's signature is ``base``'s with the defaults of ``fixed`` replaced, so option checks and
+    ``--set`` see the same arguments; a caller may still pass any of them explicitly.
+    """
+    params = inspect.signature(base).parameters
+    unknown = sorted(set(fixed) - set(params))
+    if unknown:
+        raise RegistryError(f"variant {name!r} fixes {', '.join(unknown)}, which {base.__name__} does not accept")
+
+    def factory(**kwargs):
+        return base(**{**fixed, **kwargs})
+
+    factory.__signature__ = inspect.signature(base).replace(
+        parameters=[p.replace(default=fixed[n]) if n in fixed else p for n, p in params.items()])
+    factory.__name__ = factory.__qualname__ = f"build_{name}"
+    factory.__module__ = base.__module__
+    factory.__doc__ = doc
+    factory.variant_of = (base, dict(fixed))
+    return register(name, kind=kind)(factory)

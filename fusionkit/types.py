@@ -17,8 +17,12 @@ class ModelOutput(NamedTuple):
     loss_terms: auxiliary losses, **already weighted**, added to the task loss by the engine
         (empty when the model has none or when ``batch.label`` is ``None``).
     features: ``(B, d)`` pooled fused representation (for t-SNE and probing).
+    diagnostics: optional ``{name: scalar tensor}`` of detached per-batch quantities that the engine averages
+        over each epoch (weighted by batch size) and writes to ``log.jsonl`` (train and validation) and
+        ``result.json`` (test); ``None`` when the model reports none. They never enter the loss.
     """
 
     prediction: torch.Tensor
     loss_terms: dict
     features: torch.Tensor
+    diagnostics: dict | None = None

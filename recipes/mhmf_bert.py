@@ -62,6 +62,7 @@ Training defaults: AdamW, encoder lr 5e-5 (the usual BERT fine-tuning rate), lr 
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -75,14 +76,17 @@ from fusionkit.components.memory import GRUMemory
 from fusionkit.components.restitution import Restitution, RestitutionOutput
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
-from fusionkit.losses.restitution import RestitutionLoss
-from fusionkit.registry import register
+from fusionkit.losses.restitution import RestitutionLoss, expected_margins, sentiment_classes
+from fusionkit.registry import register, register_variant
 from fusionkit.types import ModelOutput
 
 REFERENCE_DEPTH = 12  # the paper's BERT-base
 PAPER_AUDIO_LAYERS = (7, 11)  # Table 3, best row, 12-layer encoder
 PAPER_VISION_LAYERS = (6, 10)
 BRANCHES = ("audio", "vision")
+MARGIN_VIEWS = ("F", "F+", "F-")
+# eq. 15–17 with the gate at 0.5 (F+ = F−): softplus(x) + softplus(−x) ≥ 2 ln 2 for each of the two pairs
+RESTITUTION_FLOOR_AT_HALF = 4 * math.log(2)
 
 
 def scale_layers(layers: Sequence[int], num_layers: int, reference_depth: int = REFERENCE_DEPTH) -> tuple[int, ...]:
@@ -222,15 +226,29 @@ class MHMFBert(nn.Module):
         text_mask: torch.Tensor,
         labels: torch.Tensor | None,
         loss_terms: dict,
+        diagnostics: dict,
     ) -> torch.Tensor:
         state = h
         for i, stage in enumerate(stages, start=1):
             restitution_text = text[stage.restitution_layer] if pooled_text is None else pooled_text[stage.restitution_layer]
             out = stage(state, text[stage.layer], restitution_text, mask, text_mask)
             state = out.state
-            if labels is not None and out.restitution is not None:
+            if labels is None or out.restitution is None:
+                continue
+            key = f"restitution/{name}/{i}"
+            diagnostics[f"{key}/gate_dev"] = (out.restitution.attention.detach() - 0.5).abs().mean()
+            if self.training:
                 loss = self.restitution_loss(out.g_tilde, out.restitution.relevant, out.restitution.irrelevant, labels, mask)
-                loss_terms[f"restitution/{name}/{i}"] = self.loss_weights[i - 1] * loss.total
+                loss_terms[key] = self.loss_weights[i - 1] * loss.total
+                diagnostics[f"{key}/loss"] = loss.total.detach()
+                margins = loss.margins
+            else:  # evaluation draws no triplets (the loss's generator belongs to training)
+                views = self.restitution_loss.pooled_views(
+                    out.g_tilde, out.restitution.relevant, out.restitution.irrelevant, mask)
+                margins = expected_margins(torch.stack(views), sentiment_classes(labels, self.restitution_loss.classes))
+            if margins is not None:
+                for view, margin in zip(MARGIN_VIEWS, margins):
+                    diagnostics[f"{key}/margin_{view}"] = margin
         return state
 
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
@@ -248,16 +266,19 @@ class MHMFBert(nn.Module):
         text_mask = _unless_full(batch.mask)
         text = {int(layer): proj(hidden[int(layer)]) for layer, proj in self.text_projections.items()}
         pooled_text = None if batch.aligned else {l: masked_mean(t, text_mask) for l, t in text.items()}
-        labels = batch.label if self.training and self.restitution_loss is not None else None
+        labels = batch.label if self.restitution_loss is not None else None
         loss_terms: dict = {}
+        diagnostics: dict = {}
 
         a_mask, v_mask = text_mask, text_mask
         if not batch.aligned:
             a_mask, v_mask = _unless_full(batch.a_mask), _unless_full(batch.v_mask)
         h_a = self.audio_adapter(batch.acoustic, a_mask)
         h_v = self.vision_adapter(batch.visual, v_mask)
-        g_a = self._branch("audio", self.audio_stages, h_a, a_mask, text, pooled_text, text_mask, labels, loss_terms)
-        g_v = self._branch("vision", self.vision_stages, h_v, v_mask, text, pooled_text, text_mask, labels, loss_terms)
+        g_a = self._branch("audio", self.audio_stages, h_a, a_mask, text, pooled_text, text_mask, labels, loss_terms,
+                           diagnostics)
+        g_v = self._branch("vision", self.vision_stages, h_v, v_mask, text, pooled_text, text_mask, labels, loss_terms,
+                           diagnostics)
 
         last = hidden[-1]
         if batch.aligned:
@@ -268,7 +289,10 @@ class MHMFBert(nn.Module):
                 masked_mean(g_v, v_mask), masked_mean(h_v, v_mask), masked_mean(g_a, a_mask), masked_mean(h_a, a_mask)
             )
             features = torch.cat([fused, masked_mean(last, text_mask)], dim=-1)
-        return ModelOutput(prediction=self.head(features), loss_terms=loss_terms, features=features)
+        if diagnostics and self.training:
+            diagnostics["restitution/floor_at_gate_half"] = torch.tensor(RESTITUTION_FLOOR_AT_HALF)
+        return ModelOutput(prediction=self.head(features), loss_terms=loss_terms, features=features,
+                           diagnostics=diagnostics or None)
 
 
 @register("mhmf", kind="model")
@@ -279,8 +303,8 @@ def build_mhmf(
     encoder_mode: str = "finetune",
     d_acoustic: int = 74,
     d_visual: int = 47,
-    d_fusion: int = 32,
-    heads: int = 2,
+    d_fusion: int | None = None,
+    heads: int | None = None,
     dropout: float = 0.1,
     attn_dropout: float = 0.0,
     ffn_dropout: float = 0.0,
@@ -297,7 +321,6 @@ def build_mhmf(
     loss_weights: float | Sequence[float] = 0.1,
     loss_classes: str = "polarity",
     num_triplets: int | None = None,
-    seed: int = 0,
 ) -> MHMFBert:
     """MHMF-BERT: audio/vision fused stage by stage with intermediate BERT layers (CA → GRU → restitution).
 
@@ -308,11 +331,20 @@ def build_mhmf(
     ``loss_weights``: λ for every stage (a float) or one per stage. ``loss_classes`` / ``num_triplets`` /
     ``seed``: triplet sampling of the restitution loss.
     """
-    for name, value in dict(d_acoustic=d_acoustic, d_visual=d_visual, d_fusion=d_fusion, num_stages=num_stages).items():
-        if value <= 0:
+    for name, value in dict(d_acoustic=d_acoustic, d_visual=d_visual, d_fusion=d_fusion, heads=heads,
+                            num_stages=num_stages).items():
+        if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, got {name}={value}")
     encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
     depth, width = encoder.num_layers, encoder.hidden_size
+    # the paper's model: the fusion runs at BERT's width (eq. 6 subtracts G̃ from the BERT layer itself), with
+    # BERT's head width
+    d_fusion = width if d_fusion is None else d_fusion
+    if heads is None:
+        heads = encoder.num_heads if d_fusion == width else max(1, d_fusion // encoder.head_dim)
+    if d_fusion % heads:
+        raise ValueError(f"d_fusion={d_fusion} is not divisible by heads={heads}; choose heads that divide the "
+                         f"fusion width")
 
     def layers_for(name: str, given: Sequence[int] | None, paper: Sequence[int]) -> tuple[int, ...]:
         if given is None:
@@ -377,6 +409,13 @@ def build_mhmf(
         vision_stages=stages(vision_layers, restitution_vision),
         gated_fusion=GatedFusion(dim=d_fusion),
         head=RegressionHead(d_in=d_fusion + width, dropout=dropout),
-        restitution_loss=RestitutionLoss(classes=loss_classes, num_triplets=num_triplets, seed=seed) if restitution else None,
+        restitution_loss=RestitutionLoss(classes=loss_classes, num_triplets=num_triplets) if restitution else None,
         loss_weights=loss_weights,
     )
+
+
+build_mhmf_small = register_variant(
+    "mhmf_small", build_mhmf, d_fusion=32, heads=2,
+    doc="MHMF-BERT with a narrow fusion (``d_fusion=32``, 2 heads; every used BERT layer linearly projected to 32): "
+        "not the paper's model, a cheaper variant of the same builder.",
+)

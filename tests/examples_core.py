@@ -88,10 +88,15 @@ EXAMPLES["text"] = dict(
 )
 
 EXAMPLES["mhmf"] = dict(
-    # training mode (the default after construction) with labels, so the restitution losses are part of the graph
-    build=lambda: fusionkit.create(
-        "mhmf", bert_config=tiny_bert_config(num_layers=4), d_acoustic=5, d_visual=3, d_fusion=16, heads=2
-    ),
+    # training mode (the default after construction) with labels, so the restitution losses are part of the graph;
+    # the paper's configuration: the fusion at the encoder's width (32), no projection of the BERT layers
+    build=lambda: fusionkit.create("mhmf", bert_config=tiny_bert_config(num_layers=4), d_acoustic=5, d_visual=3),
+    run=lambda m: m(random_batch(batch_size=4, seq_len=7, d_acoustic=5, d_visual=3, seed=0)),
+    no_grad=(),
+)
+
+EXAMPLES["mhmf_small"] = dict(
+    build=lambda: fusionkit.create("mhmf_small", bert_config=tiny_bert_config(num_layers=4), d_acoustic=5, d_visual=3),
     run=lambda m: m(random_batch(batch_size=4, seq_len=7, d_acoustic=5, d_visual=3, seed=0)),
     no_grad=(),
 )

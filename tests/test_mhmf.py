@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import replace
 
 import pytest
@@ -198,3 +199,48 @@ def test_text_control_ignores_nonverbal_input():
     silent = replace(full, acoustic=torch.zeros_like(full.acoustic), visual=torch.zeros_like(full.visual))
     with torch.no_grad():
         torch.testing.assert_close(model(full).prediction, model(silent).prediction, rtol=0, atol=0)
+
+
+def test_default_is_the_papers_width_without_projection_and_small_variant_is_narrow():
+    config = tiny_bert_config(hidden_size=64, heads=4, num_layers=4)
+    paper = fusionkit.create("mhmf", bert_config=config, d_acoustic=D_A, d_visual=D_V)
+    assert not any(isinstance(m, nn.Linear) for m in paper.text_projections.values())
+    assert paper.audio_adapter.proj.out_features == 64
+    assert paper.audio_stages[0].cross_attention.layers[0].attn.heads == 4  # BERT's head width, 16
+    out = paper.eval()(batch())
+    assert out.features.shape == (6, 64 + 64)
+
+    small = fusionkit.create("mhmf_small", bert_config=config, d_acoustic=D_A, d_visual=D_V)
+    assert small.audio_adapter.proj.out_features == 32
+    assert small.audio_stages[0].cross_attention.layers[0].attn.heads == 2
+    assert all(isinstance(m, nn.Linear) and m.out_features == 32 for m in small.text_projections.values())
+    assert small.eval()(batch()).features.shape == (6, 32 + 64)
+
+
+def test_heads_must_divide_the_fusion_width():
+    with pytest.raises(ValueError, match=r"d_fusion=30 is not divisible by heads=4"):
+        build(d_fusion=30, heads=4)
+
+
+def test_diagnostics_in_train_and_eval_mode():
+    model = build().train()
+    b = batch(batch_size=8)
+    b = replace(b, label=torch.tensor([-2.0, -1.0, -0.5, -0.1, 0.0, 0.5, 1.0, 2.0]))
+    out = model(b)
+    stages = [f"restitution/{m}/{i}" for m in ("audio", "vision") for i in (1, 2)]
+    for key in stages:
+        loss = out.diagnostics[f"{key}/loss"]
+        # weighted term = λ · unweighted loss; the loss is ≥ 4·softplus(−1) (distances lie in [0, 1])
+        assert out.loss_terms[key].item() == pytest.approx(0.1 * loss.item())
+        assert loss.item() >= 4 * torch.nn.functional.softplus(torch.tensor(-1.0)).item()
+        assert 0 <= out.diagnostics[f"{key}/gate_dev"].item() < 0.5
+        for view in ("F", "F+", "F-"):
+            assert -1 <= out.diagnostics[f"{key}/margin_{view}"].item() <= 1
+    assert out.diagnostics["restitution/floor_at_gate_half"].item() == pytest.approx(4 * math.log(2))
+    evaluated = model.eval()(b)
+    assert evaluated.loss_terms == {}
+    assert f"{stages[0]}/loss" not in evaluated.diagnostics and f"{stages[0]}/margin_F" in evaluated.diagnostics
+    # evaluation draws no triplets: the training generator is untouched
+    state = model.restitution_loss.generator.get_state()
+    model(b)
+    assert torch.equal(state, model.restitution_loss.generator.get_state())

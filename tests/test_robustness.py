@@ -70,9 +70,9 @@ def snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run_outputs(out: Path) -> dict:
+def run_outputs(out: Path, model: str = "text") -> dict:
     """What a finished ``benchmarks.run`` must reproduce exactly (the log without its wall-clock seconds)."""
-    seed_dir = out / "text" / "seed0"
+    seed_dir = out / model / "seed0"
     log = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
            for line in (seed_dir / "log.jsonl").read_text().splitlines()]
     return {"results.json": (out / "results.json").read_bytes(),
@@ -460,11 +460,12 @@ INTERRUPTER = textwrap.dedent('''
 ''')
 
 
-def _interrupted_run(tmp_path: Path, sig: str, epoch: int) -> tuple[subprocess.CompletedProcess, Path]:
+def _interrupted_run(tmp_path: Path, sig: str, epoch: int, argv: list[str] = TEXT_RUN
+                     ) -> tuple[subprocess.CompletedProcess, Path]:
     script = tmp_path / "interrupter.py"
     script.write_text(INTERRUPTER)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(script), sig, str(epoch), *TEXT_RUN, "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(script), sig, str(epoch), *argv, "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT, env=subprocess_env(),
                           timeout=SUBPROCESS_TIMEOUT)
     return proc, out
@@ -484,6 +485,28 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(reference, tmp_path
     assert not (out / "text/seed0/result.json").exists() and not (out / "results.json").exists()
     assert not list(out.rglob("*.tmp"))
     _assert_resumes_to_reference(out, reference)
+
+
+# models whose forward draws random numbers of its own (module generators, e.g. mhmf's restitution triplets)
+OWN_RNG_MODELS = ("mhmf",)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", OWN_RNG_MODELS)
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_with_module_generators(model, tmp_path):
+    from fusionkit.training.engine import module_generators
+
+    built = fusionkit.create(model, bert_config=tiny_bert_config(), d_acoustic=5, d_visual=3)
+    assert module_generators(built), f"{model} holds no generator of its own; drop it from OWN_RNG_MODELS"
+    argv = ["--models", model, *RUN]
+    reference_out = tmp_path / "reference"
+    assert bench.main([*argv, "--out", str(reference_out)]) == 0
+    proc, out = _interrupted_run(tmp_path, "SIGKILL", epoch=1, argv=argv)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    state = json.loads((out / model / "seed0/last/state.json").read_text())
+    assert (state["run"]["epoch"], state["run"]["batches_done"]) == (1, 1)
+    assert bench.main([*argv, "--out", str(out), "--resume"]) == 0
+    assert run_outputs(out, model) == run_outputs(reference_out, model)
 
 
 @pytest.mark.slow

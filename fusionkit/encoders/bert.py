@@ -139,6 +139,15 @@ class BertEncoder(nn.Module):
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def num_heads(self) -> int:
+        return self.model.config.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head (``hidden_size / num_heads``)."""
+        return self.hidden_size // self.num_heads
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.mode == "frozen":

@@ -26,11 +26,16 @@ ACC7_RANGE = 3.0  # CMU-MOSI/MOSEI labels lie in [-3, 3]
 
 
 class RestitutionLossOutput(NamedTuple):
-    """total = plus + minus; each a scalar (mean over the drawn triplets)."""
+    """total = plus + minus; each a scalar (mean over the drawn triplets).
+
+    margins: ``(3,)`` detached expected triplet margins ``E[d(F_a, F_n) − d(F_a, F_p)]`` of ``F``, ``F+``, ``F−``
+    (:func:`expected_margins`), or ``None`` when the batch has no valid triplet.
+    """
 
     total: torch.Tensor
     plus: torch.Tensor
     minus: torch.Tensor
+    margins: torch.Tensor | None = None
 
 
 class Triplets(NamedTuple):
@@ -107,6 +112,32 @@ def triplet_terms(
     return plus, minus
 
 
+def expected_margins(views: torch.Tensor, classes: torch.Tensor) -> torch.Tensor | None:
+    """Expected triplet margin ``E[d(v_a, v_n) − d(v_a, v_p)]`` of each view, over the triplets
+    :func:`sample_triplets` draws from (every valid anchor, uniform positive and negative), computed exactly from
+    the pairwise distances instead of by sampling — a deterministic diagnostic of how well a view separates the
+    classes (positive: same-class samples are closer than other-class ones).
+
+    Args:
+        views: ``(V, B, d)`` pooled vectors (e.g. ``F``, ``F+``, ``F−`` stacked).
+        classes: ``(B,)`` integer classes.
+    Returns:
+        ``(V,)`` margins in ``[−1, 1]``, or ``None`` when the batch has no valid anchor.
+    """
+    classes = classes.to(views.device)
+    unit = F.normalize(views.detach().float(), dim=-1)
+    distance = 0.5 - unit @ unit.transpose(1, 2) / 2  # (V, B, B)
+    same = classes[:, None] == classes[None, :]
+    positive = same & ~torch.eye(classes.shape[0], dtype=torch.bool, device=views.device)
+    negative = ~same
+    valid = positive.any(1) & negative.any(1)
+    if not bool(valid.any()):
+        return None
+    mean_pos = (distance * positive).sum(-1) / positive.sum(-1).clamp(min=1)
+    mean_neg = (distance * negative).sum(-1) / negative.sum(-1).clamp(min=1)
+    return (mean_neg - mean_pos)[:, valid].mean(-1)
+
+
 @register("restitution_loss", kind="loss")
 class RestitutionLoss(nn.Module):
     """Triplet restitution loss ``L = L+ + L−`` (eq. 15–17), averaged over in-batch triplets.
@@ -147,13 +178,22 @@ class RestitutionLoss(nn.Module):
             :class:`RestitutionLossOutput` of scalars. A batch without a valid triplet (e.g. one class only)
             gives zeros that still carry a graph.
         """
-        f, mean_plus, mean_minus = masked_mean(torch.cat([g_tilde, relevant, irrelevant], dim=-1), mask).chunk(3, dim=-1)
-        f_plus, f_minus = f + mean_plus, f + mean_minus
-        triplets = sample_triplets(sentiment_classes(labels, self.classes), self.generator, self.num_triplets)
+        f, f_plus, f_minus = self.pooled_views(g_tilde, relevant, irrelevant, mask)
+        classes = sentiment_classes(labels, self.classes)
+        triplets = sample_triplets(classes, self.generator, self.num_triplets)
         if triplets.anchor.numel() == 0:
             zero = 0 * (f.sum() + f_plus.sum() + f_minus.sum())
             return RestitutionLossOutput(total=zero, plus=zero, minus=zero)
+        margins = expected_margins(torch.stack([f, f_plus, f_minus]), classes)
         triplets = Triplets(*(t.to(f.device) for t in triplets))
         plus, minus = triplet_terms(f, f_plus, f_minus, triplets)
         plus, minus = plus.mean(), minus.mean()
-        return RestitutionLossOutput(total=plus + minus, plus=plus, minus=minus)
+        return RestitutionLossOutput(total=plus + minus, plus=plus, minus=minus, margins=margins)
+
+    @staticmethod
+    def pooled_views(
+        g_tilde: torch.Tensor, relevant: torch.Tensor, irrelevant: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masked-mean pooled ``F = G̃``, ``F+ = G̃ + R+``, ``F− = G̃ + R−``: ``(B, T, d)`` ×3 → ``(B, d)`` ×3."""
+        f, mean_plus, mean_minus = masked_mean(torch.cat([g_tilde, relevant, irrelevant], dim=-1), mask).chunk(3, dim=-1)
+        return f, f + mean_plus, f + mean_minus

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -70,6 +71,7 @@ class RunResult:
     test_features: np.ndarray
     test_labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     test_ids: list = field(default_factory=list)
+    test_diagnostics: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class EvalOutput:
     ids: list
     metrics: dict
     loss: float
+    diagnostics: dict = field(default_factory=dict)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -91,6 +94,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def module_generators(model: torch.nn.Module) -> dict[str, torch.Generator]:
+    """The ``torch.Generator`` that modules of ``model`` hold as their ``generator`` attribute (e.g. the
+    restitution loss's triplet draws), by module path. The engine re-seeds them with every epoch's seed and
+    keeps their states in checkpoints, exactly like the global generators."""
+    return {name or "<root>": module.generator for name, module in _unwrap(model).named_modules()
+            if isinstance(getattr(module, "generator", None), torch.Generator)}
+
+
+def seed_module_generators(generators: dict[str, torch.Generator], seed: int) -> None:
+    for name, generator in generators.items():
+        generator.manual_seed(int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0]))
+
+
+GENERATOR_PREFIX = "generator."
 
 
 def _configure_torch(cfg: TrainConfig, ctx: dist_utils.DistContext) -> None:
@@ -132,6 +151,34 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+def _add_diagnostics(sums: dict, diagnostics: dict | None, n: int) -> None:
+    """Accumulate a batch's ``ModelOutput.diagnostics`` into ``sums`` ``{name: [Σ value·n, Σ n]}`` (JSON-able,
+    so it can sit in a checkpoint); a name missing from a batch (e.g. no valid triplet) does not count it."""
+    for k, v in (diagnostics or {}).items():
+        entry = sums.setdefault(k, [0.0, 0.0])
+        entry[0] += float(v) * n
+        entry[1] += n
+
+
+def _merge_diagnostic_sums(parts) -> dict:
+    merged: dict = {}
+    for part in parts:
+        for k, (total, count) in part.items():
+            entry = merged.setdefault(k, [0.0, 0.0])
+            entry[0] += total
+            entry[1] += count
+    return merged
+
+
+def _gather_diagnostics(ctx, sums: dict) -> dict:
+    """Epoch means of the training diagnostics over every rank's batches."""
+    return _mean_diagnostics(_merge_diagnostic_sums(dist_utils.all_gather_objects(ctx, sums)))
+
+
+def _mean_diagnostics(sums: dict) -> dict:
+    return {k: total / count for k, (total, count) in sorted(sums.items()) if count}
+
+
 def _task_loss(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(prediction.float(), label.float())
 
@@ -157,8 +204,10 @@ def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: 
         if index % ctx.world != ctx.rank:
             continue
         out = net(batch.to(ctx.device))
+        diag: dict = {}
+        _add_diagnostics(diag, getattr(out, "diagnostics", None), len(batch))
         mine.append((index, out.prediction.float().cpu().numpy(), out.features.float().cpu().numpy(),
-                     batch.label.numpy(), list(batch.ids)))
+                     batch.label.numpy(), list(batch.ids), diag))
     net.train(was_training)
     parts = sorted((p for rank_parts in dist_utils.all_gather_objects(ctx, mine) for p in rank_parts),
                    key=lambda p: p[0])
@@ -166,8 +215,10 @@ def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: 
     feats = np.concatenate([p[2] for p in parts])
     labels = np.concatenate([p[3] for p in parts]).astype(np.float64)
     ids = [i for p in parts for i in p[4]]
+    diag_sums = _merge_diagnostic_sums(p[5] for p in parts)
     return EvalOutput(predictions=preds, labels=labels, features=feats, ids=ids,
-                      metrics=compute_metrics(preds, labels), loss=float(np.mean((preds - labels) ** 2)))
+                      metrics=compute_metrics(preds, labels), loss=float(np.mean((preds - labels) ** 2)),
+                      diagnostics=_mean_diagnostics(diag_sums))
 
 
 # -- the run -----------------------------------------------------------------------------------------------
@@ -284,6 +335,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                                     aligned=getattr(data.info, "aligned", True))
     identity = {"model": model_name, "model_json": description, "config": _identity_config(cfg),
                 "train_size": len(train_ds), "world_size": ctx.world}
+    generators = module_generators(model)
     run = _Run()
     best_state: dict | None = None
     resume_rng: tuple | None = None
@@ -304,15 +356,18 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
         while not run.finished and run.epoch < cfg.epochs and not run.stopped_early:
             epoch = run.epoch
             seed_everything(epoch_seed(cfg.seed, epoch, ctx.rank))
+            seed_module_generators(generators, epoch_seed(cfg.seed, epoch, ctx.rank))
             iterator = iter(train_loader(epoch))
             for _ in range(run.batches_done):
                 next(iterator)
             if resume_rng is not None:
                 if run.batches_done:  # mid-epoch: continue the generators; at an epoch start the seed rules
                     ckpt.restore_rng(*resume_rng)
+                    for name, generator in generators.items():
+                        generator.set_state(resume_rng[0][GENERATOR_PREFIX + name])
                 resume_rng = None
             if run.batches_done == 0:
-                run.epoch_sums = {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}}
+                run.epoch_sums = {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}, "diagnostics": {}}
                 run.epoch_seconds_before = 0.0
             run.epoch_started = time.perf_counter()
             net.train()
@@ -342,6 +397,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 sums["n"] += n
                 for k, v in terms.items():
                     sums["terms"][k] = sums["terms"].get(k, 0.0) + v.detach().item() * n
+                _add_diagnostics(sums.setdefault("diagnostics", {}), getattr(out, "diagnostics", None), n)
                 seen, stop = dist_utils.all_sum(ctx, [float(n), float(sigint.raised)])
                 run.samples_seen += int(seen)
                 run.global_step += 1
@@ -367,7 +423,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
             step_bar.close()
 
             # -- end of epoch: validation, selection, checkpoint ------------------------------------------
-            sums = {k: v for k, v in run.epoch_sums.items() if k != "terms"}
+            sums = {k: v for k, v in run.epoch_sums.items() if k not in ("terms", "diagnostics")}
             # a rank may not have seen every loss term (e.g. terms that need both classes in a batch)
             term_names = sorted({k for names in dist_utils.all_gather_objects(ctx, sorted(run.epoch_sums["terms"]))
                                  for k in names})
@@ -392,6 +448,9 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 "seconds": round(seconds, 3),
                 "improved": bool(improved),
             })
+            train_diagnostics = _gather_diagnostics(ctx, run.epoch_sums.get("diagnostics", {}))
+            if train_diagnostics or valid.diagnostics:
+                run.history[-1].update(train_diagnostics=train_diagnostics, valid_diagnostics=valid.diagnostics)
             if improved:
                 run.best_value, run.best_epoch, run.best_valid, run.bad_epochs = value, epoch + 1, valid.metrics, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -427,7 +486,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
                        checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
                        test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,
-                       test_ids=test.ids)
+                       test_ids=test.ids, test_diagnostics=test.diagnostics)
     if out_dir is not None and not run.finished:
         run.finished = True
         _save_last(out_dir, ctx, identity, run, model, None, None)
@@ -459,6 +518,7 @@ def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, 
     """Write ``last/``: tensor files under a fresh save number, then ``state.json`` naming them."""
     # every rank's generator states (dropout differs per rank), gathered to rank 0
     rng_tensors, rng_json = ckpt.capture_rng()
+    rng_tensors.update({GENERATOR_PREFIX + name: g.get_state() for name, g in module_generators(model).items()})
     gathered = dist_utils.all_gather_objects(ctx, ({k: v.numpy() for k, v in rng_tensors.items()}, rng_json))
     if ctx.is_main:
         last = out_dir / LAST_DIR
@@ -519,7 +579,8 @@ def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, sched
 def _write_outputs(out_dir: Path, model_name: str, cfg: TrainConfig, result: RunResult, test: EvalOutput) -> None:
     ckpt.atomic_write_json(out_dir / RESULT_FILE, {
         "model": model_name, "seed": cfg.seed, "best_epoch": result.best_epoch, "valid": result.valid,
-        "test": result.test, "config": cfg.to_dict()})
+        "test": result.test, "config": cfg.to_dict(),
+        **({"test_diagnostics": result.test_diagnostics} if result.test_diagnostics else {})})
     lines = ["id,label,prediction"] + [f"{i},{y:.6g},{p:.6g}" for i, y, p in zip(test.ids, test.labels,
                                                                                  test.predictions)]
     ckpt.atomic_write_bytes(out_dir / PREDICTIONS_FILE, ("\n".join(lines) + "\n").encode())
