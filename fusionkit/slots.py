@@ -62,6 +62,7 @@ class Slot:
     returns: str
     options: tuple[str, ...] = ()
     note: str = ""
+    optional: bool = False  # the value may also be True (the default block) or False (no block)
     dry_run: Callable[[nn.Module, dict, dict], str | None] | None = field(default=None, compare=False, repr=False)
 
     def contract(self) -> str:
@@ -152,6 +153,16 @@ def _restitution(block, kw, ctx):
         if problem:
             return problem
     return None
+
+
+def _mhmf_restitution(block, kw, ctx):
+    problem = _restitution(block, kw, ctx)
+    if problem:
+        return problem
+    out = block(_seq(kw["dim"]), _seq(kw["dim"]), _mask(PROBE_LEN))
+    if not hasattr(out, "attention"):
+        return "its output has no field 'attention' (B, dim), the gate mhmf reports in its diagnostics"
+    return _shape_problem(out.attention, (PROBE_BATCH, kw["dim"]), "field 'attention'")
 
 
 def _four_stream_fusion(block, kw, ctx):
@@ -316,6 +327,31 @@ MAG_GATE = Slot("gate", "fusion", "multimodal_adaptation_gate", ("d_model", "d_a
                 note="it runs inside the text encoder on its hidden states (injection)", dry_run=_gate)
 
 
+# MHMF-BERT
+ADAPTER_OPTIONS = ("num_layers", "heads", "dropout", "attn_dropout", "ffn_dropout", "ffn_ratio")
+MHMF_SELF_ATTENTION = Slot("self_attention", "adapter", "self_attention_adapter", ("d_in", "d_model"),
+                           "forward(x (B, T, d_in), mask (B, T) or None)", "(B, T, d_model), zero at padded steps",
+                           options=ADAPTER_OPTIONS, note="one block per modality (audio, vision)",
+                           dry_run=_sequence_to_sequence("d_in", "d_model"))
+MHMF_CROSS_ATTENTION = Slot("cross_attention", "adapter", "cross_attention_adapter", ("d_model",),
+                            "forward(target (B, T, d_model), source (B, S, d_model) a projected BERT layer, "
+                            "target_mask (B, T) or None, source_mask (B, S) or None)",
+                            "(B, T, d_model)", options=ADAPTER_OPTIONS, note="one block per branch and stage",
+                            dry_run=_cross("d_model"))
+MHMF_MEMORY = Slot("memory", "memory", "gru_memory", ("dim",), "forward(x (B, T, dim), state (B, T, dim))",
+                   "(B, T, dim) the new state", note="one block per branch and stage", dry_run=_memory)
+MHMF_RESTITUTION = Slot(
+    "restitution", "fusion", "restitution", ("dim",),
+    "forward(text (B, T, dim) or (B, dim) when unaligned, memory (B, T, dim), mask (B, T) or None)",
+    "NamedTuple(fused, relevant, irrelevant: (B, T, dim), attention: (B, dim))", options=("reduction",),
+    note="one block per branch and stage; false: the ablation without restitution", optional=True,
+    dry_run=_mhmf_restitution,
+)
+MHMF_FUSION = Slot("fusion", "fusion", "gated_fusion", ("dim",),
+                   "forward(g_vision, h_vision, g_audio, h_audio), each (B, T, dim) (aligned) or (B, dim) (unaligned, "
+                   "pooled)", "(B, T, dim) (or (B, dim))", dry_run=_four_stream_fusion)
+
+
 # -- per-model declarations ---------------------------------------------------------------------------------
 def model_slots(model: str, *slots: Slot):
     """Decorator for the factory of model ``model``: declares its slots (each one a keyword of the factory)."""
@@ -335,11 +371,28 @@ def slots_of(model: str) -> dict[str, Slot]:
     """``{slot name: Slot}`` of registered model ``model`` (empty for a model that declares none)."""
     from fusionkit.training.build import model_spec
 
-    return dict(getattr(model_spec(model).factory, "slots", {}) or {})
+    factory = model_spec(model).factory
+    while not hasattr(factory, "slots") and hasattr(factory, "variant_of"):  # register_variant's factories
+        factory = factory.variant_of[0]
+    return dict(getattr(factory, "slots", {}) or {})
 
 
-def parse_value(model: str, slot: Slot, value: SlotValue) -> tuple[str, dict]:
-    """``(block name, constructor kwargs)`` of a slot value."""
+def slot_defaults(model: str) -> dict[str, SlotValue]:
+    """``{slot: default value}`` of model ``model`` (a variant may fix a slot to another block)."""
+    from fusionkit.training.build import model_spec
+
+    params = inspect.signature(model_spec(model).factory).parameters
+    defaults = {}
+    for name, slot in slots_of(model).items():
+        given = params[name].default if name in params else inspect.Parameter.empty
+        defaults[name] = slot.default if given is inspect.Parameter.empty or given is True else given
+    return defaults
+
+
+def parse_value(model: str, slot: Slot, value: SlotValue) -> tuple[str | None, dict]:
+    """``(block name, constructor kwargs)`` of a slot value; ``(None, {})`` for an empty optional slot."""
+    if slot.optional and isinstance(value, bool):
+        return (slot.default if value else None), {}
     if isinstance(value, str) and value:
         return value, {}
     if isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"]:
@@ -351,7 +404,8 @@ def parse_value(model: str, slot: Slot, value: SlotValue) -> tuple[str, dict]:
         return value["name"], kwargs
     raise SlotError(f"{model}.{slot.name}={value!r}: a slot value is a registered block name or a dict "
                     f'{{"name": NAME, **kwargs}} (on the command line: --set {model}.{slot.name}=NAME or '
-                    f"--set '{model}.{slot.name}={{\"name\": \"NAME\", \"key\": 1}}')")
+                    f"--set '{model}.{slot.name}={{\"name\": \"NAME\", \"key\": 1}}')"
+                    + ("; true or false for the default block or none" if slot.optional else ""))
 
 
 def _spec_for(model: str, slot: Slot, name: str):
@@ -408,6 +462,8 @@ def build_block(
     if set(keywords) != set(slot.keywords):
         raise TypeError(f"{model}.{slot_name}: the factory passes {sorted(keywords)}, the contract {slot.keywords}")
     name, user = parse_value(model, slot, value)
+    if name is None:
+        raise TypeError(f"{model}.{slot_name} is empty: the factory builds no block for it")
     spec = _spec_for(model, slot, name)
     accepted, var_kw = _accepts(spec.factory)
     where = f"{model}.{slot.name}: block {name!r} (plug-in {spec.plugin!r})"
@@ -436,7 +492,7 @@ def build_block(
                         f"takes {slot.contract()}") from None
     if not isinstance(block, nn.Module):
         raise SlotError(f"{where} built a {type(block).__name__}, not an nn.Module; this slot takes {slot.contract()}")
-    if value != slot.default and slot.dry_run is not None:
+    if value not in (slot.default, True) and slot.dry_run is not None:
         problem = _dry_run(slot, block, kwargs, context or {})
         if problem:
             raise SlotError(f"{where} does not fit: {problem}; this slot takes {slot.contract()}")
@@ -467,16 +523,18 @@ def resolve_composition(model: str, kwargs: dict) -> dict:
     """``{slot: {"block", "plugin", "args"}}`` for model ``model`` built with ``kwargs`` (no model is built;
     unknown or wrong-kind blocks raise :class:`SlotError`). ``args`` are the slot value's own keywords."""
     composition = {}
+    defaults = slot_defaults(model)
     for name, slot in slots_of(model).items():
-        block, args = parse_value(model, slot, kwargs.get(name, slot.default))
-        spec = _spec_for(model, slot, block)
-        composition[name] = {"block": block, "plugin": spec.plugin, "args": args}
+        block, args = parse_value(model, slot, kwargs.get(name, defaults[name]))
+        plugin = None if block is None else _spec_for(model, slot, block).plugin
+        composition[name] = {"block": block, "plugin": plugin, "args": args}
     return composition
 
 
 def non_default(model: str, kwargs: dict) -> dict:
     """The slots of ``kwargs`` that hold another value than their default."""
-    return {n: kwargs[n] for n, s in slots_of(model).items() if n in kwargs and kwargs[n] != s.default}
+    defaults = slot_defaults(model)
+    return {n: kwargs[n] for n in slots_of(model) if n in kwargs and kwargs[n] not in (defaults[n], True)}
 
 
 def check_installed(model: str, composition: dict) -> None:
@@ -486,6 +544,8 @@ def check_installed(model: str, composition: dict) -> None:
     registry = get_registry()
     for slot, entry in (composition or {}).items():
         block, plugin = entry.get("block"), entry.get("plugin")
+        if block is None:
+            continue
         if block not in registry:
             raise SlotError(f"{model}.{slot} was built with block {block!r} from plug-in {plugin!r}, which is not "
                             f"installed here; install the package that provides plug-in {plugin!r} (entry-point "
@@ -503,6 +563,9 @@ def describe_composition(composition: dict, defaults_too: bool = False, model: s
     parts = []
     for name, entry in composition.items():
         if not defaults_too and name in slots and entry["block"] == slots[name].default and not entry["args"]:
+            continue
+        if entry["block"] is None:
+            parts.append(f"{name}=none")
             continue
         extra = [f"plug-in {entry['plugin']}"] + [f"{k}={v!r}" for k, v in entry["args"].items()]
         parts.append(f"{name}={entry['block']} ({', '.join(extra)})")
