@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE", dest="sets",
                    help="a training setting (" + ", ".join(SETTABLE) + ") or a model option (any argument of the "
                         "model's factory, e.g. mag.beta_shift=0.5, mhmf.d_fusion=64) for one model, over the flags "
-                        "above; repeatable")
+                        "above; a slot takes a registered block: mhmf.fusion=NAME or, with arguments, "
+                        "'mhmf.fusion={\"name\": \"NAME\", \"key\": 1}' (python -m fusionkit show MODEL lists "
+                        "the slots); repeatable")
     p.add_argument("--max-samples", type=int, default=None,
                    help="keep at most N examples of every split (a seeded subset; smoke runs)")
     p.add_argument("--encoder-mode", choices=ENCODER_MODES, default=None,
@@ -306,8 +308,12 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     from fusionkit.training import TrainConfig, train_and_evaluate
     from fusionkit.training.checkpoint import atomic_write_json, read_json
 
-    spec = {"model": variant.model, "kwargs": _json_clean({**model_kwargs, **variant.kwargs}), "seed": seed,
-            "dataset": args.dataset, "train": train_overrides, "max_samples": args.max_samples}
+    from fusionkit.slots import resolve_composition
+
+    kwargs = {**model_kwargs, **variant.kwargs}
+    spec = {"model": variant.model, "kwargs": _json_clean(kwargs), "seed": seed, "dataset": args.dataset,
+            "train": train_overrides, "max_samples": args.max_samples,
+            "composition": resolve_composition(variant.model, kwargs)}
     done = run_dir / "result.json"
     if args.resume and (run_dir / "run.json").is_file() and read_json(run_dir / "run.json") != spec:
         # refused before anything is written: the finished or interrupted run stays as it is
@@ -325,6 +331,23 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
         np.save(run_dir / "test_features.npy", result.test_features.astype(np.float32), allow_pickle=False)
         np.save(run_dir / "test_labels.npy", result.test_labels.astype(np.float32), allow_pickle=False)
     return read_json(done)
+
+
+def check_compositions(variants: list[Variant], model_kwargs: dict, data) -> dict[str, dict]:
+    """Each variant's resolved composition (slot → block, plug-in, args). A variant with a block other than a
+    slot's default is built once here, so that a block that does not fit its slot (dry run against the slot's
+    contract) is refused before anything is written or trained."""
+    from fusionkit.slots import non_default, resolve_composition
+    from fusionkit.training import build_model
+
+    compositions = {}
+    for variant in variants:
+        kwargs = {**model_kwargs, "d_acoustic": data.info.d_acoustic, "d_visual": data.info.d_visual,
+                  **variant.kwargs}
+        compositions[variant.label] = resolve_composition(variant.model, kwargs)
+        if non_default(variant.model, kwargs):
+            build_model(variant.model, kwargs)
+    return compositions
 
 
 def summarize(runs: list[dict], labels: list[str]) -> dict:
@@ -364,6 +387,7 @@ def render_markdown(results: dict) -> str:
         lines += [f"`{model}` only: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "."]
     if train or results["config"].get("per_model"):
         lines += ["Everything else: each model's own `train_defaults`.", ""]
+    lines += composition_lines(results["config"].get("variants") or {})
     header = ["Model"] + [METRIC_LABELS[m] for m in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, metrics in results["summary"].items():
@@ -385,6 +409,18 @@ def render_markdown(results: dict) -> str:
         else:
             lines.append(UNAVAILABLE_NOTE)
     return "\n".join(lines) + "\n"
+
+
+def composition_lines(variants: dict) -> list[str]:
+    """results.md lines naming every slot that holds another block than its default (block, plug-in, args)."""
+    from fusionkit.slots import describe_composition
+
+    lines = []
+    for label, entry in variants.items():
+        swapped = describe_composition(entry.get("composition") or {}, model=entry.get("model"))
+        if swapped:
+            lines.append(f"`{label}` composition (slot=block): {swapped}; every other slot holds its default block.")
+    return lines + [""] if lines else []
 
 
 def plot_tsne(run_dirs: dict, path: Path, seed: int) -> None:
@@ -451,8 +487,6 @@ def _main(argv) -> int:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out is not None else Path("runs") / args.dataset.replace(os.sep, "_")
     main_process = is_main_process()
-    if main_process:
-        _check_out_dir(out)
 
     from fusionkit.data import DataError, load_splits
 
@@ -474,9 +508,16 @@ def _main(argv) -> int:
                                              max_train_samples=args.max_train_samples).items() if v is not None}
     per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
     variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
+    from fusionkit.training import ModelBuildError
+
+    try:  # a block that does not fit its slot is refused here, before the output directory is touched
+        compositions = check_compositions(variants, model_kwargs, data)
+    except (ModelBuildError, TextModelNotFound) as e:
+        raise UsageError(str(e)) from None
+    if main_process:
+        _check_out_dir(out)
     seeds = list(range(args.seeds))
     runs, run_dirs = [], {}
-    from fusionkit.training import ModelBuildError
 
     for variant in variants:
         for seed in seeds:
@@ -500,7 +541,8 @@ def _main(argv) -> int:
         "simulated": bool(data.info.simulated),
         "text_model": "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6"),
         "seeds": seeds,
-        "config": {"study": args.study, "variants": {v.label: {"model": v.model, "kwargs": _json_clean(v.kwargs)}
+        "config": {"study": args.study, "variants": {v.label: {"model": v.model, "kwargs": _json_clean(v.kwargs),
+                                                               "composition": compositions[v.label]}
                                                        for v in variants},
                    "train": train_overrides, "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
                                  for m in sorted({*per_model, *per_model_options})},

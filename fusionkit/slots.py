@@ -513,7 +513,7 @@ def _dry_run(slot: Slot, block: nn.Module, kwargs: dict, context: dict) -> str |
             return slot.dry_run(block, kwargs, context)
     except Exception as e:  # noqa: BLE001 - the block's own failure, reported against the contract
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return f"calling it as {slot.call} raised {type(e).__name__}" + (f": {first}" if first else "")
+        return f"calling it on tiny inputs raised {type(e).__name__}" + (f": {first}" if first else "")
     finally:
         block.train(training)
 
@@ -532,9 +532,10 @@ def resolve_composition(model: str, kwargs: dict) -> dict:
 
 
 def non_default(model: str, kwargs: dict) -> dict:
-    """The slots of ``kwargs`` that hold another value than their default."""
+    """The slots of ``kwargs`` that hold another block than their default (``True`` / ``False`` of an optional
+    slot are its default block and no block)."""
     defaults = slot_defaults(model)
-    return {n: kwargs[n] for n in slots_of(model) if n in kwargs and kwargs[n] not in (defaults[n], True)}
+    return {n: v for n, v in kwargs.items() if n in defaults and v != defaults[n] and not isinstance(v, bool)}
 
 
 def check_installed(model: str, composition: dict) -> None:
