@@ -393,3 +393,117 @@ def test_model_json_records_the_composition_and_load_refuses_a_missing_plugin(tm
     with pytest.raises(CheckpointError, match=r"text\.head was built with block 'ghost_head' from plug-in "
                                               r"'ghost_blocks', which is not installed here; install"):
         fusionkit.load(tmp_path)
+
+
+# -- an installed plug-in package, found through real entry-point discovery, via benchmarks.run ---------------
+PLUGIN_SOURCE = '''
+import torch
+from torch import nn
+import fusionkit
+
+
+class AverageGateFusion(nn.Module):
+    """Average of the four streams through one linear map: (..., dim) x 4 -> (..., dim)."""
+
+    def __init__(self, *, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, g_vision, h_vision, g_audio, h_audio):
+        return self.proj((g_vision + h_vision + g_audio + h_audio) / 4)
+
+
+class HalfFusion(AverageGateFusion):
+    """Misfit: returns half the width."""
+
+    def forward(self, g_vision, h_vision, g_audio, h_audio):
+        return super().forward(g_vision, h_vision, g_audio, h_audio)[..., ::2]
+
+
+@fusionkit.hookimpl
+def fusionkit_register_components(registry):
+    registry.add("average_gate_fusion", AverageGateFusion, kind="fusion")
+    registry.add("half_fusion", HalfFusion, kind="fusion")
+'''
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory):
+    """A distribution ``fk-average-fusion`` installed into a directory put on ``PYTHONPATH``: its package and its
+    ``.dist-info`` with ``entry_points.txt`` (group ``fusionkit``), as ``pip install --target`` lays them out."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "fk_average_fusion").mkdir()
+    (site / "fk_average_fusion/__init__.py").write_text(PLUGIN_SOURCE)
+    info = site / "fk_average_fusion-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fk-average-fusion\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fusionkit]\naverage_blocks = fk_average_fusion\n")
+    (info / "RECORD").write_text("")
+    return site
+
+
+def _env(*paths) -> dict:
+    import os
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "FUSIONKIT_DISABLE_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), root])
+    env.setdefault("FUSIONKIT_DATA", "/work/shared/data")
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    return env
+
+
+def _bench(args, env, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "benchmarks.run", "--models", "mhmf", "--dataset", "synthetic",
+                           "--tiny-bert", "--max-samples", "32", "--epochs", "1", "--batch-size", "16", "--seeds", "1",
+                           "--threads", "1", "--quiet", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_installed_plugin_fusion_runs_in_mhmf_via_benchmarks_run(installed_plugin, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    res = _bench(["--set", "mhmf.fusion=average_gate_fusion", "--out", str(out)], _env(installed_plugin), tmp_path)
+    assert res.returncode == 0, res.stderr
+    run = json.loads((out / "mhmf/seed0/run.json").read_text())
+    assert run["kwargs"]["fusion"] == "average_gate_fusion"
+    assert run["composition"]["fusion"] == {"block": "average_gate_fusion", "plugin": "average_blocks", "args": {}}
+    assert run["composition"]["memory"] == {"block": "gru_memory", "plugin": "fusionkit", "args": {}}
+    model_json = json.loads((out / "mhmf/seed0/best/model.json").read_text())
+    assert model_json["composition"] == run["composition"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["variants"]["mhmf"]["composition"]["fusion"]["plugin"] == "average_blocks"
+    assert ("`mhmf` composition (slot=block): fusion=average_gate_fusion (plug-in average_blocks)"
+            in (out / "results.md").read_text())
+
+    code = ("import fusionkit, sys; p = fusionkit.load(sys.argv[1]); "
+            "print(type(p.model.gated_fusion).__name__, round(p.predict('a fine film'), 6))")
+    with_plugin = subprocess.run([sys.executable, "-c", code, str(out / "mhmf/seed0")], capture_output=True,
+                                 text=True, env=_env(installed_plugin), cwd=tmp_path)
+    assert with_plugin.returncode == 0, with_plugin.stderr
+    assert with_plugin.stdout.split()[0] == "AverageGateFusion"
+    without = subprocess.run([sys.executable, "-c", code, str(out / "mhmf/seed0")], capture_output=True, text=True,
+                             env=_env(), cwd=tmp_path)
+    assert without.returncode != 0
+    assert ("mhmf.fusion was built with block 'average_gate_fusion' from plug-in 'average_blocks', which is not "
+            "installed here" in without.stderr)
+
+
+@pytest.mark.slow
+def test_misfitting_plugin_block_exits_2_with_one_error_line_and_writes_nothing(installed_plugin, tmp_path):
+    out = tmp_path / "out"
+    res = _bench(["--set", "mhmf.fusion=half_fusion", "--out", str(out)], _env(installed_plugin), tmp_path)
+    assert res.returncode == 2
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and res.stderr.strip() == errors[0], res.stderr
+    assert errors[0].startswith("error: mhmf.fusion: block 'half_fusion' (plug-in 'average_blocks') does not fit: "
+                                "its output has shape (2, 3, 16), expected (2, 3, 32)")
+    assert "forward(g_vision, h_vision, g_audio, h_audio)" in errors[0]
+    assert not out.exists()
