@@ -98,6 +98,11 @@ EXAMPLES["crossmodal_transformer"] = dict(
     run=_run_crossmodal,
     no_grad=(),
 )
+EXAMPLES["crossmodal_cross_attention"] = dict(
+    build=lambda: fusionkit.create("crossmodal_cross_attention", d_model=10, heads=2, num_layers=2),
+    run=_run_crossmodal,
+    no_grad=(),
+)
 EXAMPLES["mult"] = dict(
     build=lambda: _model("mult", d_model=12, heads=2, layers=1), run=lambda m: m(_batch()), no_grad=()
 )

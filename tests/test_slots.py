@@ -180,6 +180,16 @@ def test_blocks_with_arguments(model, slots):
                                      "args": {k: v for k, v in value.items() if k != "name"}}
 
 
+def test_mults_crossmodal_transformer_as_mhmfs_cross_attention():
+    from fusionkit.components.crossmodal import CrossmodalTransformer
+
+    torch.manual_seed(0)
+    model = _build("mhmf", cross_attention="crossmodal_cross_attention")
+    stage = model.audio_stages[0].cross_attention
+    assert isinstance(stage, CrossmodalTransformer) and len(stage.layers) == 3  # mhmf's ca_layers
+    _assert_trains(model)
+
+
 def test_argument_reaches_the_block():
     model = _build("tfn", fusion={"name": "low_rank_fusion", "d_out": 8, "rank": 3})
     assert model.fusion.rank == 3 and model.post_fusion_layer_1.in_features == 8
