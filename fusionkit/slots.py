@@ -20,6 +20,18 @@ A block other than the slot's default is dry-run once, at build time, on tiny te
 kind, a missing keyword, a failing call, a wrong output shape — is one :class:`SlotError` naming the model,
 the slot, the block, the plug-in that provided it and the contract. Defaults are built exactly as before,
 without a dry run.
+
+A model factory (built-in or from a plug-in) declares its slots with :func:`model_slots` — each slot is also a
+keyword of the factory, defaulting to the slot's default block — and builds each block with :func:`build_block`::
+
+    @register("my_model", kind="model")
+    @model_slots("my_model", text_encoder_slot(), HEAD)
+    def build_my_model(*, text_model=None, bert_config=None, encoder_mode="finetune", dropout=0.1,
+                       text_encoder: SlotValue = "bert_encoder", head: SlotValue = "regression_head"):
+        encoder = build_block(build_my_model, "text_encoder", text_encoder, name_or_path=text_model,
+                              mode=encoder_mode, config=bert_config)
+        head = build_block(build_my_model, "head", head, d_in=encoder.hidden_size, options=dict(dropout=dropout))
+        return MyModel(encoder=encoder, head=head)
 """
 from __future__ import annotations
 
@@ -412,14 +424,11 @@ def _spec_for(model: str, slot: Slot, name: str):
     from fusionkit.registry import get_registry
 
     registry = get_registry()
-    if name not in registry:
-        fitting = registry.names(slot.kind)
-        try:
-            registry.get(name)
-        except KeyError as e:
-            hint = str(e).strip("'\"")
-        raise SlotError(f"{model}.{slot.name}: {hint}; blocks of kind {slot.kind!r}: {', '.join(fitting)}")
-    spec = registry.get(name)
+    try:
+        spec = registry.get(name)
+    except KeyError as e:  # its message lists close matches
+        raise SlotError(f"{model}.{slot.name}: {e.args[0]}; blocks of kind {slot.kind!r}: "
+                        f"{', '.join(registry.names(slot.kind))}") from None
     if spec.kind != slot.kind:
         raise SlotError(f"{model}.{slot.name}: block {name!r} (plug-in {spec.plugin!r}) is a {spec.kind!r}, but this "
                         f"slot takes {slot.contract()}; blocks of kind {slot.kind!r}: "
