@@ -382,6 +382,7 @@ def test_default_build_is_bit_identical_to_the_blocks_built_directly(name):
 
 
 # -- records ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_model_json_records_the_composition_and_load_refuses_a_missing_plugin(tmp_path):
     from fusionkit.data import load_splits
     from fusionkit.encoders.bert import load_tokenizer
