@@ -85,22 +85,26 @@ class Slot:
 
 
 # -- tiny inputs for dry runs -------------------------------------------------------------------------------
+# the device of the block under test: "meta" when a model is built on the meta device (shapes only)
+_probe_device = torch.device("cpu")
+
+
 def _gen() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
 def _mask(length: int) -> torch.Tensor:
-    mask = torch.ones(PROBE_BATCH, length, dtype=torch.bool)
+    mask = torch.ones(PROBE_BATCH, length, dtype=torch.bool, device="cpu")
     mask[1, -1] = False
-    return mask
+    return mask.to(_probe_device)
 
 
 def _seq(d: int, length: int = PROBE_LEN) -> torch.Tensor:
-    return torch.randn(PROBE_BATCH, length, d, generator=_gen())
+    return torch.randn(PROBE_BATCH, length, d, generator=_gen(), device="cpu").to(_probe_device)
 
 
 def _vec(d: int) -> torch.Tensor:
-    return torch.randn(PROBE_BATCH, d, generator=_gen())
+    return torch.randn(PROBE_BATCH, d, generator=_gen(), device="cpu").to(_probe_device)
 
 
 def _shape_problem(out: Any, expected: tuple[int, ...], what: str = "output") -> str | None:
@@ -108,7 +112,7 @@ def _shape_problem(out: Any, expected: tuple[int, ...], what: str = "output") ->
         return f"its {what} is a {type(out).__name__}, not a tensor of shape {expected}"
     if tuple(out.shape) != expected:
         return f"its {what} has shape {tuple(out.shape)}, expected {expected}"
-    if not torch.isfinite(out).all():
+    if not out.is_meta and not torch.isfinite(out).all():
         return f"its {what} is not finite"
     return None
 
@@ -256,7 +260,7 @@ def _encoder(block, kw, ctx):
         value = _width_attr(block, attr)
         if isinstance(value, str):
             return value
-    ids = torch.randint(1000, 2000, (PROBE_BATCH, PROBE_LEN), generator=_gen())
+    ids = torch.randint(1000, 2000, (PROBE_BATCH, PROBE_LEN), generator=_gen(), device="cpu").to(_probe_device)
     mask = _mask(PROBE_LEN)
     extra = {}
     if kw.get("injection") is not None:
@@ -515,8 +519,11 @@ def _fmt_kwargs(kwargs: dict) -> str:
 
 
 def _dry_run(slot: Slot, block: nn.Module, kwargs: dict, context: dict) -> str | None:
+    global _probe_device
     training = block.training
     block.eval()
+    tensors = [*block.parameters(), *block.buffers()]
+    _probe_device = tensors[0].device if tensors else torch.device("cpu")
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             return slot.dry_run(block, kwargs, context)
@@ -525,6 +532,7 @@ def _dry_run(slot: Slot, block: nn.Module, kwargs: dict, context: dict) -> str |
         return f"calling it on tiny inputs raised {type(e).__name__}" + (f": {first}" if first else "")
     finally:
         block.train(training)
+        _probe_device = torch.device("cpu")
 
 
 # -- records ------------------------------------------------------------------------------------------------

@@ -288,6 +288,14 @@ def test_dry_run_keeps_rng_mode_and_statistics():
         assert torch.equal(a, b), name
 
 
+def test_dry_run_on_the_meta_device_checks_shapes(extra_blocks):
+    with torch.device("meta"):
+        model = _build("mhmf", fusion="sum_fusion")
+        assert next(model.gated_fusion.parameters()).is_meta
+        with pytest.raises(SlotError, match=r"its output has shape \(2, 3, 33\), expected \(2, 3, 32\)"):
+            _build("mhmf", fusion="wide_fusion")
+
+
 # -- defaults are the models of before: same parameters, same outputs ------------------------------------------
 def _reference_tfn_lmf(name: str):
     from fusionkit.components.low_rank_fusion import LowRankFusion
