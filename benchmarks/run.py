@@ -25,23 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.paper_tables import COLUMNS, UNAVAILABLE_NOTE, paper_table_for
+from benchmarks import paper_tables as paper
 from fusionkit.cli import ArgumentParser, UsageError, run_cli
 
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
-PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mag", "misa", "mult", "lmf", "tfn", "text")
+PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mhmf_small", "mag", "misa", "mult", "lmf", "tfn", "text")
 STUDIES = ("finetune", "layers", "restitution")
 ENCODER_MODES = ("finetune", "frozen", "random")
-# Layer grid of the Table 3 study: (audio, vision) 1-based layers of a 12-layer encoder, scaled to the actual
-# depth. Only the best row, (7, 11) / (6, 10), is the paper's (the recipe's default); the other rows of the
-# paper's Table 3 could not be checked, so this grid spans shallow → deep choices instead.
-LAYER_CHOICES_12 = (
-    ((3, 5), (2, 4)),
-    ((5, 9), (4, 8)),
-    ((7, 11), (6, 10)),  # the paper's best row, mhmf's default
-    ((9, 12), (9, 12)),
-    ((12, 12), (12, 12)),
-)
 # Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive).
 SETTABLE = {"lr": (float, 0.0, False), "encoder_lr": (float, 0.0, False), "weight_decay": (float, 0.0, True),
             "epochs": (int, 1, True), "batch_size": (int, 1, True), "warmup": (float, 0.0, True),
@@ -241,11 +231,12 @@ def plan_variants(args, depth_fn) -> list[Variant]:
             bad = [l for l in value if not 1 <= l <= depth]
             if bad:
                 modality = key.removesuffix("_layers")
-                paper = LAYER_CHOICES_12[2][0 if modality == "audio" else 1]
-                raise UsageError(f"--layers {modality}={','.join(map(str, value))}: layer {bad[0]} is beyond the text "
-                                 f"encoder's depth of {depth} layers; use layer indices 1..{depth} (1 = first "
-                                 f"transformer layer, {depth} = last), e.g. the paper's choice at this depth "
-                                 f"--layers {modality}={','.join(map(str, scale_layers(paper, depth)))}")
+                best = paper.TABLE3[-1][modality]
+                where = "below 1" if bad[0] < 1 else f"beyond the text encoder's depth of {depth} layers"
+                raise UsageError(f"--layers {modality}={','.join(map(str, value))}: layer {bad[0]} is {where}; use "
+                                 f"layer indices 1..{depth} (1 = first transformer layer, {depth} = last), e.g. the "
+                                 f"paper's choice at this depth --layers "
+                                 f"{modality}={','.join(map(str, scale_layers(best, depth)))}")
             flags[key] = ("--layers", value)
     accepted = {m: accepted_kwargs(m) for m in models}
     for key, (flag, _) in flags.items():
@@ -268,16 +259,38 @@ def plan_variants(args, depth_fn) -> list[Variant]:
     if args.study == "restitution":
         return [Variant("mhmf", "mhmf", {**common, "restitution": True}),
                 Variant("mhmf[no restitution]", "mhmf", {**common, "restitution": False})]
-    depth = depth_fn()
-    variants, seen = [], set()
-    for audio, vision in LAYER_CHOICES_12:
-        a, v = scale_layers(audio, depth), scale_layers(vision, depth)
-        if (a, v) in seen:
-            continue
-        seen.add((a, v))
-        label = f"mhmf[audio={','.join(map(str, a))} vision={','.join(map(str, v))}]"
-        variants.append(Variant(label, "mhmf", {**common, "audio_layers": a, "vision_layers": v}))
+    variants, _ = table3_variants(depth_fn(), common)
     return variants
+
+
+def table3_variants(depth: int, common: dict) -> tuple[list[Variant], list[dict]]:
+    """The paper's Table 3 rows scaled to an encoder of ``depth`` layers (:func:`scale_layers`).
+
+    Returns the variants to train (one per distinct layer choice) and one record per paper row: its printed
+    and scaled layers, the variant label that measures it, and notes where scaling changed its meaning (two
+    stages on one layer; the same layers as an earlier row, which is then measured once and reported for both).
+    """
+    variants, rows, label_of = [], [], {}
+    for row in paper.TABLE3:
+        a = scale_layers(row["audio"], depth, paper.TABLE3_DEPTH)
+        v = scale_layers(row["vision"], depth, paper.TABLE3_DEPTH)
+        notes = []
+        for modality, given, scaled in (("audio", row["audio"], a), ("vision", row["vision"], v)):
+            if len(set(scaled)) < len(set(given)):
+                notes.append(f"{modality} {{{','.join(map(str, given))}}} collapses to layer {scaled[0]} at depth "
+                             f"{depth}: both stages read the same layer")
+        if (a, v) in label_of:
+            first = label_of[(a, v)]
+            notes.append(f"same layers as experiment {first[1]} at depth {depth}: measured once, by {first[0]}")
+            label = first[0]
+        else:
+            label = f"mhmf[T3.{row['experiment']} audio={','.join(map(str, a))} vision={','.join(map(str, v))}]"
+            label_of[(a, v)] = (label, row["experiment"])
+            variants.append(Variant(label, "mhmf", {**common, "audio_layers": a, "vision_layers": v}))
+        rows.append({"experiment": row["experiment"], "paper_audio": row["printed"][0],
+                     "paper_vision": row["printed"][1], "audio": list(a), "vision": list(v), "label": label,
+                     "paper_acc2": row["acc2"], "notes": notes})
+    return variants, rows
 
 
 def is_main_process() -> bool:
@@ -327,9 +340,11 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     config = TrainConfig(seed=seed, out_dir=run_dir, resume=args.resume, quiet=args.quiet, device=args.device,
                          num_threads=args.threads, **train_overrides)
     result = train_and_evaluate(variant.model, data, config, {**model_kwargs, **variant.kwargs})
-    if args.study == "restitution" and is_main_process():
-        np.save(run_dir / "test_features.npy", result.test_features.astype(np.float32), allow_pickle=False)
-        np.save(run_dir / "test_labels.npy", result.test_labels.astype(np.float32), allow_pickle=False)
+    if args.study == "restitution" and is_main_process() and result.test_fused is not None:
+        from benchmarks import studies
+
+        np.save(run_dir / studies.FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
+        np.save(run_dir / studies.LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
     return read_json(done)
 
 
@@ -393,21 +408,13 @@ def render_markdown(results: dict) -> str:
     for label, metrics in results["summary"].items():
         lines.append("| " + " | ".join([label] + [_fmt(m, metrics[m]["mean"], metrics[m]["std"]) for m in METRICS])
                      + " |")
-    table = paper_table_for(results["dataset"])
-    if table is not None:
-        lines += ["", f"## Paper's numbers — {table['title']}", "",
-                  "Reported by the paper's authors with BERT-base on the real CMU-MultimodalSDK features; not "
-                  "produced by this code and not comparable with simulated channels or a smaller encoder.", ""]
-        if table["rows"]:
-            head = ["Model"] + [METRIC_LABELS[m] for m in COLUMNS]
-            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for label, row in table["rows"].items():
-                cells = ["–" if row.get(m) is None else (f"{row[m]:.3f}" if m in ("mae", "corr") else f"{row[m]:.1f}")
-                         for m in COLUMNS]
-                lines.append("| " + " | ".join([label] + cells) + " |")
-            lines += ["", f"Source checked: {table['verified']}"]
-        else:
-            lines.append(UNAVAILABLE_NOTE)
+    from benchmarks import studies
+
+    lines += studies.render(results)
+    models = {label: v["model"] for label, v in results["config"]["variants"].items()}
+    paper_lines = paper.render_paper_table(results["dataset"], models)
+    if paper_lines:
+        lines += [""] + paper_lines
     return "\n".join(lines) + "\n"
 
 
@@ -421,32 +428,6 @@ def composition_lines(variants: dict) -> list[str]:
         if swapped:
             lines.append(f"`{label}` composition (slot=block): {swapped}; every other slot holds its default block.")
     return lines + [""] if lines else []
-
-
-def plot_tsne(run_dirs: dict, path: Path, seed: int) -> None:
-    """Side-by-side t-SNE of pooled fused test features (one panel per variant), coloured by label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
-
-    fig, axes = plt.subplots(1, len(run_dirs), figsize=(5 * len(run_dirs), 4.4), squeeze=False)
-    for ax, (label, run_dir) in zip(axes[0], run_dirs.items()):
-        feats = np.load(run_dir / "test_features.npy", allow_pickle=False)
-        labels = np.load(run_dir / "test_labels.npy", allow_pickle=False)
-        perplexity = float(min(30.0, max(2.0, (len(feats) - 1) / 3)))
-        # one thread: sklearn's OpenMP pool busy-waits against torch's and gets ~100x slower on few cores
-        with threadpool_limits(1):
-            emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats)
-        points = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="coolwarm", vmin=-3, vmax=3, s=10)
-        ax.set_title(label)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(points, ax=axes[0].tolist(), label="sentiment label")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,8 +514,7 @@ def _main(argv) -> int:
                 raise UsageError(f"{variant.label}: {e}") from None
             runs.append({"model": variant.label, "seed": seed, "best_epoch": result["best_epoch"],
                          "valid": result["valid"], "test": result["test"]})
-            if seed == seeds[0]:
-                run_dirs[variant.label] = run_dir
+            run_dirs.setdefault(variant.label, {})[seed] = run_dir
     labels = [v.label for v in variants]
     results = {
         "dataset": args.dataset,
@@ -552,12 +532,19 @@ def _main(argv) -> int:
     }
     if not main_process:
         return 0
+    from benchmarks import studies
     from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
+
+    if args.study == "layers":
+        depth = encoder_depth(args.text_model, args.tiny_bert)
+        results["study_results"] = {"depth": depth, "table3": table3_variants(depth, {})[1]}
+    elif args.study == "restitution":
+        results["study_results"] = {"restitution": studies.analyse_restitution(run_dirs)}
 
     atomic_write_json(out / "results.json", results)
     atomic_write_bytes(out / "results.md", render_markdown(results).encode())
     if args.study == "restitution":
-        plot_tsne(run_dirs, out / "tsne.png", seeds[0])
+        studies.plot_tsne({label: by_seed[seeds[0]] for label, by_seed in run_dirs.items()}, out / "tsne.png", seeds[0])
     print(render_markdown(results))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}", file=sys.stderr)
     return 0

@@ -20,9 +20,12 @@ class ModelOutput(NamedTuple):
     diagnostics: optional ``{name: scalar tensor}`` of detached per-batch quantities that the engine averages
         over each epoch (weighted by batch size) and writes to ``log.jsonl`` (train and validation) and
         ``result.json`` (test); ``None`` when the model reports none. They never enter the loss.
+    fused: optional ``(B, d_f)`` pooled output of the model's fusion block alone, before any concatenation
+        with the text representation (what the paper's t-SNE figure shows); ``None`` when not defined.
     """
 
     prediction: torch.Tensor
     loss_terms: dict
     features: torch.Tensor
     diagnostics: dict | None = None
+    fused: torch.Tensor | None = None

@@ -1,64 +1,81 @@
 """``mhmf`` — MHMF-BERT (Zou, Ding, Wang: "Utilizing BERT intermediate layers for multimodal sentiment
 analysis"): audio and vision streams are fused, stage by stage, with *intermediate* BERT layers.
 
-Architecture (per sample; ``mask (B, T) bool, True = real token`` everywhere)::
+Architecture (per sample; ``mask (B, T) bool, True = real token`` everywhere; equation numbers are the paper's)::
 
-    H_t^l        = BERT hidden state after layer l (bert_encoder), projected to d_fusion when widths differ
-    H_a, H_v     = self_attention_adapter(acoustic), self_attention_adapter(visual)         (width d_fusion)
-    for m in {audio, vision}, G^0 = H_m, stages i = 1..D (own modules per stage and branch):
-        C^i  = cross_attention_adapter(target=G^{i−1}, source=H_t^{layers_m[i]})
-        G̃^i  = gru_memory(C^i, G^{i−1})
-        G^i  = restitution(H_t^{restitution_layers_m[i]}, G̃^i).fused          (restitution=False: G^i = G̃^i)
-    F            = gated_fusion(G_v^D, H_v, G_a^D, H_a)
-    score        = regression_head(masked_mean([F; H_t^L]))                    (H_t^L: last layer, unprojected)
-    loss terms   = λ_i · restitution_loss(G̃^i, R+^i, R−^i) per branch and stage, keys "restitution/audio/1", …
+    H_t^l        = BERT hidden state after layer l (bert_encoder)                                    (eq. 1)
+    H_a, H_v     = self_attention_adapter(acoustic), self_attention_adapter(visual)                  (eq. 2)
+    for m in {audio, vision}, G^0 = H_m (eq. 4), stages i = 1..D (own modules per stage and branch):
+        C^i  = cross_attention_adapter(target=G^{i−1}, source=H_t^{list2[i]})                        (eq. 3)
+        G̃^i  = gru_memory(C^i, G^{i−1})                                                              (eq. 5)
+        G^i  = restitution(H_t^{list1[i]}, G̃^i).fused = G̃^i + a·(H_t^{list1[i]} − G̃^i)              (eq. 6–10)
+    F            = gated_fusion(G_v^D, H_v, G_a^D, H_a)                                              (eq. 11–13)
+    score        = regression_head(masked_mean([F; H_t^L]))                   (§2.2.4; H_t^L: last layer)
+    loss         = MSE + Σ_i λ_i · restitution_loss(G̃^i, R+^i, R−^i) per branch and stage          (eq. 14–18)
 
-Choices where the paper leaves room (documented here, all options of :func:`build_mhmf`):
+The paper's layer lists: ``list2`` selects the BERT layer each stage's **cross-attention** reads (eq. 3; the
+options ``audio_layers`` / ``vision_layers``), ``list1`` the layer its **restitution** subtracts G̃ from (eq. 6;
+``restitution_layers_audio`` / ``restitution_layers_vision``, by default equal to list2 — the paper gives only
+one list per modality in Table 3).
 
-* **Layers.** Defaults are the best row of the paper's Table 3 for a 12-layer BERT: audio layers (7, 11), vision
-  layers (6, 10). For an encoder of depth L they are scaled as ``round_half_up(l · L / 12)`` (the bundled
-  6-layer MiniLM: audio (4, 6), vision (3, 5)); see :func:`scale_layers`. ``restitution_layers_audio/vision``
-  default to the same lists — the paper's two layer lists (list1 for the cross-attention, list2 for the
-  restitution) are ambiguous, so both are exposed. A layer index outside ``1..L`` is a ``ValueError``.
-* **Fusion width and heads.** ``d_fusion`` (default 32, MulT's per-modality width of 30 rounded to a multiple of
-  the heads) is much smaller than BERT's width, and ``heads`` defaults to 2 (16 channels each). The fusion is 16
-  attention layers (2 SA layers and 2 stages × 3 CA layers per branch); with the bundled MiniLM (hidden 384) they
-  add about 3 % of the text encoder's FLOPs at width 32 (5 % at 48, 9 % at 64), but they run far below the
-  encoder's efficiency: at MOSI's bucketed lengths (≈ 15 word pieces) their cost on CPU is per-operation
-  overhead, and the fused attention kernel's cost grows with batch × heads rather than with FLOPs. On 2 CPU
-  cores a training step of ``mhmf`` takes ≈ 1.15–1.2× the text model's at these defaults, ≈ 1.26× at
-  ``d_fusion=48, heads=4`` and ≈ 1.31× at ``d_fusion=64, heads=4`` (``python -m benchmarks.speed --levers``,
-  README section "Performance"). The wider fusion may score a little higher: on ``mosi-sim`` (3 seeds, 4
-  epochs, same code) ``d_fusion=64, heads=4`` gives Acc2 non0 84.2 ± 0.6, MAE 0.808 ± 0.012, Corr 0.769 ± 0.006
-  against 83.4 ± 0.3, 0.813 ± 0.017, 0.765 ± 0.006 at the defaults — within about 1.5 seed standard deviations,
-  so not resolved; pass ``d_fusion=64, heads=4`` where the step cost does not matter.
-  Every BERT layer that is used gets **one** linear projection to ``d_fusion``, shared by the cross-attention
-  sources and the restitution inputs of both branches, so the residual of the restitution block is computed in
-  the fusion width: ``R = W_l H_t^l − G̃``. When ``d_fusion`` equals BERT's width no projection is made.
-* **Dropout.** ``dropout`` (0.1) acts on every residual branch of the adapters and before the regression head;
-  the FFNs' hidden activations are not dropped (``ffn_dropout=0``, as BERT's layers), which also saves two
-  thirds of the fusion's dropout-mask sampling, the costliest elementwise work on CPU.
-* **Loss weights.** ``λ_i = 0.1`` for every stage and branch. The paper gives no value; each restitution loss
-  starts near ``4 ln 2 ≈ 2.8`` and cannot fall below ``4 softplus(−1) ≈ 1.25`` (``d ∈ [0, 1]``), so with four
-  terms λ = 0.1 keeps their sum (≈ 1.1 at the start) on the scale of the task loss instead of dominating it,
-  and its gradient (not its value) is what shapes the restitution gate. Loss terms are only
-  produced while training (``model.training``) and when ``batch.label`` is not ``None``: evaluation reports
-  the task loss alone. Triplets: polarity classes (``label ≥ 0`` vs ``< 0``), every valid anchor of the batch
-  (``num_triplets=1`` restores the paper's single triplet), see :mod:`fusionkit.losses.restitution`.
-* **Unaligned input** (``batch.aligned`` False: audio/vision with their own lengths and masks). The
-  cross-attention adapters take separate target/source masks, so stages run unchanged; the restitution needs a
-  common time axis for ``H_t − G̃``, so it receives the masked mean of ``H_t^l`` (one vector per sample,
-  broadcast over the modality's time steps); each stream (``G_v, H_v, G_a, H_a`` and the last text layer) is
-  masked-mean pooled on its own before the gated fusion and the concatenation. For aligned input the gated
-  fusion and concatenation run per word piece and the pooling comes last.
-* **Features** returned for t-SNE/probing are the pooled head input ``[F; H_t^L]`` of width
-  ``d_fusion + hidden``.
+**The paper's model and the cheaper variant.** Eq. 6 subtracts G̃ from the BERT layer itself, so the SA/CA/GRU/
+restitution stack runs at the text encoder's width with no projection of H_t: ``d_fusion`` defaults to BERT's
+hidden size and ``heads`` to BERT's head count (head width = BERT's, 32 for the bundled MiniLM, 64 for
+BERT-base). ``mhmf_small`` (registered below) fixes ``d_fusion=32, heads=2`` on the same builder: every BERT
+layer used is then projected by one linear map to 32, shared by the cross-attentions and restitutions that read
+it (``R = W_l H_t^l − G̃``). It is not the paper's model.
 
-Fidelity: no public code by the authors was found, so this follows the paper's equations (5–17); the
-cross-attention layers follow the MulT authors' crossmodal layer (see :mod:`fusionkit.components.adapters`).
+Choices where the paper leaves room (each an option of :func:`build_mhmf`):
 
-Training defaults: AdamW, encoder lr 5e-5 (the usual BERT fine-tuning rate), lr 1e-4 for the fusion modules
-(randomly initialised, so a larger step), batch 32, 4 epochs, 10 % linear warm-up, gradient clipping at 1.0.
+* **Layers** (``audio_layers``, ``vision_layers``): the best row of Table 3 for 12-layer BERT, audio (7, 11),
+  vision (6, 10), scaled to an encoder of depth L as ``round_half_up(l · L / 12)`` (the bundled 6-layer MiniLM:
+  audio (4, 6), vision (3, 5)); see :func:`scale_layers`. Table 3's ``{12}`` is read as both CA stages on the
+  last layer. A layer index outside ``1..L`` is a ``ValueError``.
+* **Head count** (``heads``): BERT's, so attention heads have BERT's head width (12 × 32 on MiniLM). The paper
+  gives none.
+* **SA positional encoding**: none. SA's inputs are word-aligned acoustic/visual rows whose order is the word
+  order; word position enters the fusion through the BERT hidden states (which carry position embeddings) that
+  every cross-attention attends to. The paper shows SA as plain Transformer encoder layers (Fig. 3b).
+* **Transformer layers**: pre-LN, GELU FFN of width ``ffn_ratio · d_fusion`` (4×, BERT's ratio and activation),
+  MulT's crossmodal layer for CA (:mod:`fusionkit.components.adapters`); the paper cites [12] and [4] only.
+* **Dropout**: ``dropout`` 0.1 (BERT's) on every residual branch of the adapters and before the regression head;
+  ``attn_dropout`` 0 and ``ffn_dropout`` 0 (no dropout on attention weights or the FFN's hidden activations,
+  as BERT's layers and MulT's audio/vision defaults). The paper gives no dropout.
+* **Pooling** (§2.2.4 "pool them"): masked mean over the word pieces of ``[F; H_t^L]`` (aligned input). For
+  unaligned input each stream is masked-mean pooled on its own before the gated fusion.
+* **Restitution gate** (eq. 7): ``AvgPool`` is the masked mean over real tokens, so ``a`` is one channel gate per
+  sample ``(B, d)``; ``W1: d → d/reduction``, ``W2: d/reduction → d`` with ``reduction`` 4 (a squeeze-and-
+  excitation bottleneck, as in the SNR module the paper builds on [11]).
+* **Loss weights** ``λ_i`` (``loss_weights``): 0.1 for every stage and branch. Each restitution loss starts at
+  ``4 ln 2 ≈ 2.77`` and cannot fall below ``4 softplus(−1) ≈ 1.25`` (``d ∈ [0, 1]``), so with four terms
+  λ = 0.1 keeps their sum (≈ 1.1) on the scale of the task loss instead of dominating it.
+* **Triplets** (§2.3.1 "randomly drawn three samples from each mini-batch"): classes are polarity (``label ≥ 0``
+  vs ``< 0``, ``loss_classes``); every valid anchor of the batch is used (``num_triplets=1`` restores a single
+  triplet). Their generator is the module's own and is seeded by the training engine from the run's seed every
+  epoch and saved in every checkpoint, so a resumed run draws the same triplets.
+* **The gate's learning rate** (``gate_lr_scale`` 100): the restitution gate (W1, W2) trains at 100× the fusion
+  learning rate (1e-2 with the default 1e-4). Why: at initialisation the gate sits at ``a ≈ 0.5``, where
+  ``F+ = F−``; eq. 15–17 then reduce to ``softplus(x) + softplus(−x) + softplus(y) + softplus(−y) ≥ 4 ln 2`` for
+  the same distance changes x = d(F+_a, F+_p) − d(F_a, F_p) and y = d(F_a, F_n) − d(F+_a, F+_n): through R the
+  loss can only drive x and y to 0, i.e. to its floor 4 ln 2 — only moving the gate away from 0.5 lowers it. That gradient is small and AdamW moves a parameter by at most about its
+  learning rate per step: 4 epochs of MOSI are 160 steps, so at 1e-4 (with warm-up and decay) the gate's
+  logits move by ≲ 0.01 and ``a`` stays within ≈ 0.003 of where it started. Measured on ``mosi-sim`` (seed 0,
+  validation-selected, the previous default ``gate_lr_scale=1``): every restitution loss stayed at 2.771–2.776
+  (4 ln 2 = 2.773) for all 4 epochs and the gate's mean ``|a − 0.5|`` at 0.02–0.027, the initial spread, while
+  the validation MAE fell from 0.959 to 0.844. The scale changes no computation, only the optimizer's step on
+  those parameters; ``gate_init`` (bias of W2 at ``logit(gate_init)``) is available but left at PyTorch's
+  default, since which side of 0.5 helps depends on whether the text residual separates the classes better
+  than G̃ (on ``mosi-sim`` it does not: margins README, "Restitution").
+* **Unaligned input** (``batch.aligned`` False: audio/vision with their own lengths and masks): the
+  cross-attention adapters take separate target/source masks; the restitution needs a common time axis for
+  ``H_t − G̃``, so it receives the masked mean of ``H_t^l`` (broadcast over the modality's time steps).
+* **Features**: ``ModelOutput.features`` is the pooled head input ``[F; H_t^L]`` (``d_fusion + hidden``);
+  ``ModelOutput.fused`` is the pooled ``F`` alone (what §4.3's t-SNE shows).
+
+Fidelity: no public code by the authors was found, so this follows the paper's equations (1–18).
+
+Training defaults (not given by the paper): AdamW, encoder lr 5e-5 (the usual BERT fine-tuning rate), lr 1e-4
+for the fusion modules, batch 32, 4 epochs, 10 % linear warm-up, gradient clipping at 1.0.
 """
 from __future__ import annotations
 
@@ -241,11 +258,16 @@ class MHMFBert(nn.Module):
             restitution_text = text[stage.restitution_layer] if pooled_text is None else pooled_text[stage.restitution_layer]
             out = stage(state, text[stage.layer], restitution_text, mask, text_mask)
             state = out.state
-            if labels is None or out.restitution is None:
+            if labels is None:
                 continue
             key = f"restitution/{name}/{i}"
+            if out.restitution is None:  # the ablation: how well G^i = G̃^i alone separates the classes
+                margins = expected_margins(masked_mean(out.g_tilde, mask)[None], sentiment_classes(labels, "polarity"))
+                if margins is not None:
+                    diagnostics[f"{key}/margin_F"] = margins[0]
+                continue
             diagnostics[f"{key}/gate_dev"] = (out.restitution.attention.detach() - 0.5).abs().mean()
-            if self.training:
+            if self.training and self.restitution_loss is not None:
                 loss = self.restitution_loss(out.g_tilde, out.restitution.relevant, out.restitution.irrelevant, labels, mask)
                 loss_terms[key] = self.loss_weights[i - 1] * loss.total
                 diagnostics[f"{key}/loss"] = loss.total.detach()
@@ -266,15 +288,17 @@ class MHMFBert(nn.Module):
                 masks ``(B, ·)`` bool, True = real token (``T_a = T_v = T`` with the text mask when aligned).
         Returns:
             :class:`ModelOutput`: ``prediction (B,)``; ``loss_terms`` ``{"restitution/<branch>/<stage>": scalar}``
-            (weighted; empty in eval mode, without labels, or with ``restitution=False``);
-            ``features (B, d_fusion + hidden)``.
+            (weighted by λ; only in training mode with labels and restitution); ``features (B, d_fusion + hidden)``;
+            ``fused (B, d_fusion)`` (pooled F); ``diagnostics`` (with labels): per ``restitution/<branch>/<stage>``
+            the gate's mean ``|a − 0.5|`` (``gate_dev``), the expected triplet margins of F, F+, F− (``margin_*``)
+            and, in training, the unweighted loss (``loss``); without restitution only ``margin_F`` of G̃.
         """
         hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).hidden_states
         # a batch without padding (always so at batch size 1) needs no masking ops in the fusion
         text_mask = _unless_full(batch.mask)
         text = {int(layer): proj(hidden[int(layer)]) for layer, proj in self.text_projections.items()}
         pooled_text = None if batch.aligned else {l: masked_mean(t, text_mask) for l, t in text.items()}
-        labels = batch.label if self.restitution_loss is not None else None
+        labels = batch.label
         loss_terms: dict = {}
         diagnostics: dict = {}
 
@@ -292,15 +316,17 @@ class MHMFBert(nn.Module):
         if batch.aligned:
             fused = self.gated_fusion(g_v, h_v, g_a, h_a)
             features = masked_mean(torch.cat([fused, last], dim=-1), text_mask)
+            pooled_fused = features[:, : fused.shape[-1]]
         else:
             fused = self.gated_fusion(
                 masked_mean(g_v, v_mask), masked_mean(h_v, v_mask), masked_mean(g_a, a_mask), masked_mean(h_a, a_mask)
             )
             features = torch.cat([fused, masked_mean(last, text_mask)], dim=-1)
-        if diagnostics and self.training:
+            pooled_fused = fused
+        if self.training and self.restitution_loss is not None and labels is not None:
             diagnostics["restitution/floor_at_gate_half"] = torch.tensor(RESTITUTION_FLOOR_AT_HALF)
         return ModelOutput(prediction=self.head(features), loss_terms=loss_terms, features=features,
-                           diagnostics=diagnostics or None)
+                           diagnostics=diagnostics or None, fused=pooled_fused)
 
 
 @register("mhmf", kind="model")
@@ -328,6 +354,8 @@ def build_mhmf(
     restitution_layers_vision: Sequence[int] | None = None,
     restitution: bool | SlotValue = True,
     reduction: int = 4,
+    gate_init: float | None = None,
+    gate_lr_scale: float = 100.0,
     loss_weights: float | Sequence[float] = 0.1,
     loss_classes: str = "polarity",
     num_triplets: int | None = None,
@@ -411,8 +439,10 @@ def build_mhmf(
                     options=dict(num_layers=ca_layers, **adapter_options), sources=dict(num_layers="ca_layers"),
                 ),
                 memory=build_block(build_mhmf, "memory", memory, dim=d_fusion),
-                restitution=build_block(build_mhmf, "restitution", restitution, dim=d_fusion,
-                                        options=dict(reduction=reduction)) if with_restitution else None,
+                restitution=build_block(
+                    build_mhmf, "restitution", restitution, dim=d_fusion,
+                    options=dict(reduction=reduction, gate_init=gate_init, gate_lr_scale=gate_lr_scale),
+                ) if with_restitution else None,
                 layer=layer,
                 restitution_layer=res_layer,
             )

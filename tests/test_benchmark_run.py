@@ -125,12 +125,25 @@ def test_unwritable_out(capsys, tmp_path):
     assert "cannot write to --out" in _error(capsys, ["--models", "text", *SMOKE, "--out", str(blocker / "sub")])
 
 
-def test_layer_study_plan_scales_to_depth():
+def test_layer_study_is_table3_scaled_to_depth():
     args = bench.build_parser().parse_args(["--study", "layers"])
-    variants = bench.plan_variants(args, lambda: 6)
-    kwargs = [v.kwargs for v in variants]
-    assert {"audio_layers": (4, 6), "vision_layers": (3, 5)} in kwargs  # the paper's (7, 11) / (6, 10) at depth 6
-    assert all(v.model == "mhmf" for v in variants) and len({v.label for v in variants}) == len(variants)
+    at12 = bench.plan_variants(args, lambda: 12)
+    assert [(v.kwargs["audio_layers"], v.kwargs["vision_layers"]) for v in at12] == [
+        ((12, 12), (12, 12)), ((3, 4), (2, 3)), ((5, 6), (6, 7)), ((4, 11), (3, 10)), ((7, 11), (6, 10))]
+    variants, rows = bench.table3_variants(6, {})
+    assert [r["experiment"] for r in rows] == [1, 2, 3, 4, 5] and [r["paper_acc2"] for r in rows] == [
+        83.9, 84.0, 84.4, 85.1, 85.3]
+    assert [(r["audio"], r["vision"]) for r in rows] == [
+        ([6, 6], [6, 6]), ([2, 2], [1, 2]), ([3, 3], [3, 4]), ([2, 6], [2, 5]), ([4, 6], [3, 5])]
+    assert "audio {3,4} collapses to layer 2" in rows[1]["notes"][0] and len(rows[1]["notes"]) == 1
+    assert "audio {5,6} collapses to layer 3" in rows[2]["notes"][0]
+    assert rows[0]["notes"] == [] and rows[4]["notes"] == []  # {12} is one layer by definition
+    assert len(variants) == 5
+    # at depth 2 rows coincide: each distinct choice is trained once and the others say so
+    variants2, rows2 = bench.table3_variants(2, {})
+    assert len(variants2) < 5 and len(rows2) == 5
+    shared = [r for r in rows2 if any("same layers as experiment" in n for n in r["notes"])]
+    assert shared and all(r["label"] in {v.label for v in variants2} for r in rows2)
     finetune = bench.plan_variants(bench.build_parser().parse_args(["--study", "finetune"]), lambda: 6)
     assert [v.kwargs["encoder_mode"] for v in finetune] == ["finetune", "frozen", "random"]
     with pytest.raises(bench.UsageError, match="conflicts with --study finetune"):
@@ -138,17 +151,80 @@ def test_layer_study_plan_scales_to_depth():
                             lambda: 6)
 
 
-def test_tsne_figure(tmp_path):
+def _results(dataset: str, labels: dict, study=None, acc2=0.8) -> dict:
+    from fusionkit.metrics import METRICS
+
+    test = {m: acc2 for m in METRICS}
+    runs = [{"model": label, "seed": s, "best_epoch": 1, "valid": test, "test": test} for label in labels
+            for s in (0, 1)]
+    return {"dataset": dataset, "simulated": True, "text_model": "x", "seeds": [0, 1], "runs": runs,
+            "config": {"study": study, "variants": {label: {"model": m, "kwargs": kw} for label, (m, kw) in
+                                                   labels.items()}, "train": {}, "per_model": {}},
+            "summary": bench.summarize(runs, list(labels))}
+
+
+def test_results_md_prints_the_papers_table_under_mosi_tables():
+    md = bench.render_markdown(_results("mosi-sim", {"mhmf": ("mhmf", {}), "mhmf[no restitution]": ("mhmf", {}),
+                                                      "text": ("text", {}), "tfn": ("tfn", {})}))
+    assert "Table 1 of the MHMF-BERT paper: CMU-MOSI" in md
+    assert "| MHMF-BERT(B)* | `mhmf`, `mhmf[no restitution]` | 85.3 | 85.3 | 0.748 | 0.787 |" in md
+    assert "| TFN(B)¹ | `tfn` | 80.8 | 80.7 | 0.901 | 0.698 |" in md
+    assert "| MAG-BERT(B)* | – | 83.6 | 83.6 | 0.782 | 0.763 |" in md
+    assert "does not state whether its Acc2/F1 exclude zero labels" in md and "5 runs" in md
+    mosei = bench.render_markdown(_results("mosei-sim", {"mhmf": ("mhmf", {})}))
+    assert "Table 2 of the MHMF-BERT paper: CMU-MOSEI" in mosei
+    assert "| ICCN(B)¹ | – | 84.2 | 84.2 | 0.565 | 0.713 |" in mosei and "3 runs" in mosei
+    assert "paper" not in bench.render_markdown(_results("synthetic", {"mhmf": ("mhmf", {})})).lower()
+
+
+def test_finetune_study_prints_the_papers_numbers_beside_ours():
+    labels = {f"mhmf[{m}]": ("mhmf", {"encoder_mode": m}) for m in ("finetune", "frozen", "random")}
+    md = bench.render_markdown(_results("mosi-sim", labels, study="finetune", acc2=0.5))
+    assert "| frozen (`mhmf[frozen]`) | 80.2 | 50.0 ± 0.0 | 50.0 ± 0.0 |" in md
+    assert "| random (`mhmf[random]`) | 71.9 |" in md and "| finetune (`mhmf[finetune]`) | 85.3 |" in md
+
+
+def test_tsne_figure_and_silhouettes(tmp_path):
+    from benchmarks import studies
+
     rng = np.random.default_rng(0)
     dirs = {}
-    for label in ("mhmf", "mhmf[no restitution]"):
+    labels = np.r_[rng.uniform(-3, -0.1, 20), rng.uniform(0, 3, 20)].astype(np.float32)
+    for label, spread in (("mhmf", 0.1), ("mhmf[no restitution]", 10.0)):
         d = tmp_path / label.replace(" ", "_")
         d.mkdir()
-        np.save(d / "test_features.npy", rng.normal(size=(20, 8)).astype(np.float32))
-        np.save(d / "test_labels.npy", rng.uniform(-3, 3, 20).astype(np.float32))
+        centres = np.where(labels[:, None] >= 0, 1.0, -1.0) * np.ones((1, 8))
+        np.save(d / studies.FUSED_FILE, (centres + spread * rng.normal(size=(40, 8))).astype(np.float32))
+        np.save(d / studies.LABELS_FILE, labels)
         dirs[label] = d
-    bench.plot_tsne(dirs, tmp_path / "tsne.png", seed=0)
+    studies.plot_tsne(dirs, tmp_path / "tsne.png", seed=0)
     assert (tmp_path / "tsne.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tight, loose = (studies.silhouettes(np.load(d / studies.FUSED_FILE), labels, 0) for d in dirs.values())
+    assert tight["feature_space"] > 0.8 and tight["tsne"] > 0.5  # two well separated clusters
+    assert abs(loose["feature_space"]) < 0.2
+    assert studies.silhouettes(np.ones((5, 3)), np.ones(5), 0) == {"feature_space": None, "tsne": None}
+
+
+def test_restitution_study_end_to_end(tmp_path):
+    out = tmp_path / "study"
+    argv = ["--study", "restitution", *SMOKE, "--seeds", "2", "--max-samples", "48", "--out", str(out)]
+    assert bench.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    analysis = results["study_results"]["restitution"]
+    assert set(analysis) == {"mhmf", "mhmf[no restitution]"} and set(analysis["mhmf"]) == {"0", "1"}
+    with_r = analysis["mhmf"]["0"]
+    for stage in ("audio/1", "audio/2", "vision/1", "vision/2"):
+        for key in ("loss", "gate_dev", "margin_F", "margin_F+", "margin_F-"):
+            assert f"restitution/{stage}/{key}" in with_r["train"]
+        assert f"restitution/{stage}/margin_F+" in with_r["test"]
+    without = analysis["mhmf[no restitution]"]["0"]
+    assert not any(k.endswith(("/loss", "margin_F+")) for k in without["train"])
+    assert "restitution/audio/1/margin_F" in without["test"]
+    assert set(with_r["silhouette"]) == {"feature_space", "tsne"}
+    log = [json.loads(line) for line in (out / "mhmf/seed0/log.jsonl").read_text().splitlines()]
+    assert log[-1]["train_diagnostics"]["restitution/floor_at_gate_half"] == pytest.approx(4 * np.log(2))
+    md = (out / "results.md").read_text()
+    assert "## Restitution diagnostics" in md and "| `mhmf` |" in md and (out / "tsne.png").is_file()
 
 
 def test_ablation_flags_reach_only_accepting_models():
@@ -189,3 +265,8 @@ def test_per_model_settings_reach_only_their_model(tmp_path):
 ])
 def test_bad_per_model_settings(capsys, item, message):
     assert message in _error(capsys, ["--models", "text", *SMOKE, "--set", item])
+
+
+def test_models_all_lists_the_paper_model_and_its_small_variant():
+    models = bench.resolve_models("all")
+    assert models.index("mhmf") < models.index("mhmf_small") and "text" in models

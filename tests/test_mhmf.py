@@ -244,3 +244,18 @@ def test_diagnostics_in_train_and_eval_mode():
     state = model.restitution_loss.generator.get_state()
     model(b)
     assert torch.equal(state, model.restitution_loss.generator.get_state())
+
+
+def test_restitution_gate_trains_at_its_own_learning_rate():
+    from fusionkit.training.optim import param_groups
+
+    model = build(gate_lr_scale=50.0)
+    groups = {g["name"]: g for g in param_groups(model, lr=1e-4, encoder_lr=5e-5, weight_decay=0.01)}
+    gate = {id(p) for stages in (model.audio_stages, model.vision_stages) for s in stages
+            for p in s.restitution.gate.parameters()}
+    scaled = {id(p) for name in ("head_x50", "head_no_decay_x50") for p in groups[name]["params"]}
+    assert scaled == gate and groups["head_x50"]["lr"] == pytest.approx(5e-3)
+    assert groups["head"]["lr"] == 1e-4 and groups["encoder"]["lr"] == 5e-5
+    assert not gate & {id(p) for name in ("head", "head_no_decay", "encoder") for p in groups[name]["params"]}
+    with pytest.raises(ValueError, match="gate_lr_scale must be positive"):
+        build(gate_lr_scale=0.0)

@@ -356,8 +356,8 @@ def _reference_mhmf():
     def stages(layers):
         return nn.ModuleList(
             FusionStage(cross_attention=CrossAttentionAdapter(d_model=d, num_layers=3, **adapter),
-                        memory=GRUMemory(dim=d), restitution=Restitution(dim=d, reduction=4), layer=l,
-                        restitution_layer=l)
+                        memory=GRUMemory(dim=d), restitution=Restitution(dim=d, reduction=4, gate_lr_scale=100.0),
+                        layer=l, restitution_layer=l)
             for l in layers)
 
     return MHMFBert(

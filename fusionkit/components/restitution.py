@@ -2,6 +2,7 @@
 an irrelevant part with a channel attention over the residual."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -31,10 +32,20 @@ class Restitution(nn.Module):
     ``d_text``: width of ``H_t`` when it differs from the memory width ``d`` (e.g. a 768-wide BERT layer and a
     128-wide fusion). ``H_t`` is then first projected to ``d`` by a linear layer, so ``R`` is computed in the
     fusion width: ``R = W_t H_t − G̃``.
+
+    ``gate_init``: ``None`` keeps PyTorch's default initialisation of the last layer's bias (so ``a ≈ 0.5`` at the
+    start); a value in (0, 1) sets that bias to ``logit(gate_init)``, so the gate starts near ``gate_init``.
+    ``gate_lr_scale``: learning-rate multiplier of the gate's parameters (W1, W2) in fusionkit's optimizer
+    (:func:`fusionkit.training.optim.lr_scales`); it changes no computation.
     """
 
-    def __init__(self, *, dim: int, d_text: int | None = None, reduction: int = 4) -> None:
+    def __init__(self, *, dim: int, d_text: int | None = None, reduction: int = 4,
+                 gate_init: float | None = None, gate_lr_scale: float = 1.0) -> None:
         super().__init__()
+        if not gate_lr_scale > 0:
+            raise ValueError(f"gate_lr_scale must be positive, got {gate_lr_scale}")
+        if gate_init is not None and not 0 < gate_init < 1:
+            raise ValueError(f"gate_init must lie strictly between 0 and 1 (the gate is a sigmoid), got {gate_init}")
         if dim <= 0 or reduction <= 0:
             raise ValueError(f"dim and reduction must be positive, got dim={dim}, reduction={reduction}")
         if dim // reduction < 1:
@@ -45,6 +56,9 @@ class Restitution(nn.Module):
         self.gate = nn.Sequential(
             nn.Linear(dim, dim // reduction), nn.ReLU(), nn.Linear(dim // reduction, dim), nn.Sigmoid()
         )
+        self.gate.lr_scale = float(gate_lr_scale)  # read by fusionkit.training.optim.param_groups
+        if gate_init is not None:  # centre the gate at a = gate_init instead of ≈ 0.5
+            nn.init.constant_(self.gate[2].bias, math.log(gate_init / (1 - gate_init)))
 
     def forward(
         self, text: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None

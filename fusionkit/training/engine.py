@@ -60,6 +60,8 @@ class RunResult:
     history: one dict per finished epoch (what ``log.jsonl`` holds).
     checkpoint_dir: ``out_dir/best`` (``None`` when nothing was written).
     test_predictions / test_labels: ``(N,)`` arrays in test-split order; test_features: ``(N, d)``; test_ids.
+    test_diagnostics: test-split means of the model's ``ModelOutput.diagnostics`` (empty when it has none).
+    test_fused: ``(N, d_f)`` pooled fusion-block outputs (``ModelOutput.fused``), ``None`` when not defined.
     """
 
     best_epoch: int
@@ -72,6 +74,7 @@ class RunResult:
     test_labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     test_ids: list = field(default_factory=list)
     test_diagnostics: dict = field(default_factory=dict)
+    test_fused: np.ndarray | None = None
 
 
 @dataclass
@@ -83,6 +86,7 @@ class EvalOutput:
     metrics: dict
     loss: float
     diagnostics: dict = field(default_factory=dict)
+    fused: np.ndarray | None = None
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -206,8 +210,9 @@ def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: 
         out = net(batch.to(ctx.device))
         diag: dict = {}
         _add_diagnostics(diag, getattr(out, "diagnostics", None), len(batch))
+        fused = getattr(out, "fused", None)
         mine.append((index, out.prediction.float().cpu().numpy(), out.features.float().cpu().numpy(),
-                     batch.label.numpy(), list(batch.ids), diag))
+                     batch.label.numpy(), list(batch.ids), diag, None if fused is None else fused.float().cpu().numpy()))
     net.train(was_training)
     parts = sorted((p for rank_parts in dist_utils.all_gather_objects(ctx, mine) for p in rank_parts),
                    key=lambda p: p[0])
@@ -216,7 +221,8 @@ def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: 
     labels = np.concatenate([p[3] for p in parts]).astype(np.float64)
     ids = [i for p in parts for i in p[4]]
     diag_sums = _merge_diagnostic_sums(p[5] for p in parts)
-    return EvalOutput(predictions=preds, labels=labels, features=feats, ids=ids,
+    fused = None if any(p[6] is None for p in parts) else np.concatenate([p[6] for p in parts])
+    return EvalOutput(predictions=preds, labels=labels, features=feats, ids=ids, fused=fused,
                       metrics=compute_metrics(preds, labels), loss=float(np.mean((preds - labels) ** 2)),
                       diagnostics=_mean_diagnostics(diag_sums))
 
@@ -486,7 +492,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
                        checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
                        test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,
-                       test_ids=test.ids, test_diagnostics=test.diagnostics)
+                       test_ids=test.ids, test_diagnostics=test.diagnostics,
+                       test_fused=test.fused)
     if out_dir is not None and not run.finished:
         run.finished = True
         _save_last(out_dir, ctx, identity, run, model, None, None)

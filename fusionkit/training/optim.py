@@ -19,26 +19,46 @@ def encoder_parameter_names(model: nn.Module) -> set[str]:
     return names
 
 
+LR_SCALE_ATTR = "lr_scale"
+
+
+def lr_scales(model: nn.Module) -> dict[str, float]:
+    """``{parameter name: factor}`` for parameters inside a module that declares an ``lr_scale`` attribute (a
+    block's own learning-rate multiplier, e.g. the restitution gate's; the innermost declaring module wins);
+    parameters without one are absent (factor 1)."""
+    scaled = {}
+    for prefix, module in sorted(model.named_modules(), key=lambda item: len(item[0])):
+        factor = getattr(module, LR_SCALE_ATTR, None)
+        if factor is None:
+            continue
+        for name, _ in module.named_parameters():
+            scaled[f"{prefix}.{name}" if prefix else name] = float(factor)
+    return {name: factor for name, factor in scaled.items() if factor != 1.0}
+
+
 def param_groups(model: nn.Module, *, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
-    """Up to four AdamW groups: (encoder | rest) × (decayed | not decayed).
+    """AdamW groups: (encoder | rest) × (decayed | not decayed), plus one group per learning-rate multiplier
+    that a module declares (:func:`lr_scales`; named e.g. ``head_x100``).
 
     Biases and normalisation weights — every parameter with fewer than two dimensions — get no weight decay.
     Frozen parameters (``requires_grad=False``) are left out. Each group carries a ``name`` for logging.
     """
     enc = encoder_parameter_names(model)
+    scales = lr_scales(model)
     groups: dict[str, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         part = "encoder" if name in enc else "head"
         decay = p.ndim >= 2
-        key = f"{part}{'' if decay else '_no_decay'}"
+        factor = scales.get(name, 1.0)
+        key = f"{part}{'' if decay else '_no_decay'}{'' if factor == 1.0 else f'_x{factor:g}'}"
         if key not in groups:
-            groups[key] = {"name": key, "params": [], "lr": encoder_lr if part == "encoder" else lr,
+            groups[key] = {"name": key, "params": [], "lr": (encoder_lr if part == "encoder" else lr) * factor,
                            "weight_decay": weight_decay if decay else 0.0}
         groups[key]["params"].append(p)
     order = ("encoder", "encoder_no_decay", "head", "head_no_decay")
-    return [groups[k] for k in order if k in groups]
+    return [groups[k] for k in order if k in groups] + [groups[k] for k in sorted(groups) if k not in order]
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch's single-kernel AdamW runs
