@@ -9,8 +9,8 @@ whose output (``d_out = 1`` for CMU-MOSI) *is* the prediction — no post-fusion
 Defaults for CMU-MOSI: the repository's ``hyperparams.txt`` has no MOSI row (the authors report in their issue
 #1 that the sentiment search record was lost), so sizes and rank come from the paper — audio 32, video 32, text
 64, rank 4, output 1 — and the rest from the authors' MOSI script and TFN: dropouts 0.3, Adam with lr 1e-3 for
-both the factors and the other parameters (their grid: 3e-4 … 3e-3), batch 32, L1 loss, 50 epochs with early
-stopping.
+both the factors and the other parameters (their grid: 3e-4 … 3e-3), batch 32, L1 loss, and ``train_mosi.py``'s
+own defaults of 500 epochs with early stopping after 20 epochs without improvement (patience 20).
 
 Departures from the authors' code, and why:
 
@@ -47,7 +47,7 @@ class LMF(nn.Module):
         "lr": 1e-3,
         "encoder_lr": 5e-5,
         "batch_size": 32,
-        "epochs": 50,
+        "epochs": 500,
         "warmup": 0.0,
         "grad_clip": 0.0,
         "weight_decay": 0.0,

@@ -27,15 +27,19 @@ import numpy as np
 
 from benchmarks import paper_tables as paper
 from fusionkit.cli import ArgumentParser, UsageError, run_cli
+from fusionkit.training.config import SCHEDULES, TASK_LOSSES
 
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
-PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mhmf_small", "mag", "misa", "mult", "lmf", "tfn", "text")
+PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mhmf_small", "mag", "mag_mmsa", "misa", "iccn", "mult", "lmf", "tfn",
+                                   "text")
 STUDIES = ("finetune", "layers", "restitution")
 ENCODER_MODES = ("finetune", "frozen", "random")
 # Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive).
 SETTABLE = {"lr": (float, 0.0, False), "encoder_lr": (float, 0.0, False), "weight_decay": (float, 0.0, True),
             "epochs": (int, 1, True), "batch_size": (int, 1, True), "warmup": (float, 0.0, True),
-            "grad_clip": (float, 0.0, True), "patience": (int, 1, True)}
+            "grad_clip": (float, 0.0, True), "patience": (int, 1, True),
+            # text settings: (str, allowed values, None)
+            "schedule": (str, SCHEDULES, None), "loss": (str, TASK_LOSSES, None)}
 METRIC_LABELS = {"acc2_has0": "Acc2 has0", "acc2_non0": "Acc2 non0", "f1_has0": "F1 has0", "f1_non0": "F1 non0",
                  "acc7": "Acc7", "acc5": "Acc5", "mae": "MAE", "corr": "Corr"}
 
@@ -170,6 +174,11 @@ def parse_sets(items: list[str], models: list[str]) -> tuple[dict[str, dict], di
             raise UsageError(f"--set {item!r}: model {model!r} is not among the models run ({', '.join(models)})")
         if key in SETTABLE:
             kind, low, inclusive = SETTABLE[key]
+            if kind is str:
+                if value not in low:
+                    raise UsageError(f"--set {item!r}: {key} is one of {', '.join(low)}")
+                train.setdefault(model, {})[key] = value
+                continue
             try:
                 number = kind(value)
             except ValueError:

@@ -57,7 +57,7 @@ EXAMPLES["multimodal_adaptation_gate"] = dict(
     no_grad=(),
 )
 
-for _name in ("tfn", "lmf", "mag"):
+for _name in ("tfn", "lmf", "mag", "mag_mmsa", "iccn"):
     EXAMPLES[_name] = dict(build=lambda n=_name: _model(n), run=lambda m: m(_batch()), no_grad=())
 
 
@@ -106,3 +106,33 @@ EXAMPLES["crossmodal_cross_attention"] = dict(
 EXAMPLES["mult"] = dict(
     build=lambda: _model("mult", d_model=12, heads=2, layers=1), run=lambda m: m(_batch()), no_grad=()
 )
+
+
+def _run_sequence(m):
+    b = _batch(lengths=[8, 5, 3, 6])
+    return m(b.acoustic.requires_grad_(), b.mask)
+
+
+EXAMPLES["lstm_sequence_encoder"] = dict(
+    build=lambda: fusionkit.create("lstm_sequence_encoder", d_in=D_A, d_hidden=6), run=_run_sequence, no_grad=()
+)
+EXAMPLES["temporal_conv"] = dict(
+    build=lambda: fusionkit.create("temporal_conv", d_in=D_A, d_out=6), run=_run_sequence, no_grad=()
+)
+
+
+def _run_outer(m):
+    b = _batch(lengths=[8, 5, 3, 6])
+    g = torch.Generator().manual_seed(4)
+    return m(torch.randn(4, 8, 6, generator=g, requires_grad=True), b.acoustic, b.mask)
+
+
+EXAMPLES["text_based_outer_product"] = dict(
+    build=lambda: fusionkit.create("text_based_outer_product"), run=_run_outer, no_grad=()
+)
+EXAMPLES["outer_product_cnn"] = dict(
+    build=lambda: fusionkit.create("outer_product_cnn", height=8, width=6, d_out=3),
+    run=lambda m: m(torch.randn(4, 8, 6, generator=torch.Generator().manual_seed(5))),
+    no_grad=(),
+)
+EXAMPLES["dcca_loss"] = dict(build=lambda: fusionkit.create("dcca_loss"), run=lambda m: m(*_pair(6, 4)), no_grad=())

@@ -2,6 +2,7 @@
 from fusionkit.components import (  # noqa: F401 - imported for their @register declarations
     adapters,
     attention,
+    conv,
     crossmodal,
     fusion,
     heads,
@@ -9,6 +10,8 @@ from fusionkit.components import (  # noqa: F401 - imported for their @register 
     mag,
     memory,
     misa,
+    outer_product,
+    recurrent,
     restitution,
     subnet,
     tensor_fusion,

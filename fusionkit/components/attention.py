@@ -74,6 +74,31 @@ class Attention(nn.Module):
         return self.to_out(rearrange(out, "b h t d -> b t (h d)"))
 
 
+@torch.no_grad()
+def init_packed_in_proj_(attn: Attention, *, xavier_out: bool) -> None:
+    """Initialise ``attn`` as the authors' packed attention (fairseq's / ``nn.MultiheadAttention``'s
+    ``in_proj_weight (3·dim, dim)``): one Xavier-uniform draw over the packed matrix (bound
+    ``√(6 / (dim + 3·dim))``), split into ``to_q`` (rows ``0:dim``) and ``to_kv`` (rows ``dim:3·dim``, keys then
+    values); zero ``to_q``/``to_kv``/``to_out`` biases. ``xavier_out``: ``to_out`` weight Xavier-uniform too
+    (fairseq, MulT); otherwise it keeps ``nn.Linear``'s default (``nn.MultiheadAttention``'s ``out_proj``).
+    """
+    dim = attn.to_q.weight.shape[0]
+    if attn.to_kv.weight.shape != (2 * dim, dim):
+        raise ValueError(
+            f"a packed in_proj needs keys/values of the query width {dim}, got to_kv of shape "
+            f"{tuple(attn.to_kv.weight.shape)}"
+        )
+    packed = torch.empty(3 * dim, dim, dtype=attn.to_q.weight.dtype, device=attn.to_q.weight.device)
+    nn.init.xavier_uniform_(packed)
+    attn.to_q.weight.copy_(packed[:dim])
+    attn.to_kv.weight.copy_(packed[dim:])
+    if xavier_out:
+        nn.init.xavier_uniform_(attn.to_out.weight)
+    for linear in (attn.to_q, attn.to_kv, attn.to_out):
+        if linear.bias is not None:
+            nn.init.zeros_(linear.bias)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over real positions. ``x``: ``(B, T, d)``, ``mask``: ``(B, T)`` bool (True = real) → ``(B, d)``."""
     if mask is None:

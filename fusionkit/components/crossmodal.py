@@ -9,7 +9,9 @@ Follows ``TransformerEncoder`` in ``modules/transformer.py`` of https://github.c
 With ``self_attention=True`` it is MulT's self-attention "memory" transformer over the concatenated crossmodal
 outputs. The layers are fusionkit's :class:`~fusionkit.components.adapters.CrossModalLayer` with
 ``shared_norm=True`` (the authors' shared LayerNorm), ReLU feed-forward of width 4d, and MulT's three dropouts
-(attention weights, after the ReLU, on each residual branch).
+(attention weights, after the ReLU, on each residual branch). Initialisation as the authors'
+(:func:`init_like_mult_`): Xavier-uniform attention projections (one draw over the packed ``(3d, d)`` input
+projection) and FFN weights, zero biases.
 
 Positions (:class:`SinusoidalPositions`) are fairseq's / the authors' table: position ``p`` of a sequence
 (``p = 1, 2, …``) gets ``[sin(p·ω_i); cos(p·ω_i)]``, ``ω_i = 10000^(−i/(d/2 − 1))``, odd ``d`` zero-padded; the
@@ -33,7 +35,7 @@ from einops import rearrange
 from torch import nn
 
 from fusionkit.components.adapters import CrossModalLayer
-from fusionkit.components.attention import Attention, key_padding_bias
+from fusionkit.components.attention import Attention, init_packed_in_proj_, key_padding_bias
 from fusionkit.registry import register
 
 
@@ -98,6 +100,17 @@ class FutureMaskedAttention(Attention):
         return self.to_out(rearrange(out, "b h t d -> b t (h d)"))
 
 
+@torch.no_grad()
+def init_like_mult_(layer: CrossModalLayer) -> None:
+    """The MulT authors' initialisation of one layer: attention as fairseq's ``MultiheadAttention``
+    (Xavier-uniform packed ``in_proj_weight`` and ``out_proj.weight``, zero biases) and the FFN's ``fc1``/``fc2``
+    from their ``Linear`` helper (Xavier-uniform weights, zero biases); LayerNorms at (1, 0)."""
+    init_packed_in_proj_(layer.attn, xavier_out=True)
+    for fc in (layer.ffn.fc1, layer.ffn.fc2):
+        nn.init.xavier_uniform_(fc.weight)
+        nn.init.zeros_(fc.bias)
+
+
 @register("crossmodal_transformer", kind="adapter")
 class CrossmodalTransformer(nn.Module):
     """MulT's crossmodal transformer ``source → target`` (or, with ``self_attention=True``, its memory transformer).
@@ -152,6 +165,7 @@ class CrossmodalTransformer(nn.Module):
             )
             if attn_mask:  # same parameters; adds MulT's future mask to the attention
                 layer.attn = FutureMaskedAttention(dim=dim, heads=heads, dropout=attn_dropout)
+            init_like_mult_(layer)
             self.layers.append(layer)
         self.layer_norm = nn.LayerNorm(dim)
 

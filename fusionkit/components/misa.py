@@ -27,7 +27,7 @@ from timm.layers import Mlp
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from fusionkit.components.attention import Attention
+from fusionkit.components.attention import Attention, init_packed_in_proj_
 from fusionkit.components.checks import check_dropout, check_positive
 from fusionkit.registry import register
 
@@ -147,13 +147,15 @@ class MISASharedPrivate(nn.Module):
 
 class PostNormTransformerLayer(nn.Module):
     """``x ← LN(x + Drop(SelfAttn(x)))``, ``x ← LN(x + Drop(FFN(x)))`` (``nn.TransformerEncoderLayer``'s
-    default post-norm order, ReLU FFN), on fusionkit's attention core."""
+    default post-norm order, ReLU FFN), on fusionkit's attention core, initialised as that layer: Xavier-uniform
+    packed input projection, zero input/output projection biases, ``nn.Linear`` defaults elsewhere."""
 
     def __init__(self, *, dim: int, heads: int = 2, ffn_dim: int = 2048, dropout: float = 0.1) -> None:
         super().__init__()
         check_positive(ffn_dim=ffn_dim)
         check_dropout(dropout=dropout)
         self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
+        init_packed_in_proj_(self.attn, xavier_out=False)  # nn.MultiheadAttention._reset_parameters
         self.drop = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.ffn = Mlp(in_features=dim, hidden_features=ffn_dim, act_layer=nn.ReLU, drop=dropout)

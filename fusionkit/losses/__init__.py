@@ -1,2 +1,2 @@
 """Losses. Importing this package declares them in the registry."""
-from fusionkit.losses import misa, restitution  # noqa: F401
+from fusionkit.losses import cca, misa, restitution  # noqa: F401

@@ -16,6 +16,8 @@ GLOBAL_DEFAULTS: dict = {
     "eval_batch_size": 64,
     "epochs": 10,
     "warmup": 0.1,
+    "schedule": "linear",
+    "loss": "mse",
     "grad_clip": 1.0,
     "patience": 5,
     "seed": 0,
@@ -33,6 +35,10 @@ GLOBAL_DEFAULTS: dict = {
     "cache_encoder": True,
 }
 
+# Learning-rate schedules after the warm-up (fusionkit.training.optim.build_scheduler) and task losses.
+SCHEDULES = ("linear", "constant", "cosine")
+TASK_LOSSES = ("mse", "l1")
+
 # Metrics model selection may use besides :data:`fusionkit.metrics.METRICS`.
 SELECT_EXTRA = ("loss",)
 
@@ -49,7 +55,11 @@ class TrainConfig:
     batch_size: training batch size *summed over all processes* (each DDP rank gets ``batch_size / world``).
     eval_batch_size: batch size for validation and test.
     epochs: maximum number of epochs; ``patience`` epochs without validation improvement stop early.
-    warmup: fraction of all optimizer steps with a linear learning-rate warm-up (then linear decay to 0).
+    warmup: fraction of all optimizer steps with a linear learning-rate warm-up (then ``schedule``).
+    schedule: learning rate after the warm-up: ``linear`` (decay to 0 at the last step), ``constant`` (stays
+        at ``lr``), ``cosine`` (half a cosine period down to 0 at the last step).
+    loss: task loss between prediction and label: ``mse`` (mean squared error) or ``l1`` (mean absolute
+        error); the model's ``loss_terms`` are added to it. The validation ``loss`` is the same quantity.
     grad_clip: max global gradient norm (``0`` disables clipping).
     seed: seeds Python, NumPy and torch; epoch ``e`` re-seeds with ``(seed, e)`` so a resumed run replays it.
     max_train_samples: train on the first N training examples (smoke runs, learning curves).
@@ -76,6 +86,8 @@ class TrainConfig:
     eval_batch_size: int | None = None
     epochs: int | None = None
     warmup: float | None = None
+    schedule: str | None = None
+    loss: str | None = None
     grad_clip: float | None = None
     patience: int | None = None
     seed: int | None = None
@@ -122,6 +134,10 @@ class TrainConfig:
             positive(name, allow_zero=True)
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"TrainConfig.warmup is a fraction of the optimizer steps in [0, 1), got {self.warmup!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.loss not in TASK_LOSSES:
+            raise ValueError(f"TrainConfig.loss must be one of {', '.join(TASK_LOSSES)}, got {self.loss!r}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"TrainConfig.max_train_samples must be ≥ 1 or None, got {self.max_train_samples!r}")
         if self.padding not in PADDING_MODES:

@@ -1,7 +1,7 @@
 """The training loop every fusionkit model shares.
 
 ``train_and_evaluate`` builds a registered model for a loaded dataset, trains it with AdamW (task loss
-``MSE(prediction, label)`` plus the model's already-weighted ``loss_terms``), selects the epoch on the
+``MSE(prediction, label)``, or L1 with ``loss="l1"``, plus the model's already-weighted ``loss_terms``), selects the epoch on the
 validation split only, and evaluates the test split once with the selected weights.
 
 Reproducibility and resumption: every epoch ``e`` starts by re-seeding Python, NumPy and torch from
@@ -183,15 +183,24 @@ def _mean_diagnostics(sums: dict) -> dict:
     return {k: total / count for k, (total, count) in sorted(sums.items()) if count}
 
 
-def _task_loss(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(prediction.float(), label.float())
+TASK_LOSS_FNS = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+def _task_loss(prediction: torch.Tensor, label: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    return TASK_LOSS_FNS[kind](prediction.float(), label.float())
+
+
+def _numpy_task_loss(preds: np.ndarray, labels: np.ndarray, kind: str) -> float:
+    err = preds - labels
+    return float(np.mean(np.abs(err)) if kind == "l1" else np.mean(err ** 2))
 
 
 # -- evaluation --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: str = "dynamic",
-             ctx: dist_utils.DistContext | None = None) -> EvalOutput:
-    """Predict every example of ``dataset`` (in order) and compute the metrics on the whole split.
+             ctx: dist_utils.DistContext | None = None, loss: str = "mse") -> EvalOutput:
+    """Predict every example of ``dataset`` (in order) and compute the metrics on the whole split; ``loss``
+    names the task loss (``mse`` | ``l1``) reported as ``EvalOutput.loss``.
 
     Under DDP each rank predicts every ``world``-th batch and the predictions are gathered, so every rank
     returns the same, complete result.
@@ -223,7 +232,7 @@ def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: 
     diag_sums = _merge_diagnostic_sums(p[5] for p in parts)
     fused = None if any(p[6] is None for p in parts) else np.concatenate([p[6] for p in parts])
     return EvalOutput(predictions=preds, labels=labels, features=feats, ids=ids, fused=fused,
-                      metrics=compute_metrics(preds, labels), loss=float(np.mean((preds - labels) ** 2)),
+                      metrics=compute_metrics(preds, labels), loss=_numpy_task_loss(preds, labels, loss),
                       diagnostics=_mean_diagnostics(diag_sums))
 
 
@@ -327,7 +336,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
         raise ValueError(f"the training split of {data.info.name!r} is empty")
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup=cfg.warmup)
+    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup=cfg.warmup, schedule=cfg.schedule)
     net = model
     if ctx.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -382,7 +391,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
             for batch in iterator:
                 batch = batch.to(ctx.device)
                 out = net(batch)
-                task = _task_loss(out.prediction, batch.label)
+                task = _task_loss(out.prediction, batch.label, cfg.loss)
                 terms = dict(out.loss_terms or {})
                 loss = task + sum(terms.values()) if terms else task
                 if not torch.isfinite(loss):
@@ -437,7 +446,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                                         + [run.epoch_sums["terms"].get(k, 0.0) for k in term_names])
             count = max(totals[2], 1.0)
             valid = evaluate(model, data.splits["valid"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
-                             ctx=ctx)
+                             ctx=ctx, loss=cfg.loss)
             value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
             improved = run.best_value is None or (value < run.best_value if lower else value > run.best_value)
             seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
@@ -488,7 +497,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     if best_state is None:
         raise RuntimeError("no epoch finished, so no weights were selected")
     model.load_state_dict(best_state)
-    test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx)
+    test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx,
+                    loss=cfg.loss)
     result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
                        checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
                        test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,

@@ -1,4 +1,4 @@
-"""AdamW with separate encoder / non-encoder learning rates, no decay on biases and norms, linear warm-up."""
+"""AdamW with separate encoder / non-encoder learning rates, no decay on biases and norms, warm-up + schedule."""
 from __future__ import annotations
 
 import torch
@@ -88,8 +88,20 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup: float):
-    """Linear warm-up over ``warmup × total_steps`` steps, then linear decay to 0 (``transformers``)."""
-    from transformers import get_linear_schedule_with_warmup
+def build_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup: float, schedule: str = "linear"):
+    """Linear warm-up over ``warmup × total_steps`` steps, then (``transformers``' schedules) ``linear`` decay to
+    0, a ``constant`` rate, or a ``cosine`` half period down to 0 at the last step."""
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
 
-    return get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), max(total_steps, 1))
+    warmup_steps = int(warmup * total_steps)
+    if schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, 1))
+    if schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps)
+    if schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, 1))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected linear, constant or cosine")
