@@ -171,12 +171,14 @@ def build_mag_bert(
     ``pooling``: ``"cls"`` (the authors' pooler head), ``"mean"``, or ``"auto"`` (the text model's declared
     pooling: ``"mean"`` for the bundled MiniLM, ``"cls"`` for plain BERT checkpoints); see the module docstring.
     """
-    return _build(MAGBert, text_model=text_model, bert_config=bert_config, encoder_mode=encoder_mode,
-                  d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift, dropout=dropout,
-                  injection_layer=injection_layer, pooling=pooling)
+    return _build(MAGBert, build_mag_bert, text_model=text_model, bert_config=bert_config,
+                  encoder_mode=encoder_mode, d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift,
+                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, text_encoder=text_encoder,
+                  gate=gate)
 
 
 @register("mag_mmsa", kind="model")
+@model_slots("mag_mmsa", text_encoder_slot(injection=True), MAG_GATE)
 def build_mag_mmsa(
     *,
     text_model: str | None = None,
@@ -188,19 +190,24 @@ def build_mag_mmsa(
     dropout: float = 0.3,
     injection_layer: int = 0,
     pooling: str = "cls",
+    text_encoder: SlotValue = "bert_encoder",
+    gate: SlotValue = "multimodal_adaptation_gate",
 ) -> MAGBertMMSA:
     """MAG-BERT as MMSA 2.2.1's ``bert_mag`` runs it: the ``mag`` model with MAG dropout 0.3 and the [CLS]
     pooler head, trained with batch 32, lr 2e-5, no weight decay, no warm-up, a constant rate and an L1 loss.
 
     Only the defaults differ from ``mag`` (same computation; compare with MMSA's published tables).
     """
-    return _build(MAGBertMMSA, text_model=text_model, bert_config=bert_config, encoder_mode=encoder_mode,
-                  d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift, dropout=dropout,
-                  injection_layer=injection_layer, pooling=pooling)
+    return _build(MAGBertMMSA, build_mag_mmsa, text_model=text_model, bert_config=bert_config,
+                  encoder_mode=encoder_mode, d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift,
+                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, text_encoder=text_encoder,
+                  gate=gate)
 
 
-def _build(cls: type[MAGBert], *, text_model, bert_config, encoder_mode: str, d_acoustic: int, d_visual: int,
-           beta_shift: float, dropout: float, injection_layer: int, pooling: str) -> MAGBert:
+def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode: str, d_acoustic: int,
+           d_visual: int, beta_shift: float, dropout: float, injection_layer: int, pooling: str,
+           text_encoder: SlotValue, gate: SlotValue) -> MAGBert:
+    """The model of ``factory`` (``build_mag_bert`` or ``build_mag_mmsa``, whose slots and defaults apply)."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r} for MAG-BERT; expected one of {', '.join(POOLINGS)}")
     if pooling == "auto":
@@ -212,11 +219,11 @@ def _build(cls: type[MAGBert], *, text_model, bert_config, encoder_mode: str, d_
 
         config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
     gate_block = build_block(
-        build_mag_bert, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic, d_visual=d_visual,
+        factory, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic, d_visual=d_visual,
         options=dict(beta_shift=beta_shift, dropout=dropout, layer_norm_eps=1e-5),
     )
     encoder = build_block(
-        build_mag_bert, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode, config=bert_config,
+        factory, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode, config=bert_config,
         injection=gate_block, injection_layer=injection_layer, context=dict(d_acoustic=d_acoustic, d_visual=d_visual),
     )
     pretrained = bert_config is None and encoder_mode != "random"

@@ -35,6 +35,7 @@ keyword of the factory, defaulting to the slot's default block — and builds ea
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
@@ -366,6 +367,41 @@ MHMF_RESTITUTION = Slot(
 MHMF_FUSION = Slot("fusion", "fusion", "gated_fusion", ("dim",),
                    "forward(g_vision, h_vision, g_audio, h_audio), each (B, T, dim) (aligned) or (B, dim) (unaligned, "
                    "pooled)", "(B, T, dim) (or (B, dim))", dry_run=_four_stream_fusion)
+
+
+# ICCN
+def _outer_product(block, kw, ctx):
+    d_t, d_o = ctx["d_text"], ctx["d_other"]
+    return _shape_problem(block(_seq(d_t), _seq(d_o), _mask(PROBE_LEN)), (PROBE_BATCH, d_t, d_o))
+
+
+def _matrix_cnn(block, kw, ctx):
+    matrix = torch.randn(PROBE_BATCH, kw["height"], kw["width"], generator=_gen(), device="cpu").to(_probe_device)
+    return _shape_problem(block(matrix), (PROBE_BATCH, kw["d_out"]))
+
+
+ICCN_TEXT_CONV = Slot("text_conv", "adapter", "temporal_conv", ("d_in", "d_out"),
+                      "forward(x (B, T, d_in), mask (B, T))", "(B, T, d_out), zero at padded steps",
+                      options=("kernel_size",), dry_run=_sequence_to_sequence("d_in", "d_out"))
+
+
+def iccn_sequence_slot(name: str) -> Slot:
+    return Slot(name, "adapter", "lstm_sequence_encoder", ("d_in", "d_hidden"), "forward(x (B, T, d_in), mask (B, T))",
+                "(B, T, d_hidden), word-aligned with the text", dry_run=_sequence_to_sequence("d_in", "d_hidden"))
+
+
+ICCN_OUTER_PRODUCT = Slot("outer_product", "fusion", "text_based_outer_product", (),
+                          "forward(text (B, T, d_t), other (B, T, d_o), mask (B, T))", "(B, d_t, d_o)",
+                          note="one block, used for audio and for video", dry_run=_outer_product)
+
+
+def iccn_cnn_slot(name: str) -> Slot:
+    return Slot(name, "adapter", "outer_product_cnn", ("height", "width", "d_out"),
+                "forward(matrix (B, height, width))", "(B, d_out)", options=("channels", "dropout"),
+                dry_run=_matrix_cnn)
+
+
+ICCN_HEAD = dataclasses.replace(HEAD, options=("d_hidden", "dropout"))
 
 
 # -- per-model declarations ---------------------------------------------------------------------------------

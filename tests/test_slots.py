@@ -369,8 +369,25 @@ def _reference_mhmf():
         loss_weights=(0.1, 0.1))
 
 
+def _reference_iccn():
+    from baselines.iccn import ICCN
+    from fusionkit.encoders.bert import build_bert_encoder
+
+    encoder = build_bert_encoder(config=tiny_bert_config())
+    create = fusionkit.create
+    return ICCN(
+        encoder=encoder, text_conv=create("temporal_conv", d_in=32, d_out=32, kernel_size=3),
+        audio_encoder=create("lstm_sequence_encoder", d_in=D_A, d_hidden=16),
+        video_encoder=create("lstm_sequence_encoder", d_in=D_V, d_hidden=16),
+        outer_product=create("text_based_outer_product"),
+        audio_cnn=create("outer_product_cnn", height=32, width=16, d_out=8, channels=(8, 16), dropout=0.1),
+        video_cnn=create("outer_product_cnn", height=32, width=16, d_out=8, channels=(8, 16), dropout=0.1),
+        head=create("regression_head", d_in=2 * 8 + 32, d_hidden=64, dropout=0.1),
+        cca_loss=create("dcca_loss", r1=1e-3, r2=1e-3, mean=True), cca_weight=1.0)
+
+
 REFERENCES = {"tfn": lambda: _reference_tfn_lmf("tfn"), "lmf": lambda: _reference_tfn_lmf("lmf"),
-              "text": _reference_text, "misa": _reference_misa, "mhmf": _reference_mhmf}
+              "text": _reference_text, "misa": _reference_misa, "mhmf": _reference_mhmf, "iccn": _reference_iccn}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
