@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", choices=STUDIES, default=None,
                    help="paper studies with mhmf: finetune (§4.2), layers (Table 3), restitution (Fig. 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="autocast precision of forward and loss; weights, optimizer state and checkpoints stay fp32 "
+                        "(default: auto = bf16 on a CUDA device that supports it, else fp32); recorded in run.json")
+    p.add_argument("--save-interval", type=float, default=None, metavar="SECONDS",
+                   help="mid-epoch checkpoint every SECONDS of training (default: 300; 0 = epoch ends only); "
+                        "epoch ends, SIGINT and SIGTERM always save")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per process (default: all cores, shared among torchrun processes); 1 is "
                         "fastest for small models on a busy machine")
@@ -334,10 +340,15 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
 
     kwargs = {**model_kwargs, **variant.kwargs}
     spec = {"model": variant.model, "kwargs": _json_clean(kwargs), "seed": seed, "dataset": args.dataset,
-            "train": train_overrides, "max_samples": args.max_samples,
+            "train": train_overrides, "max_samples": args.max_samples, "precision": args.precision_resolved,
             "composition": resolve_composition(variant.model, kwargs)}
     done = run_dir / "result.json"
-    if args.resume and (run_dir / "run.json").is_file() and read_json(run_dir / "run.json") != spec:
+    saved = read_json(run_dir / "run.json") if args.resume and (run_dir / "run.json").is_file() else None
+    if saved is not None and saved.get("precision", "fp32") != spec["precision"]:
+        raise UsageError(f"{run_dir} was trained with --precision {saved.get('precision', 'fp32')}, this run asks "
+                         f"for {spec['precision']}; resume with --precision {saved.get('precision', 'fp32')} or use a "
+                         f"new --out")
+    if saved is not None and saved != spec:
         # refused before anything is written: the finished or interrupted run stays as it is
         raise UsageError(f"{run_dir} holds a run with other settings; use a new --out or drop --resume")
     if args.resume and done.is_file() and (run_dir / "run.json").is_file():
@@ -347,7 +358,8 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "run.json", spec)
     config = TrainConfig(seed=seed, out_dir=run_dir, resume=args.resume, quiet=args.quiet, device=args.device,
-                         num_threads=args.threads, **train_overrides)
+                         num_threads=args.threads, precision=args.precision_resolved,
+                         save_interval=args.save_interval, **train_overrides)
     result = train_and_evaluate(variant.model, data, config, {**model_kwargs, **variant.kwargs})
     if args.study == "restitution" and is_main_process() and result.test_fused is not None:
         from benchmarks import studies
@@ -462,9 +474,17 @@ def _main(argv) -> int:
     from fusionkit.training.distributed import resolve_device
 
     try:
-        resolve_device(args.device)
+        device = resolve_device(args.device)
     except (ValueError, RuntimeError) as e:
         raise UsageError(f"--device {args.device}: {e}") from None
+    from fusionkit.training.precision import resolve_precision
+
+    try:
+        args.precision_resolved = resolve_precision(args.precision, device)
+    except ValueError as e:
+        raise UsageError(f"--precision {args.precision}: {e}") from None
+    if args.save_interval is not None and not (args.save_interval >= 0 and math.isfinite(args.save_interval)):
+        raise UsageError(f"--save-interval must be ≥ 0 seconds, got {args.save_interval}")
     if args.tiny_bert and args.text_model is not None:
         raise UsageError("--tiny-bert and --text-model are exclusive")
 

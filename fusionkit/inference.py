@@ -89,7 +89,7 @@ class Predictor:
                              f"{self.name!r} model was trained with {self.d_acoustic}-d and {self.d_visual}-d; use "
                              f"features of the training dataset's kind or a checkpoint trained on this data")
 
-    def predict(self, words, acoustic=None, visual=None, *, batch: bool | None = None):
+    def predict(self, words, acoustic=None, visual=None, *, batch: bool | None = None, batch_size: int = 64):
         """Sentiment score(s) in about [-3, 3].
 
         words: one utterance as a string (split on whitespace) or a list of words, or a batch: a list of
@@ -97,10 +97,13 @@ class Predictor:
             ``batch=True``.
         acoustic / visual: per-word feature arrays ``(n_words, d)`` (a list of them for a batch); unaligned
             checkpoints take ``(T, d)`` sequences. Missing channels are zeros, with a warning.
+        batch_size: utterances per forward pass; a batch is length-bucketed as in training and evaluation
+            (:func:`fusionkit.data.loader.length_buckets`), the scores come back in input order.
         Returns a float for one utterance, a list of floats for a batch.
         """
         from fusionkit.data import build_dataset, collate
         from fusionkit.data.errors import LoadReport
+        from fusionkit.data.loader import length_buckets
         from fusionkit.data.segments import RawSegment
 
         if isinstance(words, str):
@@ -140,9 +143,14 @@ class Predictor:
         dataset = build_dataset(segments, tokenizer=self.tokenizer, max_seq_length=self.max_seq_length,
                                 split="predict", report=LoadReport(), d_acoustic=self.d_acoustic,
                                 d_visual=self.d_visual)
-        batch_ = collate([dataset[i] for i in range(len(dataset))], max_seq_length=self.max_seq_length,
-                         pad_token_id=dataset.pad_token_id, aligned=self.aligned)
-        scores = [float(x) for x in self(batch_).prediction.float().cpu()]
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        scores = [0.0] * len(dataset)
+        for indices in length_buckets(dataset.lengths, batch_size=batch_size):
+            batch_ = collate([dataset[i] for i in indices], max_seq_length=self.max_seq_length,
+                             pad_token_id=dataset.pad_token_id, aligned=self.aligned)
+            for i, x in zip(indices, self(batch_).prediction.float().cpu().tolist()):
+                scores[i] = float(x)
         return scores[0] if single else scores
 
 

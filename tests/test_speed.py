@@ -185,25 +185,82 @@ def test_cached_and_uncached_frozen_training_give_the_same_predictions(data, mon
 # -- python -m benchmarks.speed ----------------------------------------------------------------------------
 def test_speed_smoke(tmp_path, capsys):
     out = tmp_path / "speed"
-    argv = ["--tiny-bert", "--dataset", "synthetic", "--models", "mhmf,tfn", "--batch-size", "4", "--steps", "2",
-            "--warmup", "1", "--epoch-samples", "8", "--infer-utterances", "2", "--threads", "1", "--out", str(out)]
+    argv = ["--tiny-bert", "--dataset", "synthetic", "--models", "mhmf,mhmf_small,tfn", "--batch-size", "4",
+            "--steps", "2", "--warmup", "1", "--epoch-samples", "8", "--infer-utterances", "2", "--threads", "1",
+            "--flop-batches", "2", "--checkpoint-models", "mhmf", "--precision", "bf16", "--out", str(out)]
     assert speed.main(argv) == 0
     results = json.loads((out / "speed.json").read_text())
-    expected = {"encoder_step_s", "mhmf_step_s", "mhmf_over_encoder", "tfn_step_s", "tfn_over_encoder",
+    per_model = {f"{m}_{k}" for m in ("mhmf", "mhmf_small", "tfn")
+                 for k in ("step_s", "flops_per_step", "step_ratio", "flop_ratio", "efficiency")}
+    checkpoint = {f"checkpoint_mhmf_{k}" for k in ("mb", "save_s", "epoch_s", "saves_per_epoch", "fraction")}
+    expected = {"encoder_step_s", "encoder_flops_per_step", *per_model, *checkpoint,
                 "epoch_samples_per_s_dynamic", "epoch_samples_per_s_fixed50", "dynamic_over_fixed50",
-                "data_fraction", "infer_ms_per_utterance", "infer_utterances_per_s", "peak_rss_mb", "machine"}
+                "data_fraction", "infer_ms_per_utterance", "text_infer_ms_per_utterance", "infer_latency_ratio",
+                "infer_utterances_per_s", "peak_rss_mb", "machine"}
     assert set(results) == expected
-    assert results["mhmf_over_encoder"] == pytest.approx(results["mhmf_step_s"] / results["encoder_step_s"])
+    for m in ("mhmf", "mhmf_small", "tfn"):
+        assert results[f"{m}_step_ratio"] == pytest.approx(results[f"{m}_step_s"] / results["encoder_step_s"])
+        assert results[f"{m}_flop_ratio"] == pytest.approx(results[f"{m}_flops_per_step"]
+                                                           / results["encoder_flops_per_step"])
+        assert results[f"{m}_efficiency"] == pytest.approx(results[f"{m}_step_ratio"] / results[f"{m}_flop_ratio"])
+        assert results[f"{m}_flop_ratio"] > 1  # every model does the encoder's work and more
+    assert results["infer_latency_ratio"] == pytest.approx(results["infer_ms_per_utterance"]
+                                                           / results["text_infer_ms_per_utterance"])
+    assert 0 < results["checkpoint_mhmf_fraction"] < 1 and results["checkpoint_mhmf_saves_per_epoch"] >= 1
     assert 0 < results["data_fraction"] < 1 and results["peak_rss_mb"] > 0
-    assert results["machine"]["threads"] == 1 and results["machine"]["torch"] == torch.__version__
-    assert "| mhmf_over_encoder |" in (out / "speed.md").read_text()
+    machine = results["machine"]
+    assert machine["threads"] == 1 and machine["torch"] == torch.__version__
+    assert (machine["device"], machine["precision"]) == ("cpu", "bf16") and len(machine["loadavg_1_5_15min"]) == 3
+    assert "| mhmf_efficiency |" in (out / "speed.md").read_text()
     assert "| dynamic_over_fixed50 |" in capsys.readouterr().out
+    assert not list(out.glob("fusionkit-ckpt-*"))  # the checkpoint measurement cleans up
+
+
+def test_training_step_flops_match_the_formulas():
+    """One Linear layer and one attention call, counted by hand: a matmul of (m, k) by (k, n) is 2mkn FLOPs
+    forward and twice that backward (input and weight gradients); SDPA is 4·B·H·T·S·d forward and 2.5× that
+    backward (torch's formulas, registered here for the CPU flash kernel)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    speed.register_cpu_attention_flops()
+    b, h, t, s, d = 2, 3, 5, 7, 4
+    q = torch.randn(b, h, t, d, requires_grad=True)
+    k, v = torch.randn(b, h, s, d, requires_grad=True), torch.randn(b, h, s, d, requires_grad=True)
+    mask = torch.ones(b, 1, 1, s, dtype=torch.bool)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask).sum().backward()
+    forward = 4 * b * h * t * s * d
+    assert counter.get_total_flops() == forward + int(2.5 * forward)
+    layer = torch.nn.Linear(6, 3)
+    with FlopCounterMode(display=False) as counter:
+        layer(torch.randn(4, 6, requires_grad=True)).sum().backward()
+    assert counter.get_total_flops() == 3 * 2 * 4 * 6 * 3
+
+
+def test_checkpoint_cost_arithmetic():
+    # 16 326 samples / 32 = 511 steps of 1.2 s = 613.2 s: two interval saves (300 s) + the epoch end
+    cost = speed.checkpoint_cost(0.5, 1.2, train_size=16326, batch_size=32, interval=300)
+    assert cost["saves_per_epoch"] == 3 and cost["epoch_s"] == pytest.approx(613.2)
+    assert cost["fraction"] == pytest.approx(1.5 / (613.2 + 1.5))
+    assert speed.checkpoint_cost(0.5, 1.2, train_size=16326, batch_size=32, interval=0)["saves_per_epoch"] == 1
+
+
+def test_bert_base_config_is_bert_base_with_the_bundled_vocabulary():
+    config = speed.bert_base_config()
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == (
+        12, 768, 12, 3072)
+    assert config.vocab_size == len(load_tokenizer(None))
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--models", "nope"], "unknown model 'nope'"),
     (["--steps", "0"], "--steps must be at least 1"),
     (["--tiny-bert", "--text-model", "x"], "exclusive"),
+    (["--tiny-bert", "--bert-base"], "exclusive"),
+    (["--flop-batches", "0"], "--flop-batches must be at least 1"),
+    (["--save-interval", "-5"], "--save-interval must be ≥ 0"),
+    (["--checkpoint-models", "gpt"], "unknown 'gpt'"),
+    (["--precision", "fp8"], "invalid choice"),
 ])
 def test_speed_usage_errors(argv, message, capsys, tmp_path):
     assert speed.main([*argv, "--out", str(tmp_path)]) == 2
@@ -216,8 +273,11 @@ def test_speed_levers_smoke(tmp_path):
             "--epoch-samples", "8", "--infer-utterances", "2", "--threads", "1", "--out", str(out)]
     assert speed.main(argv) == 0
     levers = json.loads((out / "levers.json").read_text())
-    assert set(levers["step_s"]) == {"text", "mhmf", "mhmf_d48_h4", "mhmf_d64_h4", "mhmf_h4", "mhmf_ffn_dropout",
-                                     "text_foreach_adamw", "mhmf_foreach_adamw"}
+    assert set(levers["step_s"]) == {"text", "mhmf", "mhmf_small", "mhmf_d48_h4", "mhmf_d64_h4", "mhmf_h4",
+                                     "mhmf_ffn_dropout", "text_foreach_adamw", "mhmf_foreach_adamw",
+                                     "mhmf_plain_blocks", "mhmf_small_plain_blocks"}
+    assert levers["mhmf_fast_blocks_speedup"] == pytest.approx(
+        levers["step_s"]["mhmf_plain_blocks"] / levers["step_s"]["mhmf"])
     assert levers["mhmf_over_encoder"] == pytest.approx(levers["step_s"]["mhmf"] / levers["step_s"]["text"])
     assert levers["fused_adamw_encoder_speedup"] == pytest.approx(
         levers["step_s"]["text_foreach_adamw"] / levers["step_s"]["text"])

@@ -31,6 +31,7 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
+from fusionkit.components import attention as attention_core
 from fusionkit.components.attention import Attention, check_divisible
 from fusionkit.components.checks import check_dropout, check_positive
 from fusionkit.registry import register
@@ -101,6 +102,8 @@ class CrossModalLayer(nn.Module):
         source: torch.Tensor | None = None,
         target_mask: torch.Tensor | None = None,
         source_mask: torch.Tensor | None = None,
+        *,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -108,6 +111,8 @@ class CrossModalLayer(nn.Module):
             source: ``(B, S, d_source)`` keys/values; must be ``None`` for a self-attention layer.
             target_mask: ``(B, T)`` bool, True = real token; the key mask of a self-attention layer.
             source_mask: ``(B, S)`` bool, True = real token; the key mask of a cross-attention layer.
+            attn_mask: instead of the key mask, its precomputed SDPA form ``key_padding_bias(key mask)``
+                ``(B, 1, 1, S)`` (the adapters build it once for all their layers).
         Returns:
             ``(B, T, dim)``; rows at padded target positions are computed but meaningless (callers ignore them).
         """
@@ -121,7 +126,11 @@ class CrossModalLayer(nn.Module):
                 raise ValueError("this CrossModalLayer is a cross-attention layer: pass source (B, S, d_source)")
             norm = self.norm_target if self.norm_source is None else self.norm_source
             context, context_mask = norm(source), source_mask
-        x = target + self.drop(self.attn(normed, context=context, context_mask=context_mask))
+        if attn_mask is None:
+            attended = self.attn(normed, context=context, context_mask=context_mask)
+        else:
+            attended = self.attn(normed, context=context, attn_mask=attn_mask)
+        x = target + self.drop(attended)
         return x + self.ffn(self.norm_ffn(x))
 
 
@@ -173,8 +182,9 @@ class SelfAttentionAdapter(nn.Module):
             ``(B, T, d_model)``, zero at padded positions.
         """
         x = self.proj(x)
+        attn_mask = attention_core.key_padding_bias(mask)  # once for all layers (same keys)
         for layer in self.layers:
-            x = layer(x, target_mask=mask)
+            x = layer(x, attn_mask=attn_mask)
         return _zero_padding(self.norm(x), mask)
 
 
@@ -233,6 +243,7 @@ class CrossAttentionAdapter(nn.Module):
             ``(B, T_target, d_model)``, zero at padded target positions.
         """
         x = target
+        attn_mask = attention_core.key_padding_bias(source_mask)  # once for all layers (same keys)
         for layer in self.layers:
-            x = layer(x, source, source_mask=source_mask)
+            x = layer(x, source, attn_mask=attn_mask)
         return _zero_padding(self.norm(x), target_mask)

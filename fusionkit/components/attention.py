@@ -56,20 +56,28 @@ class Attention(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        *,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
             x: ``(B, T, dim)`` queries.
             context: ``(B, S, context_dim)`` keys/values; ``None`` → ``x`` (self-attention).
             context_mask: ``(B, S)`` bool, True = real token; padded keys get no attention weight.
+            attn_mask: instead of ``context_mask``, its SDPA form ``key_padding_bias(context_mask)``
+                ``(B, 1, 1, S)`` bool, computed once by a caller that runs several layers on the same keys.
         Returns:
             ``(B, T, dim)``.
         """
+        if attn_mask is not None and context_mask is not None:
+            raise ValueError("pass context_mask or its key_padding_bias attn_mask, not both")
+        if attn_mask is None and context_mask is not None:
+            attn_mask = key_padding_bias(context_mask)
         context = x if context is None else context
         q = rearrange(self.to_q(x), "b t (h d) -> b h t d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "b s (two h d) -> two b h s d", two=2, h=self.heads)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_padding_bias(context_mask), dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
         return self.to_out(rearrange(out, "b h t d -> b t (h d)"))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -15,6 +16,10 @@ class GRUMemory(nn.Module):
     The recurrence runs over the *fusion stages* (depth), not over time: each token's memory is updated from
     its own previous state, so the batch and time axes are flattened into one and a single ``nn.GRUCell``
     call updates every position.
+
+    The cell's parameters are ``nn.GRUCell``'s (``cell.weight_ih`` etc., same initialisation and state dict); the
+    forward computes the same operations as ``nn.GRUCell`` on CPU, with the reset and update gates' additions
+    and sigmoids done as one operation over both gates (:meth:`gru_cell`).
     """
 
     def __init__(self, *, dim: int, d_input: int | None = None) -> None:
@@ -39,5 +44,18 @@ class GRUMemory(nn.Module):
                 f"{tuple(state.shape[:2])}"
             )
         batch = x.shape[0]
-        out = self.cell(rearrange(x, "b t d -> (b t) d"), rearrange(state, "b t d -> (b t) d"))
+        out = self.gru_cell(rearrange(x, "b t d -> (b t) d"), rearrange(state, "b t d -> (b t) d"))
         return rearrange(out, "(b t) d -> b t d", b=batch)
+
+    def gru_cell(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``nn.GRUCell(x, h)`` for ``(N, d_input)``, ``(N, dim)``; the r and z gates fused:
+        ``[r; z] = σ(W_i[r;z] x + b + W_h[r;z] h + b)``, ``n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))``,
+        ``h' = (h − n) ⊙ z + n`` (the same elementwise operations and order as ATen's ``gru_cell``)."""
+        cell = self.cell
+        dim = cell.hidden_size
+        input_gates = F.linear(x, cell.weight_ih, cell.bias_ih)
+        hidden_gates = F.linear(h, cell.weight_hh, cell.bias_hh)
+        reset_update = torch.sigmoid(hidden_gates[:, :2 * dim] + input_gates[:, :2 * dim])
+        reset, update = reset_update[:, :dim], reset_update[:, dim:]
+        new = torch.tanh(input_gates[:, 2 * dim:] + hidden_gates[:, 2 * dim:] * reset)
+        return (h - new) * update + new

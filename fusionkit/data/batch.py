@@ -48,6 +48,12 @@ class MultimodalBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def pin_memory(self) -> "MultimodalBatch":
+        """The batch with its tensors in page-locked memory (``DataLoader(pin_memory=True)`` calls this)."""
+        pinned = {f.name: getattr(self, f.name).pin_memory() for f in fields(self)
+                  if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **pinned)
+
     def to(self, device, non_blocking: bool = False) -> "MultimodalBatch":
         moved = {
             f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)

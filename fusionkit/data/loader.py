@@ -143,6 +143,24 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         return math.ceil(count / self.num_replicas)
 
 
+def length_buckets(lengths, *, batch_size: int, bucket_batches: int = BUCKET_BATCHES) -> list:
+    """Index batches for inference, bucketed as in training but without shuffling: the dataset order is cut into
+    buckets of ``bucket_batches`` batches and each bucket is sorted by length (stable) before it is batched.
+
+    Every index appears exactly once; callers put the outputs back in dataset order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    lengths = np.asarray(lengths)
+    bucket = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(lengths), bucket):
+        chunk = np.arange(start, min(start + bucket, len(lengths)))
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
+    return batches
+
+
 class MultimodalLoader:
     """An iterable of :class:`MultimodalBatch` wrapping a ``DataLoader``; ``set_epoch`` reseeds shuffling.
 
@@ -210,13 +228,17 @@ def make_loader(
     distributed: bool = False,
     drop_last: bool = False,
     num_workers: int = 0,
+    pin_memory: bool = False,
+    index_batches: list | None = None,
 ) -> MultimodalLoader:
     """An iterable of :class:`MultimodalBatch` over ``dataset``.
 
     ``shuffle=True`` with ``bucketing=True`` (training default) uses :class:`BucketBatchSampler`; without
     shuffling the order is the dataset's. ``distributed=True`` shards across ``torch.distributed`` ranks
     (a ``DistributedSampler`` when not bucketing). ``padding``: ``dynamic`` (longest in batch) or ``fixed``
-    (``dataset.max_seq_length``).
+    (``dataset.max_seq_length``). ``pin_memory``: collate into page-locked host memory, so that
+    ``batch.to("cuda", non_blocking=True)`` overlaps the copy with compute. ``index_batches``: explicit lists of
+    dataset indices, one per batch, in the order given (e.g. :func:`length_buckets` for inference).
     """
     if padding not in PADDING_MODES:
         raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
@@ -234,8 +256,11 @@ def make_loader(
         aligned=dataset.aligned,
         max_feature_length=max_feat,
     )
-    common = dict(collate_fn=collate_fn, num_workers=num_workers, persistent_workers=False)
-    if shuffle and bucketing:
+    common = dict(collate_fn=collate_fn, num_workers=num_workers, persistent_workers=False, pin_memory=pin_memory)
+    if index_batches is not None:
+        sampler = None
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=index_batches, **common)
+    elif shuffle and bucketing:
         sampler = BucketBatchSampler(dataset.lengths, batch_size=batch_size, seed=seed, drop_last=drop_last,
                                      num_replicas=world, rank=rank)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **common)

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from fusionkit.data.loader import PADDING_MODES
 from fusionkit.metrics import METRICS
+from fusionkit.training.precision import AUTO as AUTO_PRECISION
+from fusionkit.training.precision import PRECISIONS
 
 # Used for every field that neither the caller nor the model's ``train_defaults`` sets.
 GLOBAL_DEFAULTS: dict = {
@@ -27,7 +29,9 @@ GLOBAL_DEFAULTS: dict = {
     "resume": False,
     "select_metric": "mae",
     "log_every": 10,
-    "save_every": 50,
+    "save_every": 0,
+    "save_interval": 300.0,
+    "precision": "auto",
     "device": "auto",
     "num_threads": None,
     "deterministic": True,
@@ -70,7 +74,13 @@ class TrainConfig:
         better), ``loss`` (validation task loss, lower is better) or any other metric name (higher is better).
         Only the validation split is used; the test split is evaluated once, with the selected weights.
     log_every: refresh the step progress bar's loss every N steps.
-    save_every: also write ``last/`` every N optimizer steps (``0``: only at epoch ends).
+    save_every: also write ``last/`` every N optimizer steps (``0``, the default: no step-count saves).
+    save_interval: also write ``last/`` mid-epoch once this many seconds of wall time have passed since the
+        previous save (default 300; ``0``: none). Epoch ends, SIGINT and SIGTERM always save, so a killed run
+        loses at most one interval of work.
+    precision: ``fp32``, ``bf16`` or ``fp16`` autocast around forward and loss (:mod:`fusionkit.training.precision`);
+        ``auto`` (default) is ``bf16`` on a CUDA device that supports it, else ``fp32``. Weights, optimizer
+        state, metrics and checkpoints stay fp32; a run resumes only under the precision it was started with.
     device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1`` …
     num_threads: torch intra-op threads; ``None`` → all cores (divided by the world size under DDP).
     deterministic: ``torch.use_deterministic_algorithms(True, warn_only=True)``.
@@ -98,6 +108,8 @@ class TrainConfig:
     select_metric: str | None = None
     log_every: int | None = None
     save_every: int | None = None
+    save_interval: float | None = None
+    precision: str | None = None
     device: str | None = None
     num_threads: int | None = None
     deterministic: bool | None = None
@@ -130,7 +142,7 @@ class TrainConfig:
 
         for name in ("lr", "batch_size", "eval_batch_size", "epochs", "patience", "log_every"):
             positive(name)
-        for name in ("encoder_lr", "weight_decay", "grad_clip", "save_every"):
+        for name in ("encoder_lr", "weight_decay", "grad_clip", "save_every", "save_interval"):
             positive(name, allow_zero=True)
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"TrainConfig.warmup is a fraction of the optimizer steps in [0, 1), got {self.warmup!r}")
@@ -142,6 +154,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.max_train_samples must be ≥ 1 or None, got {self.max_train_samples!r}")
         if self.padding not in PADDING_MODES:
             raise ValueError(f"TrainConfig.padding must be one of {', '.join(PADDING_MODES)}, got {self.padding!r}")
+        if self.precision not in (AUTO_PRECISION,) + PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {', '.join((AUTO_PRECISION,) + PRECISIONS)}, "
+                             f"got {self.precision!r}")
         if self.select_metric not in METRICS + SELECT_EXTRA:
             raise ValueError(f"TrainConfig.select_metric {self.select_metric!r} is unknown; choose one of "
                              f"{', '.join(METRICS + SELECT_EXTRA)}")

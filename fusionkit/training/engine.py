@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +38,8 @@ from fusionkit.training.build import build_model, model_description
 from fusionkit.training.config import TrainConfig, select_lower_is_better
 from fusionkit.training.encoder_cache import attach_encoder_cache
 from fusionkit.training.optim import build_optimizer, build_scheduler
+from fusionkit.training.precision import (autocast, backward_and_step, grad_scaler, resolve_precision,
+                                          scaler_state)
 
 LAST_DIR = "last"
 BEST_DIR = "best"
@@ -48,7 +50,7 @@ CURVE_FILE = "curve.png"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT after writing a checkpoint; rerun with ``resume=True`` to continue."""
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerun with ``resume=True`` to continue."""
 
 
 @dataclass
@@ -125,16 +127,21 @@ def _configure_torch(cfg: TrainConfig, ctx: dist_utils.DistContext) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_clock = time.monotonic  # the save-interval clock (tests replace it)
+
+
 class _SigintFlag:
-    """Turns SIGINT into a flag checked between steps (only in the main thread; restored on exit)."""
+    """Turns SIGINT and SIGTERM into a flag checked between steps (only in the main thread; restored on exit):
+    the step in flight finishes, a checkpoint is written and the run stops with :class:`TrainingInterrupted`."""
 
     def __init__(self) -> None:
         self.raised = False
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -143,8 +150,8 @@ class _SigintFlag:
         self.raised = True
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _show_bars(cfg: TrainConfig, ctx: dist_utils.DistContext) -> bool:
@@ -195,42 +202,95 @@ def _numpy_task_loss(preds: np.ndarray, labels: np.ndarray, kind: str) -> float:
     return float(np.mean(np.abs(err)) if kind == "l1" else np.mean(err ** 2))
 
 
+class _LossSums:
+    """Per-step loss values kept on the device and added to the epoch sums in step order at :meth:`flush`.
+
+    On a GPU reading a loss (``.item()``) waits for the step to finish, so the values are read in one transfer
+    every ``log_every`` steps, before each checkpoint and at the epoch end; on CPU every step (free there, and it
+    refuses a non-finite loss before the optimizer step). The sums are the same either way: each value is read
+    exactly as ``.item()`` would and added in the same order.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    def add(self, step: int, loss: torch.Tensor, task: torch.Tensor, terms: dict, n: int,
+            diagnostics: dict | None = None) -> None:
+        self.pending.append((loss.detach(), task.detach(), {k: v.detach() for k, v in terms.items()}, n,
+                             {k: v.detach() if isinstance(v, torch.Tensor) else float(v)
+                              for k, v in (diagnostics or {}).items()}, step))
+
+    def flush(self, sums: dict, describe: Callable[[int, float, dict], str]) -> None:
+        """Add the pending values to ``sums``; a non-finite loss raises ``FloatingPointError(describe(step, task,
+        terms))``."""
+        if not self.pending:
+            return
+        flat = [t for loss, task, terms, _, diag, _ in self.pending
+                for t in (loss, task, *terms.values(), *diag.values())]
+        tensors = [t.double().reshape(()) for t in flat if isinstance(t, torch.Tensor)]
+        read = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
+        values = iter([next(read) if isinstance(t, torch.Tensor) else t for t in flat])
+        pending, self.pending = self.pending, []
+        for _, _, terms, n, diag, step in pending:
+            loss, task = next(values), next(values)
+            term_values = {k: next(values) for k in terms}
+            _add_diagnostics(sums.setdefault("diagnostics", {}), {k: next(values) for k in diag}, n)
+            if not np.isfinite(loss):
+                raise FloatingPointError(describe(step, task, term_values))
+            sums["loss"] += loss * n
+            sums["task"] += task * n
+            sums["n"] += n
+            for k, v in term_values.items():
+                sums["terms"][k] = sums["terms"].get(k, 0.0) + v * n
+
+
 # -- evaluation --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: str = "dynamic",
-             ctx: dist_utils.DistContext | None = None, loss: str = "mse") -> EvalOutput:
-    """Predict every example of ``dataset`` (in order) and compute the metrics on the whole split; ``loss``
+             ctx: dist_utils.DistContext | None = None, loss: str = "mse",
+             precision: str = "fp32") -> EvalOutput:
+    """Predict every example of ``dataset`` and compute the metrics (in fp32/fp64) on the whole split; ``loss``
     names the task loss (``mse`` | ``l1``) reported as ``EvalOutput.loss``.
 
+    Batches are length-bucketed as in training (:func:`fusionkit.data.loader.length_buckets`: buckets of the
+    dataset order sorted by length), so dynamic padding stays small; the outputs are returned in dataset order.
+    ``precision``: autocast of the forward (:mod:`fusionkit.training.precision`).
     Under DDP each rank predicts every ``world``-th batch and the predictions are gathered, so every rank
     returns the same, complete result.
     """
     from fusionkit.data import make_loader
+    from fusionkit.data.loader import length_buckets
 
     ctx = ctx or dist_utils.DistContext(rank=0, world=1, local_rank=0, device=next(model.parameters()).device)
     net = _unwrap(model)
     was_training = net.training
     net.eval()
     mine = []
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, padding=padding, bucketing=False)
+    batches = length_buckets(dataset.lengths, batch_size=batch_size)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, padding=padding, index_batches=batches,
+                         pin_memory=ctx.device.type == "cuda")
     for index, batch in enumerate(loader):
         if index % ctx.world != ctx.rank:
             continue
-        out = net(batch.to(ctx.device))
+        with autocast(precision, ctx.device):
+            out = net(batch.to(ctx.device, non_blocking=True))
         diag: dict = {}
         _add_diagnostics(diag, getattr(out, "diagnostics", None), len(batch))
         fused = getattr(out, "fused", None)
         mine.append((index, out.prediction.float().cpu().numpy(), out.features.float().cpu().numpy(),
-                     batch.label.numpy(), list(batch.ids), diag, None if fused is None else fused.float().cpu().numpy()))
+                     batch.label.numpy(), list(batch.ids), diag,
+                     None if fused is None else fused.float().cpu().numpy()))
     net.train(was_training)
     parts = sorted((p for rank_parts in dist_utils.all_gather_objects(ctx, mine) for p in rank_parts),
                    key=lambda p: p[0])
-    preds = np.concatenate([p[1] for p in parts]).astype(np.float64)
-    feats = np.concatenate([p[2] for p in parts])
-    labels = np.concatenate([p[3] for p in parts]).astype(np.float64)
-    ids = [i for p in parts for i in p[4]]
+    order = np.argsort(np.concatenate([batches[p[0]] for p in parts]), kind="stable")  # back to dataset order
+    preds = np.concatenate([p[1] for p in parts]).astype(np.float64)[order]
+    feats = np.concatenate([p[2] for p in parts])[order]
+    labels = np.concatenate([p[3] for p in parts]).astype(np.float64)[order]
+    batch_ids = [i for p in parts for i in p[4]]
+    ids = [batch_ids[j] for j in order]
     diag_sums = _merge_diagnostic_sums(p[5] for p in parts)
-    fused = None if any(p[6] is None for p in parts) else np.concatenate([p[6] for p in parts])
+    fused = None if any(p[6] is None for p in parts) else np.concatenate([p[6] for p in parts])[order]
     return EvalOutput(predictions=preds, labels=labels, features=feats, ids=ids, fused=fused,
                       metrics=compute_metrics(preds, labels), loss=_numpy_task_loss(preds, labels, loss),
                       diagnostics=_mean_diagnostics(diag_sums))
@@ -313,6 +373,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     model = build_model(model_name, build_kwargs)
     defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
     cfg = TrainConfig(**{**config.to_dict(), "seed": seed}).resolve(defaults)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, ctx.device))
     _configure_torch(cfg, ctx)
     model.to(ctx.device)
     if cfg.cache_encoder:
@@ -327,7 +388,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
 
     def train_loader(epoch: int):
         loader = make_loader(train_ds, batch_size=rank_batch, shuffle=True, seed=cfg.seed, padding=cfg.padding,
-                             distributed=ctx.enabled)
+                             distributed=ctx.enabled, pin_memory=ctx.device.type == "cuda")
         loader.set_epoch(epoch)
         return loader
 
@@ -337,6 +398,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup=cfg.warmup, schedule=cfg.schedule)
+    scaler = grad_scaler(cfg.precision, ctx.device)
     net = model
     if ctx.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -355,7 +417,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     best_state: dict | None = None
     resume_rng: tuple | None = None
     if cfg.resume and out_dir is not None and (out_dir / LAST_DIR / "state.json").is_file():
-        resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler, ctx.rank)
+        resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler, ctx.rank, scaler)
         if run.best_epoch:
             best_weights = ckpt.read_model_weights(out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
             best_state = {k: v.clone() for k, v in best_weights.items()}
@@ -365,6 +427,20 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
 
     lower = select_lower_is_better(cfg.select_metric)
     show = _show_bars(cfg, ctx)
+    sums_on_device = _LossSums()
+    read_every_step = ctx.device.type != "cuda"
+    last_save = _clock()
+
+    def save_last(with_optimizer: bool = True) -> None:
+        nonlocal last_save
+        _save_last(out_dir, ctx, identity, run, model, optimizer if with_optimizer else None,
+                   scheduler if with_optimizer else None, scaler)
+        last_save = _clock()
+
+    def describe(step: int, task: float, terms: dict) -> str:
+        return (f"non-finite training loss at epoch {run.epoch + 1}, step {step} "
+                f"(task {task:.4g}, terms {terms}); lower the learning rate (lr={cfg.lr}, "
+                f"encoder_lr={cfg.encoder_lr}) or check the data")
     with _SigintFlag() as sigint:
         epoch_bar = tqdm(total=cfg.epochs, initial=run.epoch, desc=model_name, unit="epoch", disable=not show,
                          dynamic_ncols=True)
@@ -385,49 +461,50 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 run.epoch_sums = {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}, "diagnostics": {}}
                 run.epoch_seconds_before = 0.0
             run.epoch_started = time.perf_counter()
+            unsynced = 0  # samples of this rank since the ranks last agreed
             net.train()
             step_bar = tqdm(total=steps_per_epoch, initial=run.batches_done, desc=f"epoch {epoch + 1}",
                             unit="step", leave=False, disable=not show, dynamic_ncols=True)
             for batch in iterator:
-                batch = batch.to(ctx.device)
-                out = net(batch)
-                task = _task_loss(out.prediction, batch.label, cfg.loss)
-                terms = dict(out.loss_terms or {})
-                loss = task + sum(terms.values()) if terms else task
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite training loss at epoch {epoch + 1}, step {run.global_step + 1} "
-                        f"(task {task.item():.4g}, terms {({k: float(v) for k, v in terms.items()})}); "
-                        f"lower the learning rate (lr={cfg.lr}, encoder_lr={cfg.encoder_lr}) or check the data")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                batch = batch.to(ctx.device, non_blocking=True)
+                with autocast(cfg.precision, ctx.device):
+                    out = net(batch)
+                    task = _task_loss(out.prediction, batch.label, cfg.loss)
+                    terms = dict(out.loss_terms or {})
+                    loss = task + sum(terms.values()) if terms else task
                 n = len(batch)
-                sums = run.epoch_sums
-                sums["loss"] += loss.item() * n
-                sums["task"] += task.item() * n
-                sums["n"] += n
-                for k, v in terms.items():
-                    sums["terms"][k] = sums["terms"].get(k, 0.0) + v.detach().item() * n
-                _add_diagnostics(sums.setdefault("diagnostics", {}), getattr(out, "diagnostics", None), n)
-                seen, stop = dist_utils.all_sum(ctx, [float(n), float(sigint.raised)])
-                run.samples_seen += int(seen)
+                sums_on_device.add(run.global_step + 1, loss, task, terms, n, getattr(out, "diagnostics", None))
+                if read_every_step:  # refuses a non-finite loss before the update
+                    sums_on_device.flush(run.epoch_sums, describe)
+                optimizer.zero_grad(set_to_none=True)
+                backward_and_step(loss, model, optimizer, scaler, cfg.grad_clip)
+                scheduler.step()
+                unsynced += n
                 run.global_step += 1
                 run.batches_done += 1
                 step_bar.update(1)
+                last_batch = run.batches_done == steps_per_epoch
+                step_save = bool(cfg.save_every) and run.global_step % cfg.save_every == 0
+                # the ranks agree on stopping, saving and the samples seen: every step on CPU; on a GPU every
+                # log_every steps, at step-count saves and the epoch's last batch (a collective waits for the host)
+                stop = due = False
+                if read_every_step or on_step is not None or last_batch or step_save \
+                        or run.global_step % cfg.log_every == 0:
+                    due = bool(cfg.save_interval) and _clock() - last_save >= cfg.save_interval
+                    seen, stop, due = dist_utils.all_sum(ctx, [float(unsynced), float(sigint.raised),
+                                                               float(due and ctx.is_main)])  # rank 0's clock rules
+                    run.samples_seen += int(seen)
+                    unsynced = 0
                 if run.global_step % cfg.log_every == 0:
+                    sums_on_device.flush(run.epoch_sums, describe)
                     step_bar.set_postfix(loss=f"{loss.item():.4f}")
                 if on_step is not None:
                     on_step({"epoch": epoch, "step": run.global_step, "batch": run.batches_done,
                              "loss": loss.item(), "samples_seen": run.samples_seen})
                     stop = dist_utils.all_sum(ctx, [float(sigint.raised)])[0]
-                last_batch = run.batches_done == steps_per_epoch
-                if out_dir is not None and not last_batch and (
-                        stop or (cfg.save_every and run.global_step % cfg.save_every == 0)):
-                    _save_last(out_dir, ctx, identity, run, model, optimizer, scheduler)
+                if out_dir is not None and not last_batch and (stop or due or step_save):
+                    sums_on_device.flush(run.epoch_sums, describe)
+                    save_last()
                 if stop and not last_batch:
                     step_bar.close()
                     epoch_bar.close()
@@ -436,6 +513,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                         + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
                            if out_dir is not None else ""))
             step_bar.close()
+            sums_on_device.flush(run.epoch_sums, describe)
 
             # -- end of epoch: validation, selection, checkpoint ------------------------------------------
             sums = {k: v for k, v in run.epoch_sums.items() if k not in ("terms", "diagnostics")}
@@ -446,7 +524,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                                         + [run.epoch_sums["terms"].get(k, 0.0) for k in term_names])
             count = max(totals[2], 1.0)
             valid = evaluate(model, data.splits["valid"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
-                             ctx=ctx, loss=cfg.loss)
+                             ctx=ctx, loss=cfg.loss, precision=cfg.precision)
             value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
             improved = run.best_value is None or (value < run.best_value if lower else value > run.best_value)
             seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
@@ -481,7 +559,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 ckpt.atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(h, sort_keys=True) + "\n"
                                                                     for h in run.history).encode())
             if out_dir is not None:
-                _save_last(out_dir, ctx, identity, run, model, optimizer, scheduler)
+                save_last()
             epoch_bar.update(1)
             epoch_bar.set_postfix({cfg.select_metric: f"{value:.4f}", "best": run.best_epoch})
             if dist_utils.all_sum(ctx, [float(sigint.raised)])[0] and run.epoch < cfg.epochs \
@@ -498,7 +576,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
         raise RuntimeError("no epoch finished, so no weights were selected")
     model.load_state_dict(best_state)
     test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx,
-                    loss=cfg.loss)
+                    loss=cfg.loss, precision=cfg.precision)
     result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
                        checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
                        test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,
@@ -506,7 +584,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                        test_fused=test.fused)
     if out_dir is not None and not run.finished:
         run.finished = True
-        _save_last(out_dir, ctx, identity, run, model, None, None)
+        save_last(with_optimizer=False)
     if writes:
         _write_outputs(out_dir, model_name, cfg, result, test)
     dist_utils.barrier(ctx)
@@ -517,7 +595,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
 def _identity_config(cfg: TrainConfig) -> dict:
     """Settings a resumed run must share with the interrupted one (everything that changes the result)."""
     d = cfg.to_dict()
-    for k in ("out_dir", "resume", "log_every", "save_every", "quiet", "device", "num_threads", "cache_encoder"):
+    for k in ("out_dir", "resume", "log_every", "save_every", "save_interval", "quiet", "device", "num_threads",
+              "cache_encoder"):
         d.pop(k)
     return d
 
@@ -531,7 +610,7 @@ def _clear_run_dir(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, scheduler) -> None:
+def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, scheduler, scaler=None) -> None:
     """Write ``last/``: tensor files under a fresh save number, then ``state.json`` naming them."""
     # every rank's generator states (dropout differs per rank), gathered to rank 0
     rng_tensors, rng_json = ckpt.capture_rng()
@@ -552,6 +631,7 @@ def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, 
             opt_tensors, state["optimizer"] = ckpt.split_optimizer_state(optimizer)
             tensors.update(opt_tensors)
             state["scheduler"] = scheduler.state_dict()
+            state["scaler"] = scaler_state(scaler)
         files["state"] = f"optim-{number:06d}.safetensors"
         ckpt.atomic_write_tensors(last / files["state"], tensors)
         state["files"] = files
@@ -562,7 +642,7 @@ def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, 
     dist_utils.barrier(ctx)
 
 
-def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int):
+def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int, scaler=None):
     """Restore ``run``, the model, optimizer and scheduler from ``last/``; returns the RNG state to restore."""
     last = out_dir / LAST_DIR
     state = ckpt.read_json(last / "state.json")
@@ -570,6 +650,12 @@ def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, sched
         raise ckpt.CheckpointError(f"{last / 'state.json'} has format {state.get('format')!r}, expected "
                                    f"{ckpt.FORMAT_VERSION}")
     saved = state["identity"]
+    saved_precision = saved.get("config", {}).get("precision", "fp32")
+    if saved_precision != identity["config"]["precision"]:
+        raise ckpt.CheckpointError(
+            f"cannot resume from {str(last)!r}: it was trained with precision {saved_precision!r}, this run asks for "
+            f"{identity['config']['precision']!r}; resume with precision {saved_precision!r} (--precision "
+            f"{saved_precision}) or start in a new output directory")
     if saved != json.loads(json.dumps(identity)):
         diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != json.loads(json.dumps(identity)).get(k))
         detail = []
@@ -588,6 +674,8 @@ def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, sched
         ckpt.load_model_weights(model, last / state["files"]["model"], what=f"{identity['model']!r}")
         optimizer.load_state_dict(ckpt.merge_optimizer_state(tensors, state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
     prefix = f"rank{rank}."
     rng_tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     return rng_tensors, state["rng"][rank]
