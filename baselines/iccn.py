@@ -44,6 +44,10 @@ this file) and what fusionkit chose — all are options of the factory:
 * Defaults (not given in the text available to us): AdamW, lr 1e-3 (BERT 5e-5), no weight decay, 10 %
   warm-up then linear decay, gradient clipping 1.0, batch 32, 50 epochs, early stopping after 10 epochs.
 * Audio/video must be word-piece aligned with the text (the outer product pairs the same word's rows).
+
+Absent modalities (``modalities``, e.g. ``("t", "a")``): the absent modality's encoder, its text-based outer
+product and CNN drop out, and so does the DCCA term, which correlates the two views and has no partner left;
+the regressor reads ``[e_present; text]``. Text alone leaves no text-based product: refused (use ``text``).
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ from torch import nn
 import fusionkit
 from fusionkit.components.attention import masked_mean
 from fusionkit.data.batch import MultimodalBatch
+from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
 from fusionkit.slots import (
@@ -90,11 +95,11 @@ class ICCN(nn.Module):
         *,
         encoder: BertEncoder,
         text_conv: nn.Module,
-        audio_encoder: nn.Module,
-        video_encoder: nn.Module,
+        audio_encoder: nn.Module | None,
+        video_encoder: nn.Module | None,
         outer_product: nn.Module,
-        audio_cnn: nn.Module,
-        video_cnn: nn.Module,
+        audio_cnn: nn.Module | None,
+        video_cnn: nn.Module | None,
         head: nn.Module,
         cca_loss: nn.Module,
         cca_weight: float = 1.0,
@@ -129,6 +134,11 @@ class ICCN(nn.Module):
         mask = batch.mask
         hidden = self.encoder(batch.input_ids, mask, batch.token_type_ids).last_hidden_state
         h_t = self.text_conv(hidden, mask)
+        if self.audio_encoder is None or self.video_encoder is None:
+            return self._forward_subset(batch, hidden, h_t, mask)
+        if batch.acoustic is None or batch.visual is None:
+            raise ValueError(f"iccn was built with acoustic and visual but the batch has modalities {batch.modalities}; "
+                             f"build it with modalities={batch.modalities}")
         h_a = self.audio_encoder(batch.acoustic, mask)
         h_v = self.video_encoder(batch.visual, mask)
         e_a = self.audio_cnn(self.outer_product(h_t, h_a, mask))
@@ -139,6 +149,19 @@ class ICCN(nn.Module):
         if batch.label is not None and self.cca_weight > 0 and e_a.shape[0] >= MIN_CCA_BATCH:
             loss_terms["dcca"] = self.cca_weight * self.cca_loss(e_a, e_v)
         return ModelOutput(prediction=prediction, loss_terms=loss_terms, features=features)
+
+    def _forward_subset(self, batch, hidden, h_t, mask) -> ModelOutput:
+        """:meth:`forward` with one of audio/video absent: one text-based embedding, no DCCA term."""
+        for encoder, cnn, x, what in ((self.audio_encoder, self.audio_cnn, batch.acoustic, "acoustic"),
+                                      (self.video_encoder, self.video_cnn, batch.visual, "visual")):
+            if encoder is None:
+                continue
+            if x is None:
+                raise ValueError(f"iccn was built with the {what} modality but the batch has none; build it with "
+                                 f"modalities={batch.modalities}")
+            embedding = cnn(self.outer_product(h_t, encoder(x, mask), mask))
+        features = torch.cat([embedding, masked_mean(hidden, mask)], dim=-1)
+        return ModelOutput(prediction=self.head(features), loss_terms={}, features=features)
 
 
 @register("iccn", kind="model")
@@ -164,6 +187,7 @@ def build_iccn(
     cca_weight: float = 1.0,
     cca_r: float = 1e-3,
     cca_mean: bool = True,
+    modalities: tuple[str, ...] = ("t", "a", "v"),
     text_encoder: SlotValue = "bert_encoder",
     text_conv: SlotValue = "temporal_conv",
     audio_encoder: SlotValue = "lstm_sequence_encoder",
@@ -173,7 +197,15 @@ def build_iccn(
     video_cnn: SlotValue = "outer_product_cnn",
     head: SlotValue = "regression_head",
 ) -> ICCN:
-    """ICCN(B) (Sun et al., 2020): text-based audio/video outer products, CNN embeddings tied by deep CCA."""
+    """ICCN(B) (Sun et al., 2020): text-based audio/video outer products, CNN embeddings tied by deep CCA.
+
+    ``modalities``: the present ones (an absent modality's product, CNN and the DCCA term drop out).
+    """
+    present = parse_modalities(modalities)
+    if present == ("t",):
+        raise ValueError("iccn forms text-based audio/video outer products and text alone leaves none; use "
+                         "modalities with a or v (e.g. t,a), or the text-only model 'text'")
+    has_a, has_v = "a" in present, "v" in present
     encoder = build_block(build_iccn, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
                           config=bert_config)
 
@@ -186,13 +218,15 @@ def build_iccn(
         encoder=encoder,
         text_conv=build_block(build_iccn, "text_conv", text_conv, d_in=encoder.hidden_size, d_out=d_text,
                               options=dict(kernel_size=text_kernel), sources=dict(kernel_size="text_kernel")),
-        audio_encoder=build_block(build_iccn, "audio_encoder", audio_encoder, d_in=d_acoustic, d_hidden=d_audio),
-        video_encoder=build_block(build_iccn, "video_encoder", video_encoder, d_in=d_visual, d_hidden=d_video),
+        audio_encoder=build_block(build_iccn, "audio_encoder", audio_encoder, d_in=d_acoustic,
+                                  d_hidden=d_audio) if has_a else None,
+        video_encoder=build_block(build_iccn, "video_encoder", video_encoder, d_in=d_visual,
+                                  d_hidden=d_video) if has_v else None,
         outer_product=build_block(build_iccn, "outer_product", outer_product,
-                                  context=dict(d_text=d_text, d_other=d_audio)),
-        audio_cnn=matrix_cnn("audio_cnn", audio_cnn, d_audio),
-        video_cnn=matrix_cnn("video_cnn", video_cnn, d_video),
-        head=build_block(build_iccn, "head", head, d_in=2 * d_embed + encoder.hidden_size,
+                                  context=dict(d_text=d_text, d_other=d_audio if has_a else d_video)),
+        audio_cnn=matrix_cnn("audio_cnn", audio_cnn, d_audio) if has_a else None,
+        video_cnn=matrix_cnn("video_cnn", video_cnn, d_video) if has_v else None,
+        head=build_block(build_iccn, "head", head, d_in=(has_a + has_v) * d_embed + encoder.hidden_size,
                          options=dict(d_hidden=head_hidden, dropout=head_dropout),
                          sources=dict(d_hidden="head_hidden", dropout="head_dropout")),
         cca_loss=fusionkit.create("dcca_loss", r1=cca_r, r2=cca_r, mean=cca_mean),

@@ -23,13 +23,17 @@ Departures from the authors' code, and why:
   (the authors allow a separate factor learning rate, equal to it in these defaults).
 * Training: the engine optimises the MSE with AdamW (weight decay 0); the authors minimised L1 with Adam.
 * ``features`` (for probing) is the concatenation of the three sub-network outputs, the representation LMF fuses.
+
+Absent modalities (``modalities``, e.g. ``("t", "a")``): an absent modality has no sub-network and no factor;
+its factor in the rank-wise product is the constant 1, i.e. the low-rank fusion runs over the present modalities
+only. Text alone leaves nothing to fuse: refused (use ``text``).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from baselines.tfn import unimodal_blocks, unimodal_vectors
+from baselines.tfn import check_fusable, unimodal_blocks, unimodal_vectors
 from fusionkit.components.low_rank_fusion import LowRankFusion
 from fusionkit.components.subnet import SubNet, TextSubNet
 from fusionkit.data.batch import MultimodalBatch
@@ -59,8 +63,8 @@ class LMF(nn.Module):
         *,
         encoder: BertEncoder,
         text_subnet: TextSubNet,
-        audio_subnet: SubNet,
-        video_subnet: SubNet,
+        audio_subnet: SubNet | None,
+        video_subnet: SubNet | None,
         fusion: LowRankFusion,
     ) -> None:
         super().__init__()
@@ -74,13 +78,15 @@ class LMF(nn.Module):
 
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
         """``batch``: :class:`MultimodalBatch` — text ``(B, T)``, acoustic ``(B, T_a, d_a)``, visual
-        ``(B, T_v, d_v)``; masks ``(B, T)`` bool, True = real token.
+        ``(B, T_v, d_v)`` (``None`` when absent; the model is then built without it); masks ``(B, T)`` bool, True =
+        real token.
 
-        Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, d_a' + d_v' + d_t')``.
+        Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, d_a' + d_v' + d_t')``
+        (present modalities only).
         """
-        audio_h, video_h, text_h = unimodal_vectors(self, batch)
-        prediction = self.fusion(audio_h, video_h, text_h).squeeze(-1)
-        return ModelOutput(prediction=prediction, loss_terms={}, features=torch.cat([audio_h, video_h, text_h], -1))
+        vectors = unimodal_vectors(self, batch)
+        prediction = self.fusion(*vectors).squeeze(-1)
+        return ModelOutput(prediction=prediction, loss_terms={}, features=torch.cat(vectors, -1))
 
 
 @register("lmf", kind="model")
@@ -101,15 +107,21 @@ def build_lmf(
     video_dropout: float = 0.3,
     text_dropout: float = 0.3,
     text_pooling: str = "mean",
+    modalities: tuple[str, ...] = ("t", "a", "v"),
     text_encoder: SlotValue = "bert_encoder",
     text_subnet: SlotValue = "text_subnet",
     audio_subnet: SlotValue = "subnet",
     video_subnet: SlotValue = "subnet",
     fusion: SlotValue = "low_rank_fusion",
 ) -> LMF:
-    """LMF(B): Low-rank Multimodal Fusion (Liu et al., 2018) with a fine-tuned BERT text path."""
+    """LMF(B): Low-rank Multimodal Fusion (Liu et al., 2018) with a fine-tuned BERT text path.
+
+    ``modalities``: the present ones (an absent modality's factor is the constant 1, see the module docstring).
+    """
+    modalities = check_fusable("lmf", modalities)
+    has_a, has_v = "a" in modalities, "v" in modalities
+    dims = (audio_hidden,) * has_a + (video_hidden,) * has_v + (text_out,)
     return LMF(
         **unimodal_blocks(build_lmf, locals()),
-        fusion=build_block(build_lmf, "fusion", fusion, dims=(audio_hidden, video_hidden, text_out), d_out=1,
-                           options=dict(rank=rank)),
+        fusion=build_block(build_lmf, "fusion", fusion, dims=dims, d_out=1, options=dict(rank=rank)),
     )

@@ -38,6 +38,9 @@ for every parameter, no weight decay, no warm-up, a constant learning rate, an L
 the validation loss after 8 epochs without improvement. It exists so that results can be compared with
 MMSA's published tables; ``mag`` keeps the authors' recipe. On ``mosi-sim`` (4 epochs, MiniLM-L6) the two
 recipes differ by far more than the seed spread, see the README's results section.
+
+Absent modalities (``modalities``, e.g. ``("t", "a")``): the gate is built without the absent modality, whose
+term of ``H`` is then absent (see :mod:`fusionkit.components.mag`). Text alone is refused (nothing shifts it).
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ from torch import nn
 
 from fusionkit.components.attention import masked_mean
 from fusionkit.data.batch import MultimodalBatch
+from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register
 from fusionkit.slots import MAG_GATE, SlotValue, build_block, model_slots, text_encoder_slot
@@ -163,6 +167,7 @@ def build_mag_bert(
     dropout: float = 0.5,
     injection_layer: int = 0,
     pooling: str = "auto",
+    modalities: tuple[str, ...] = ("t", "a", "v"),
     text_encoder: SlotValue = "bert_encoder",
     gate: SlotValue = "multimodal_adaptation_gate",
 ) -> MAGBert:
@@ -170,11 +175,13 @@ def build_mag_bert(
 
     ``pooling``: ``"cls"`` (the authors' pooler head), ``"mean"``, or ``"auto"`` (the text model's declared
     pooling: ``"mean"`` for the bundled MiniLM, ``"cls"`` for plain BERT checkpoints); see the module docstring.
+    ``modalities``: the present ones; an absent modality's term of the gate is absent. MAG shifts the text by the
+    nonverbal channels, so text alone is refused (use ``text``).
     """
     return _build(MAGBert, build_mag_bert, text_model=text_model, bert_config=bert_config,
                   encoder_mode=encoder_mode, d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift,
-                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, text_encoder=text_encoder,
-                  gate=gate)
+                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, modalities=modalities,
+                  text_encoder=text_encoder, gate=gate)
 
 
 @register("mag_mmsa", kind="model")
@@ -190,6 +197,7 @@ def build_mag_mmsa(
     dropout: float = 0.3,
     injection_layer: int = 0,
     pooling: str = "cls",
+    modalities: tuple[str, ...] = ("t", "a", "v"),
     text_encoder: SlotValue = "bert_encoder",
     gate: SlotValue = "multimodal_adaptation_gate",
 ) -> MAGBertMMSA:
@@ -197,17 +205,22 @@ def build_mag_mmsa(
     pooler head, trained with batch 32, lr 2e-5, no weight decay, no warm-up, a constant rate and an L1 loss.
 
     Only the defaults differ from ``mag`` (same computation; compare with MMSA's published tables).
+    ``modalities``: as for ``mag``.
     """
     return _build(MAGBertMMSA, build_mag_mmsa, text_model=text_model, bert_config=bert_config,
                   encoder_mode=encoder_mode, d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift,
-                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, text_encoder=text_encoder,
-                  gate=gate)
+                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, modalities=modalities,
+                  text_encoder=text_encoder, gate=gate)
 
 
 def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode: str, d_acoustic: int,
-           d_visual: int, beta_shift: float, dropout: float, injection_layer: int, pooling: str,
+           d_visual: int, beta_shift: float, dropout: float, injection_layer: int, pooling: str, modalities,
            text_encoder: SlotValue, gate: SlotValue) -> MAGBert:
     """The model of ``factory`` (``build_mag_bert`` or ``build_mag_mmsa``, whose slots and defaults apply)."""
+    present = parse_modalities(modalities)
+    if present == ("t",):
+        raise ValueError("MAG-BERT shifts the text by the nonverbal channels and text alone leaves no shift; use "
+                         "modalities with a or v (e.g. t,a), or the text-only model 'text'")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r} for MAG-BERT; expected one of {', '.join(POOLINGS)}")
     if pooling == "auto":
@@ -219,7 +232,8 @@ def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode
 
         config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
     gate_block = build_block(
-        factory, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic, d_visual=d_visual,
+        factory, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic if "a" in present else 0,
+        d_visual=d_visual if "v" in present else 0,
         options=dict(beta_shift=beta_shift, dropout=dropout, layer_norm_eps=1e-5),
     )
     encoder = build_block(

@@ -31,6 +31,11 @@ Departures from the authors' code, and why:
   when patience runs out (with one trial) is not reproduced: training stops there.
 * CMD uses a gradient-safe norm (same value), see :mod:`fusionkit.losses.misa`.
 * ``features`` (for probing) is the concatenated fusion-transformer output ``(B, 6 · hidden)``.
+
+Absent modalities (``modalities``, e.g. ``("t", "a")``): an absent modality has no sequence encoder, projection,
+private encoder or decoder, and its terms drop out of the losses (the diff pairs, CMD pairs and reconstruction
+terms that involve it; the similarity term is the mean over the remaining shared pairs, absent with text
+alone). The fusion transformer sees the private and shared tokens of the present modalities.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from torch import nn
 
 from fusionkit.components.attention import masked_mean
 from fusionkit.components.misa import (
+    MODALITIES,
     MISAFusion,
     MISASequenceEncoder,
     MISASharedPrivate,
@@ -47,6 +53,7 @@ from fusionkit.components.misa import (
     SharedPrivateOutput,
 )
 from fusionkit.data.batch import MultimodalBatch
+from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.losses.misa import CMDLoss, DiffLoss, ReconLoss
 from fusionkit.registry import register
@@ -73,8 +80,8 @@ class MISA(nn.Module):
         self,
         *,
         encoder: BertEncoder,
-        visual_encoder: MISASequenceEncoder,
-        acoustic_encoder: MISASequenceEncoder,
+        visual_encoder: MISASequenceEncoder | None,
+        acoustic_encoder: MISASequenceEncoder | None,
         shared_private: MISASharedPrivate,
         fusion: MISAFusion,
         discriminator: ModalityDiscriminator | None = None,
@@ -100,33 +107,54 @@ class MISA(nn.Module):
         self.recon = ReconLoss()
 
     def auxiliary_losses(self, sp: SharedPrivateOutput) -> dict:
-        """Unweighted ``diff``, ``sim`` and ``recon`` losses of MISA's solver (``get_*_loss``)."""
-        (p_t, p_v, p_a), (s_t, s_v, s_a) = sp.private, sp.shared
-        diff = (
-            self.diff(p_t, s_t) + self.diff(p_v, s_v) + self.diff(p_a, s_a)
-            + self.diff(p_a, p_t) + self.diff(p_a, p_v) + self.diff(p_t, p_v)
-        )
-        if self.discriminator is None:
-            sim = (self.cmd(s_t, s_v) + self.cmd(s_t, s_a) + self.cmd(s_a, s_v)) / 3.0
+        """Unweighted ``diff``, ``sim`` and ``recon`` losses of MISA's solver (``get_*_loss``); with an absent
+        modality its terms drop out (no ``sim`` with text alone)."""
+        present = self.shared_private.modalities
+        if present == MODALITIES:
+            (p_t, p_v, p_a), (s_t, s_v, s_a) = sp.private, sp.shared
+            diff = (
+                self.diff(p_t, s_t) + self.diff(p_v, s_v) + self.diff(p_a, s_a)
+                + self.diff(p_a, p_t) + self.diff(p_a, p_v) + self.diff(p_t, p_v)
+            )
+            sim = None
+            if self.discriminator is None:
+                sim = (self.cmd(s_t, s_v) + self.cmd(s_t, s_a) + self.cmd(s_a, s_v)) / 3.0
         else:
+            p, s = dict(zip(present, sp.private)), dict(zip(present, sp.shared))
+            # the authors' pairs, in their order, without those of an absent modality
+            private_pairs = [(x, y) for x, y in (("a", "t"), ("a", "v"), ("t", "v")) if x in p and y in p]
+            shared_pairs = [(x, y) for x, y in (("t", "v"), ("t", "a"), ("a", "v")) if x in s and y in s]
+            diff = sum(self.diff(p[m], s[m]) for m in present) + sum(self.diff(p[x], p[y]) for x, y in private_pairs)
+            sim = None
+            if self.discriminator is None and shared_pairs:
+                sim = sum(self.cmd(s[x], s[y]) for x, y in shared_pairs) / float(len(shared_pairs))
+        if self.discriminator is not None and len(sp.shared) > 1:
             logits = torch.cat([self.discriminator(s) for s in sp.shared], dim=0)
-            domains = torch.arange(len(sp.shared), device=logits.device).repeat_interleave(s_t.shape[0])
+            domains = torch.arange(len(sp.shared), device=logits.device).repeat_interleave(sp.shared[0].shape[0])
             sim = F.cross_entropy(logits, domains)
-        recon = sum(self.recon(r, u) for r, u in zip(sp.recon, sp.projected)) / 3.0
-        return {"diff": diff, "sim": sim, "recon": recon}
+        recon = sum(self.recon(r, u) for r, u in zip(sp.recon, sp.projected)) / float(len(present))
+        out = {"diff": diff, "sim": sim, "recon": recon}
+        return {k: v for k, v in out.items() if v is not None}
 
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
         """``batch``: :class:`MultimodalBatch` — text ``(B, T)``, acoustic ``(B, T_a, d_a)``, visual
-        ``(B, T_v, d_v)``; masks ``(B, T)`` bool, True = real token (right padding).
+        ``(B, T_v, d_v)`` (``None`` when absent; the model is then built without it); masks ``(B, T)`` bool, True =
+        real token (right padding).
 
         Returns :class:`ModelOutput`: ``prediction (B,)``; ``loss_terms`` ``diff``, ``sim``, ``recon`` (weighted;
-        empty without labels); ``features (B, 6 · hidden)``.
+        empty without labels; no ``sim`` with text alone); ``features (B, 2 · n · hidden)`` (``n`` present
+        modalities, 3 when all are).
         """
         hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
         text = masked_mean(hidden, batch.mask)
-        visual = self.visual_encoder(batch.visual, batch.v_mask)
-        acoustic = self.acoustic_encoder(batch.acoustic, batch.a_mask)
-        sp = self.shared_private(text, visual, acoustic)
+        streams = []
+        for encoder, x, mask, what in ((self.visual_encoder, batch.visual, batch.v_mask, "visual"),
+                                       (self.acoustic_encoder, batch.acoustic, batch.a_mask, "acoustic")):
+            if encoder is not None and x is None:
+                raise ValueError(f"misa was built with the {what} modality but the batch has none; build it with "
+                                 f"modalities={batch.modalities}")
+            streams.append(None if encoder is None else encoder(x, mask))
+        sp = self.shared_private(text, *streams)
         fused = self.fusion(sp.private, sp.shared)
         loss_terms = {}
         if batch.label is not None:
@@ -154,29 +182,39 @@ def build_misa(
     use_cmd_sim: bool = True,
     reverse_grad_weight: float = 1.0,
     cmd_moments: int = 5,
+    modalities: tuple[str, ...] = ("t", "a", "v"),
     text_encoder: SlotValue = "bert_encoder",
     visual_encoder: SlotValue = "misa_sequence_encoder",
     acoustic_encoder: SlotValue = "misa_sequence_encoder",
     shared_private: SlotValue = "misa_shared_private",
     fusion: SlotValue = "misa_fusion",
 ) -> MISA:
-    """MISA(B) (Hazarika et al., 2020): shared/private subspaces with CMD, difference and reconstruction losses."""
+    """MISA(B) (Hazarika et al., 2020): shared/private subspaces with CMD, difference and reconstruction losses.
+
+    ``modalities``: the present ones; an absent modality's encoders and loss terms drop out.
+    """
+    present = parse_modalities(modalities)
+    misa_order = tuple(m for m in MODALITIES if m in present)  # MISA's (t, v, a) order
     encoder = build_block(build_misa, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
                           config=bert_config)
-    visual = build_block(build_misa, "visual_encoder", visual_encoder, d_in=d_visual)
-    acoustic = build_block(build_misa, "acoustic_encoder", acoustic_encoder, d_in=d_acoustic)
+    visual = build_block(build_misa, "visual_encoder", visual_encoder, d_in=d_visual) if "v" in present else None
+    acoustic = build_block(build_misa, "acoustic_encoder", acoustic_encoder, d_in=d_acoustic) \
+        if "a" in present else None
     discriminator = None
     if not use_cmd_sim:
-        discriminator = ModalityDiscriminator(hidden=hidden, dropout=dropout, reverse_grad_weight=reverse_grad_weight)
+        discriminator = ModalityDiscriminator(hidden=hidden, dropout=dropout, reverse_grad_weight=reverse_grad_weight,
+                                              num_modalities=len(present))
     return MISA(
         encoder=encoder,
         visual_encoder=visual,
         acoustic_encoder=acoustic,
         shared_private=build_block(
-            build_misa, "shared_private", shared_private, d_text=encoder.hidden_size, d_visual=visual.out_dim,
-            d_acoustic=acoustic.out_dim, hidden=hidden,
+            build_misa, "shared_private", shared_private, d_text=encoder.hidden_size,
+            d_visual=visual.out_dim if visual else 0, d_acoustic=acoustic.out_dim if acoustic else 0, hidden=hidden,
+            options=dict(modalities=misa_order),
         ),
-        fusion=build_block(build_misa, "fusion", fusion, hidden=hidden, d_out=1, options=dict(dropout=dropout)),
+        fusion=build_block(build_misa, "fusion", fusion, hidden=hidden, d_out=1,
+                           options=dict(dropout=dropout, num_modalities=len(present))),
         discriminator=discriminator,
         diff_weight=diff_weight,
         sim_weight=sim_weight,

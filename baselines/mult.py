@@ -35,6 +35,11 @@ Departures from the authors' code, and why:
 * Training: fusionkit's engine optimises MSE (the authors: L1) with AdamW without weight decay and a linear
   schedule (the authors: Adam with ReduceLROnPlateau, patience 20, factor 0.1).
 * ``features`` (for probing) is the concatenated last steps ``(B, 6d)`` (the authors' ``last_hs``).
+
+Absent modalities (``modalities``, e.g. ``("t", "a")``): the crossmodal transformers whose source or target is
+absent drop out, so each present target gets one crossmodal transformer per other present modality and its
+memory transformer is ``d · (n − 1)`` wide (``n`` present modalities); an absent modality is no target.
+Text alone leaves no crossmodal pair: refused (use ``text``).
 """
 from __future__ import annotations
 
@@ -44,12 +49,14 @@ from torch import nn
 
 from fusionkit.components.crossmodal import TemporalConvProjection
 from fusionkit.data.batch import MultimodalBatch
+from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
 from fusionkit.slots import MULT_CROSSMODAL, MULT_MEMORY, SlotValue, build_block, model_slots, text_encoder_slot
 from fusionkit.types import ModelOutput
 
 MODALITIES = ("l", "a", "v")
+BATCH_MODALITY = {"l": "t", "a": "a", "v": "v"}  # MulT's names → fusionkit's (t, a, v)
 
 
 def last_real_step(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -81,13 +88,15 @@ class MulT(nn.Module):
         embed_dropout: float,
         out_dropout: float,
         memory_dim: int | None = None,
+        modalities: tuple[str, ...] = MODALITIES,
     ) -> None:
         super().__init__()
-        targets = tuple(m for m in MODALITIES if m in memory)
-        if not targets or set(memory) - set(MODALITIES):
-            raise ValueError(f"memory must map some of {MODALITIES} to transformers, got {sorted(memory)}")
+        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        targets = tuple(m for m in self.modalities if m in memory)
+        if not targets or set(memory) - set(self.modalities):
+            raise ValueError(f"memory must map some of {self.modalities} to transformers, got {sorted(memory)}")
         for target in targets:
-            for source in MODALITIES:
+            for source in self.modalities:
                 if source != target and f"{target}_with_{source}" not in crossmodal:
                     raise ValueError(f"crossmodal transformer {target}_with_{source} is missing")
         self.targets = targets
@@ -105,19 +114,26 @@ class MulT(nn.Module):
 
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
         """``batch``: :class:`MultimodalBatch` — text ``(B, T)``, acoustic ``(B, T_a, d_a)``, visual
-        ``(B, T_v, d_v)`` (aligned or not); masks ``(B, T*)`` bool, True = real step (right padding).
+        ``(B, T_v, d_v)`` (aligned or not; ``None`` when absent, the model then built without it); masks ``(B, T*)``
+        bool, True = real step (right padding).
 
-        Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, 2d · len(targets))``.
+        Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, (n − 1)d · len(targets))``
+        (``n`` present modalities).
         """
+        missing = [m for m in self.modalities if BATCH_MODALITY[m] not in batch.modalities]
+        if missing:
+            raise ValueError(f"mult was built with modalities {self.modalities} but the batch lacks {missing}; build "
+                             f"it with the batch's modalities {batch.modalities}")
         text = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
         text = F.dropout(text, p=self.embed_dropout, training=self.training)
-        seqs = {"l": self.proj["l"](text), "a": self.proj["a"](batch.acoustic), "v": self.proj["v"](batch.visual)}
+        inputs = {"l": text, "a": batch.acoustic, "v": batch.visual}
+        seqs = {m: self.proj[m](inputs[m]) for m in self.modalities}
         masks = {"l": batch.mask, "a": batch.a_mask, "v": batch.v_mask}
         last = []
         for target in self.targets:
             crossed = [
                 self.trans[f"{target}_with_{source}"](seqs[target], seqs[source], masks[target], masks[source])
-                for source in MODALITIES
+                for source in self.modalities
                 if source != target
             ]
             h = self.mem[target](torch.cat(crossed, dim=-1), mask=masks[target])
@@ -153,11 +169,24 @@ def build_mult(
     text_encoder: SlotValue = "bert_encoder",
     crossmodal: SlotValue = "crossmodal_transformer",
     memory: SlotValue = "crossmodal_transformer",
+    modalities: tuple[str, ...] = ("t", "a", "v"),
 ) -> MulT:
-    """MulT (Tsai et al., 2019): crossmodal transformers over BERT, audio and vision sequences."""
+    """MulT (Tsai et al., 2019): crossmodal transformers over BERT, audio and vision sequences.
+
+    ``modalities``: the present ones (fusionkit's ``t``, ``a``, ``v``); pairs with an absent one drop out.
+    """
     targets = tuple(targets)
     if not targets or any(t not in MODALITIES for t in targets) or len(set(targets)) != len(targets):
         raise ValueError(f"targets must be distinct modalities among {MODALITIES} ('l' text, 'a' audio, 'v' vision), got {targets}")
+    present = parse_modalities(modalities)
+    if present == ("t",):
+        raise ValueError("mult pairs modalities in crossmodal transformers and text alone leaves no pair; use "
+                         "modalities with a or v (e.g. t,a), or the text-only model 'text'")
+    present = tuple(m for m in MODALITIES if BATCH_MODALITY[m] in present)
+    absent_targets = [t for t in targets if t not in present]
+    if absent_targets and targets != MODALITIES:
+        raise ValueError(f"targets {targets} include {absent_targets}, which modalities={modalities} lacks")
+    targets = tuple(t for t in targets if t in present)
     encoder = build_block(build_mult, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
                           config=bert_config)
     d_in = {"l": encoder.hidden_size, "a": d_acoustic, "v": d_visual}
@@ -165,7 +194,7 @@ def build_mult(
     source_param = {"l": "attn_dropout", "a": "attn_dropout_a", "v": "attn_dropout_v"}
     common = dict(relu_dropout=relu_dropout, res_dropout=res_dropout, embed_dropout=embed_dropout, attn_mask=attn_mask)
     projections = nn.ModuleDict(
-        {m: TemporalConvProjection(d_in=d_in[m], d_out=d_model, kernel_size=kernel_size) for m in MODALITIES}
+        {m: TemporalConvProjection(d_in=d_in[m], d_out=d_model, kernel_size=kernel_size) for m in present}
     )
     crossmodal_blocks = nn.ModuleDict(
         {
@@ -175,7 +204,7 @@ def build_mult(
                 sources=dict(attn_dropout=source_param[s]),
             )
             for t in targets
-            for s in MODALITIES
+            for s in present
             if s != t
         }
     )
@@ -183,7 +212,7 @@ def build_mult(
     memory_blocks = nn.ModuleDict(
         {
             t: build_block(
-                build_mult, "memory", memory, dim=2 * d_model,
+                build_mult, "memory", memory, dim=(len(present) - 1) * d_model,
                 options=dict(heads=heads, layers=memory_layers, attn_dropout=attn_dropout, self_attention=True,
                              **common),
             )
@@ -197,5 +226,6 @@ def build_mult(
         memory=memory_blocks,
         embed_dropout=embed_dropout,
         out_dropout=out_dropout,
-        memory_dim=2 * d_model,
+        memory_dim=(len(present) - 1) * d_model,
+        modalities=present,
     )

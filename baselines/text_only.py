@@ -46,10 +46,13 @@ def build_text(
     d_acoustic: int = 74,
     d_visual: int = 47,
     dropout: float = 0.1,
+    modalities: tuple[str, ...] = ("t", "a", "v"),
     text_encoder: SlotValue = "bert_encoder",
     head: SlotValue = "regression_head",
 ) -> TextOnly:
-    """Text-only control: fine-tuned BERT, masked mean pool, linear."""
+    """Text-only control: fine-tuned BERT, masked mean pool, linear. ``modalities`` does not change it (it reads
+    the text only, which every subset has)."""
+    del modalities
     encoder = build_block(build_text, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
                           config=bert_config)
     return TextOnly(encoder=encoder, head=build_block(build_text, "head", head, d_in=encoder.hidden_size,

@@ -25,6 +25,10 @@ Departures from the authors' code, and why:
 * BERT's fine-tuning gets its own learning rate (``encoder_lr`` 5e-5): lr 1e-3 would destroy pretrained BERT.
 * Training: fusionkit's engine optimises the MSE with AdamW (here without weight decay, so Adam's update); the
   authors minimised the L1 loss with Adam.
+
+Absent modalities (``modalities``, e.g. ``("t", "a")``): an absent modality has no sub-network and its factor
+in the tensor product is the constant 1 of the ``[1; z]`` construction, i.e. the fusion is the outer product of
+the present modalities only (same index order). Text alone leaves nothing to fuse: refused (use ``text``).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from fusionkit.components.attention import masked_mean
 from fusionkit.components.subnet import SubNet, TextSubNet
 from fusionkit.components.tensor_fusion import TensorFusion
 from fusionkit.data.batch import MultimodalBatch
+from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
 from fusionkit.slots import TEXT_SUBNET, TFN_FUSION, SlotValue, build_block, model_slots, text_encoder_slot, \
@@ -47,17 +52,34 @@ OUTPUT_SHIFT = -3.0
 
 
 
-def unimodal_vectors(model: nn.Module, batch: MultimodalBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """TFN/LMF unimodal stage: ``(audio_h, video_h, text_h)``, each ``(B, d_m)``.
+def unimodal_vectors(model: nn.Module, batch: MultimodalBatch) -> tuple[torch.Tensor, ...]:
+    """TFN/LMF unimodal stage: ``(audio_h, video_h, text_h)``, each ``(B, d_m)``, without the absent ones.
 
-    ``model`` has ``encoder``, ``text_subnet``, ``audio_subnet`` and ``video_subnet``; audio/visual are averaged over
-    their real steps (``batch.a_mask`` / ``batch.v_mask``, True = real) before their sub-networks.
+    ``model`` has ``encoder``, ``text_subnet``, ``audio_subnet`` and ``video_subnet`` (``None`` for an absent
+    modality); audio/visual are averaged over their real steps (``batch.a_mask`` / ``batch.v_mask``, True = real)
+    before their sub-networks.
     """
     hidden = model.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
     text_h = model.text_subnet(hidden, batch.mask)
-    audio_h = model.audio_subnet(masked_mean(batch.acoustic, batch.a_mask))
-    video_h = model.video_subnet(masked_mean(batch.visual, batch.v_mask))
-    return audio_h, video_h, text_h
+    out = []
+    for subnet, x, mask, what in ((model.audio_subnet, batch.acoustic, batch.acoustic_mask, "acoustic"),
+                                  (model.video_subnet, batch.visual, batch.visual_mask, "visual")):
+        if subnet is None:
+            continue
+        if x is None:
+            raise ValueError(f"this model was built with the {what} modality but the batch has none; build it with "
+                             f"modalities={batch.modalities}")
+        out.append(subnet(masked_mean(x, batch.mask if mask is None else mask)))
+    return (*out, text_h)
+
+
+def check_fusable(model: str, modalities: tuple) -> tuple:
+    """``modalities`` parsed; text alone is refused (a fusion of one modality)."""
+    modalities = parse_modalities(modalities)
+    if modalities == ("t",):
+        raise ValueError(f"{model} fuses modalities and text alone leaves nothing to fuse; use modalities with a or v "
+                         f"(e.g. t,a), or the text-only model 'text'")
+    return modalities
 
 
 class TFN(nn.Module):
@@ -79,8 +101,8 @@ class TFN(nn.Module):
         *,
         encoder: BertEncoder,
         text_subnet: TextSubNet,
-        audio_subnet: SubNet,
-        video_subnet: SubNet,
+        audio_subnet: SubNet | None,
+        video_subnet: SubNet | None,
         fusion: TensorFusion,
         post_fusion_dim: int,
         post_fusion_dropout: float,
@@ -100,13 +122,13 @@ class TFN(nn.Module):
 
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
         """``batch``: :class:`MultimodalBatch` — text ``(B, T)``, acoustic ``(B, T_a, d_a)``, visual
-        ``(B, T_v, d_v)``; masks ``(B, T)`` bool, True = real token.
+        ``(B, T_v, d_v)`` (``None`` when absent; the model is then built without it); masks ``(B, T)`` bool,
+        True = real token.
 
         Returns :class:`ModelOutput`: ``prediction (B,)`` in (−3, 3), no loss terms, ``features (B,
         post_fusion_dim)`` (the second post-fusion layer).
         """
-        audio_h, video_h, text_h = unimodal_vectors(self, batch)
-        fused = self.fusion(audio_h, video_h, text_h)
+        fused = self.fusion(*unimodal_vectors(self, batch))
         y_1 = F.relu(self.post_fusion_layer_1(self.post_fusion_dropout(fused)))
         y_2 = F.relu(self.post_fusion_layer_2(y_1))
         y_3 = torch.sigmoid(self.post_fusion_layer_3(y_2))
@@ -133,18 +155,25 @@ def build_tfn(
     post_fusion_dropout: float = 0.3,
     post_fusion_dim: int = 32,
     text_pooling: str = "mean",
+    modalities: tuple[str, ...] = ("t", "a", "v"),
     text_encoder: SlotValue = "bert_encoder",
     text_subnet: SlotValue = "text_subnet",
     audio_subnet: SlotValue = "subnet",
     video_subnet: SlotValue = "subnet",
     fusion: SlotValue = "tensor_fusion",
 ) -> TFN:
-    """TFN(B): Tensor Fusion Network (Zadeh et al., 2017) with a fine-tuned BERT text path."""
+    """TFN(B): Tensor Fusion Network (Zadeh et al., 2017) with a fine-tuned BERT text path.
+
+    ``modalities``: the present ones (an absent modality's factor is the constant 1, see the module docstring).
+    """
     if post_fusion_dim <= 0:
         raise ValueError(f"post_fusion_dim must be positive, got {post_fusion_dim}")
+    modalities = check_fusable("tfn", modalities)
+    has_a, has_v = "a" in modalities, "v" in modalities
+    dims = (audio_hidden,) * has_a + (video_hidden,) * has_v + (text_out,)
     return TFN(
         **unimodal_blocks(build_tfn, locals()),
-        fusion=build_block(build_tfn, "fusion", fusion, dims=(audio_hidden, video_hidden, text_out)),
+        fusion=build_block(build_tfn, "fusion", fusion, dims=dims),
         post_fusion_dim=post_fusion_dim,
         post_fusion_dropout=post_fusion_dropout,
     )
@@ -152,7 +181,7 @@ def build_tfn(
 
 def unimodal_blocks(factory, args: dict) -> dict:
     """TFN/LMF unimodal stage, in construction order: the text encoder, text / audio / video sub-networks from
-    the factory's arguments ``args`` (its slot values and sizes)."""
+    the factory's arguments ``args`` (its slot values, sizes and parsed ``modalities``; an absent one: ``None``)."""
     encoder = build_block(factory, "text_encoder", args["text_encoder"], name_or_path=args["text_model"],
                           mode=args["encoder_mode"], config=args["bert_config"])
     return dict(
@@ -163,8 +192,8 @@ def unimodal_blocks(factory, args: dict) -> dict:
                                 sources=dict(dropout="text_dropout", pooling="text_pooling")),
         audio_subnet=build_block(factory, "audio_subnet", args["audio_subnet"], d_in=args["d_acoustic"],
                                  d_hidden=args["audio_hidden"], options=dict(dropout=args["audio_dropout"]),
-                                 sources=dict(dropout="audio_dropout")),
+                                 sources=dict(dropout="audio_dropout")) if "a" in args["modalities"] else None,
         video_subnet=build_block(factory, "video_subnet", args["video_subnet"], d_in=args["d_visual"],
                                  d_hidden=args["video_hidden"], options=dict(dropout=args["video_dropout"]),
-                                 sources=dict(dropout="video_dropout")),
+                                 sources=dict(dropout="video_dropout")) if "v" in args["modalities"] else None,
     )

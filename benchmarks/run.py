@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per process (default: all cores, shared among torchrun processes); 1 is "
                         "fastest for small models on a busy machine")
+    p.add_argument("--features", action="append", default=[], metavar="MODALITY=PATH",
+                   help="a segment-level feature table (CSV or .npz with segment_id) joined by id to the segment "
+                        "table given as --dataset, e.g. acoustic=egemaps.csv; repeatable (a modality without one is "
+                        "absent)")
+    p.add_argument("--modalities", default=None, metavar="t[,a][,v]",
+                   help="train on a subset of the dataset's modalities, e.g. t, t,a, t,v, t,a,v (default: all the "
+                        "dataset has); each model handles an absent modality its own way (see its docstring)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
     return p
@@ -324,6 +331,72 @@ def _check_out_dir(out: Path) -> None:
             from None
 
 
+def parse_features(items: list[str]) -> dict | None:
+    """``["acoustic=a.csv"]`` → ``{"acoustic": "a.csv"}`` (``None`` when empty)."""
+    features = {}
+    for item in items:
+        modality, sep, path = item.partition("=")
+        if not sep or modality not in ("acoustic", "visual") or not path:
+            raise UsageError(f"--features {item!r} is not MODALITY=PATH with MODALITY acoustic or visual")
+        if modality in features:
+            raise UsageError(f"--features gives two {modality} tables")
+        features[modality] = path
+    return features or None
+
+
+def select_modalities(data, spec: str | None):
+    """``data`` restricted to ``--modalities`` (default: all it has); a modality it lacks is a usage error.
+
+    A channel dropped here keeps its kind in ``info.channels`` (its size is 0), so the table header can say
+    "not used"."""
+    if spec is None:
+        return data
+    from fusionkit.data.dataset import parse_modalities
+
+    try:
+        wanted = parse_modalities(spec)
+        selected = data.select_modalities(wanted)
+    except ValueError as e:
+        raise UsageError(f"--modalities {spec}: {e}") from None
+    if selected is not data:
+        selected.info.channels = {**selected.info.channels,
+                                  **{c: data.info.channels.get(c) or ("simulated" if data.info.simulated else "real")
+                                     for c, m in (("acoustic", "a"), ("visual", "v"))
+                                     if m in data.info.modalities and m not in wanted}}
+    return selected
+
+
+def check_modalities(variants: list, data, model_kwargs: dict) -> None:
+    """Before any training: every model must build on the data's modalities (a model that cannot run without a
+    modality, or not on text alone, says so here). Built with a randomly initialised encoder from the text
+    model's config, so no weights are loaded; skipped when every modality is present."""
+    if tuple(data.info.modalities) == ("t", "a", "v"):
+        return
+    import torch
+
+    from fusionkit.training import ModelBuildError
+    from fusionkit.training.build import build_model
+    from fusionkit.training.engine import _build_kwargs
+
+    config = model_kwargs.get("bert_config")
+    if config is None:
+        from transformers import AutoConfig
+
+        from fusionkit.encoders.bert import resolve_text_model
+
+        config = AutoConfig.from_pretrained(resolve_text_model(model_kwargs.get("text_model")), local_files_only=True)
+    state = torch.random.get_rng_state()
+    try:
+        for variant in variants:
+            kwargs = {**model_kwargs, **variant.kwargs, "bert_config": config}
+            try:
+                build_model(variant.model, _build_kwargs(data, kwargs, variant.model))
+            except (ModelBuildError, ValueError) as e:
+                raise UsageError(f"{variant.label} on modalities {','.join(data.info.modalities)}: {e}") from None
+    finally:
+        torch.random.set_rng_state(state)
+
+
 # -- runs --------------------------------------------------------------------------------------------------
 def _json_clean(obj):
     from fusionkit.training.build import to_json_kwargs
@@ -342,6 +415,10 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     spec = {"model": variant.model, "kwargs": _json_clean(kwargs), "seed": seed, "dataset": args.dataset,
             "train": train_overrides, "max_samples": args.max_samples, "precision": args.precision_resolved,
             "composition": resolve_composition(variant.model, kwargs)}
+    if tuple(data.info.modalities) != ("t", "a", "v"):  # recorded only for a subset: older run.json stay valid
+        spec["modalities"] = ",".join(data.info.modalities)
+    if args.features:
+        spec["features"] = sorted(args.features)
     done = run_dir / "result.json"
     saved = read_json(run_dir / "run.json") if args.resume and (run_dir / "run.json").is_file() else None
     if saved is not None and saved.get("precision", "fp32") != spec["precision"]:
@@ -375,11 +452,11 @@ def check_compositions(variants: list[Variant], model_kwargs: dict, data) -> dic
     contract) is refused before anything is written or trained."""
     from fusionkit.slots import non_default, resolve_composition
     from fusionkit.training import build_model
+    from fusionkit.training.engine import _build_kwargs
 
     compositions = {}
     for variant in variants:
-        kwargs = {**model_kwargs, "d_acoustic": data.info.d_acoustic, "d_visual": data.info.d_visual,
-                  **variant.kwargs}
+        kwargs = _build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
         compositions[variant.label] = resolve_composition(variant.model, kwargs)
         if non_default(variant.model, kwargs):
             build_model(variant.model, kwargs)
@@ -407,12 +484,27 @@ def _fmt(metric: str, mean: float, std: float | None = None) -> str:
     return text if std is None else f"{text} ± {std * scale:.{digits}f}"
 
 
+def channel_title(channels: dict | None, modalities: str | None, simulated: bool) -> str:
+    """``real: text, acoustic; absent: visual`` — which channels are real, simulated, absent or not used."""
+    if not channels:  # results written before channels were recorded
+        return "simulated audio/visual" if simulated else ""
+    used = set((modalities or "t,a,v").split(","))
+    groups: dict[str, list] = {"real": [], "simulated": [], "absent": [], "not used": []}
+    for name, letter in (("text", "t"), ("acoustic", "a"), ("visual", "v")):
+        kind = channels.get(name, "absent")
+        if kind != "absent" and letter not in used:
+            groups["not used"].append(f"{name} ({kind})")
+        else:
+            groups.setdefault(kind, []).append(name)
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items() if v)
+
+
 def render_markdown(results: dict) -> str:
     from fusionkit.metrics import METRICS
 
-    sim = " (simulated audio/visual)" if results["simulated"] else ""
+    title = channel_title(results.get("channels"), results.get("modalities"), results["simulated"])
     n = len(results["seeds"])
-    lines = [f"# Results on {results['dataset']}{sim}", "",
+    lines = [f"# Results on {results['dataset']}" + (f" — {title}" if title else ""), "",
              f"Test metrics of the weights selected on the validation split, mean ± std over {n} seed"
              f"{'s' if n != 1 else ''} ({', '.join(map(str, results['seeds']))}); text model: "
              f"{results['text_model']}. Accuracies and F1 in %; MAE and Corr raw.", ""]
@@ -502,9 +594,10 @@ def _main(argv) -> int:
 
     try:
         data = load_splits(args.dataset, data_root=args.data_root, tokenizer=tokenizer, max_samples=args.max_samples,
-                           seed=0)
+                           seed=0, features=parse_features(args.features))
     except DataError as e:
         raise UsageError(str(e)) from None
+    data = select_modalities(data, args.modalities)
     model_kwargs: dict = {}
     if args.tiny_bert:
         from fusionkit.testing import tiny_bert_config
@@ -520,6 +613,7 @@ def _main(argv) -> int:
     variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
     from fusionkit.training import ModelBuildError
 
+    check_modalities(variants, data, model_kwargs)
     try:  # a block that does not fit its slot is refused here, before the output directory is touched
         compositions = check_compositions(variants, model_kwargs, data)
     except (ModelBuildError, TextModelNotFound) as e:
@@ -548,6 +642,9 @@ def _main(argv) -> int:
     results = {
         "dataset": args.dataset,
         "simulated": bool(data.info.simulated),
+        "channels": {c: data.info.channels.get(c) or ("simulated" if data.info.simulated else "real")
+                     for c in ("text", "acoustic", "visual")},
+        "modalities": ",".join(data.info.modalities),
         "text_model": "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6"),
         "seeds": seeds,
         "config": {"study": args.study, "variants": {v.label: {"model": v.model, "kwargs": _json_clean(v.kwargs),
@@ -555,7 +652,8 @@ def _main(argv) -> int:
                                                        for v in variants},
                    "train": train_overrides, "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
                                  for m in sorted({*per_model, *per_model_options})},
-                   "max_samples": args.max_samples},
+                   "max_samples": args.max_samples,
+                   **({"features": sorted(args.features)} if args.features else {})},
         "runs": runs,
         "summary": summarize(runs, labels),
     }

@@ -57,7 +57,8 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, batch):
         """Run the model on a :class:`~fusionkit.data.MultimodalBatch`; returns its ``ModelOutput``."""
-        self._check_dims(batch.acoustic.shape[-1], batch.visual.shape[-1], "the batch")
+        self._check_dims(0 if batch.acoustic is None else batch.acoustic.shape[-1],
+                         0 if batch.visual is None else batch.visual.shape[-1], "the batch")
         return self.model(batch.to(self.device))
 
     def evaluate(self, dataset, *, batch_size: int = 64):
@@ -69,8 +70,11 @@ class Predictor:
 
     # -- raw inputs ---------------------------------------------------------------------------------------
     def _features(self, given, n_rows: int, dim: int, what: str, index: int) -> np.ndarray:
+        if given is not None and dim == 0:
+            raise ValueError(f"this {self.name!r} model was trained without the {what} modality; do not pass {what} "
+                             f"features")
         if given is None:
-            return np.zeros((n_rows, dim), dtype=np.float32)
+            return np.zeros((n_rows if self.aligned or dim else 0, dim), dtype=np.float32)
         arr = np.asarray(given, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] != dim or (self.aligned and arr.shape[0] != n_rows):
             rows = f"{n_rows} rows (one per word)" if self.aligned else "any number of rows"
@@ -129,7 +133,8 @@ class Predictor:
             return list(value)
 
         acoustic_l, visual_l = per_sample(acoustic, "acoustic"), per_sample(visual, "visual")
-        missing = [what for what, given in (("acoustic", acoustic), ("visual", visual)) if given is None]
+        dims = {"acoustic": self.d_acoustic, "visual": self.d_visual}
+        missing = [what for what, given in (("acoustic", acoustic), ("visual", visual)) if given is None and dims[what]]
         if missing:
             warnings.warn(f"no {' or '.join(missing)} features given: using zeros, so the prediction rests on the "
                           f"other channels (pass per-word arrays for a multimodal prediction)", UserWarning,

@@ -318,7 +318,7 @@ MULT_CROSSMODAL = Slot("crossmodal", "adapter", "crossmodal_transformer", ("dim"
                        "forward(x (B, T, dim), source (B, S, dim), mask (B, T), source_mask (B, S))", "(B, T, dim)",
                        options=MULT_OPTIONS, note="one block per (target, source) pair", dry_run=_cross("dim"))
 MULT_MEMORY = Slot("memory", "adapter", "crossmodal_transformer", ("dim",),
-                   "forward(x (B, T, dim), mask=mask (B, T)) with dim = 2 · d_model", "(B, T, dim)",
+                   "forward(x (B, T, dim), mask=mask (B, T)) with dim = (present modalities − 1) · d_model", "(B, T, dim)",
                    options=MULT_OPTIONS + ("self_attention",), note="one block per target modality",
                    dry_run=_self_memory)
 

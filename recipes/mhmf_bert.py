@@ -43,6 +43,9 @@ Choices where the paper leaves room (each an option of :func:`build_mhmf`):
   as BERT's layers and MulT's audio/vision defaults). The paper gives no dropout.
 * **Pooling** (§2.2.4 "pool them"): masked mean over the word pieces of ``[F; H_t^L]`` (aligned input). For
   unaligned input each stream is masked-mean pooled on its own before the gated fusion.
+* **Absent modalities** (``modalities``, e.g. ``("t", "a")``): the absent modality's branch (adapter, stages,
+  restitution losses) and its gate in the gated fusion drop out, so ``F = g_a ⊙ G_a`` without vision; with text
+  alone ``F`` is absent and the head reads ``H_t^L`` only.
 * **Restitution gate** (eq. 7): ``AvgPool`` is the masked mean over real tokens, so ``a`` is one channel gate per
   sample ``(B, d)``; ``W1: d → d/reduction``, ``W2: d/reduction → d`` with ``reduction`` 4 (a squeeze-and-
   excitation bottleneck, as in the SNR module the paper builds on [11]).
@@ -209,20 +212,21 @@ class MHMFBert(nn.Module):
         *,
         encoder: BertEncoder,
         text_projections: nn.ModuleDict,
-        audio_adapter: nn.Module,
-        vision_adapter: nn.Module,
+        audio_adapter: nn.Module | None,
+        vision_adapter: nn.Module | None,
         audio_stages: nn.ModuleList,
         vision_stages: nn.ModuleList,
-        gated_fusion: nn.Module,
+        gated_fusion: nn.Module | None,
         head: nn.Module,
         restitution_loss: nn.Module | None = None,
         loss_weights: Sequence[float] = (),
     ) -> None:
         super().__init__()
-        if len(audio_stages) != len(vision_stages):
+        if audio_adapter is not None and vision_adapter is not None and len(audio_stages) != len(vision_stages):
             raise ValueError(f"audio and vision need the same number of stages, got {len(audio_stages)} and {len(vision_stages)}")
-        if restitution_loss is not None and len(loss_weights) != len(audio_stages):
-            raise ValueError(f"loss_weights needs one weight per stage ({len(audio_stages)}), got {len(loss_weights)}")
+        num_stages = max(len(audio_stages), len(vision_stages))
+        if restitution_loss is not None and num_stages and len(loss_weights) != num_stages:
+            raise ValueError(f"loss_weights needs one weight per stage ({num_stages}), got {len(loss_weights)}")
         self.encoder = encoder
         self.text_projections = text_projections
         self.audio_adapter = audio_adapter
@@ -305,6 +309,11 @@ class MHMFBert(nn.Module):
         a_mask, v_mask = text_mask, text_mask
         if not batch.aligned:
             a_mask, v_mask = _unless_full(batch.a_mask), _unless_full(batch.v_mask)
+        if self.audio_adapter is None or self.vision_adapter is None:
+            return self._forward_subset(batch, hidden, text, pooled_text, text_mask, a_mask, v_mask, labels)
+        if batch.acoustic is None or batch.visual is None:
+            raise ValueError(f"mhmf was built with the audio and vision branches but the batch has modalities "
+                             f"{batch.modalities}; build it with modalities={batch.modalities}")
         h_a = self.audio_adapter(batch.acoustic, a_mask)
         h_v = self.vision_adapter(batch.visual, v_mask)
         g_a = self._branch("audio", self.audio_stages, h_a, a_mask, text, pooled_text, text_mask, labels, loss_terms,
@@ -327,6 +336,37 @@ class MHMFBert(nn.Module):
             diagnostics["restitution/floor_at_gate_half"] = torch.tensor(RESTITUTION_FLOOR_AT_HALF)
         return ModelOutput(prediction=self.head(features), loss_terms=loss_terms, features=features,
                            diagnostics=diagnostics or None, fused=pooled_fused)
+
+    def _forward_subset(self, batch, hidden, text, pooled_text, text_mask, a_mask, v_mask, labels) -> ModelOutput:
+        """:meth:`forward` with a branch absent: it and its gate drop out (no fusion at all with text alone)."""
+        loss_terms: dict = {}
+        diagnostics: dict = {}
+        branches = []  # (name in the gated fusion, G^D, H, mask) of the present branches
+        for name, adapter, stages, x, mask in (("vision", self.vision_adapter, self.vision_stages, batch.visual, v_mask),
+                                               ("audio", self.audio_adapter, self.audio_stages, batch.acoustic, a_mask)):
+            if adapter is None:
+                continue
+            if x is None:
+                raise ValueError(f"mhmf was built with the {name} branch but the batch has no "
+                                 f"{'visual' if name == 'vision' else 'acoustic'} features; build it with "
+                                 f"modalities={batch.modalities}")
+            h = adapter(x, mask)
+            g = self._branch(name, stages, h, mask, text, pooled_text, text_mask, labels, loss_terms, diagnostics)
+            branches.append((name, g, h, mask))
+        last = hidden[-1]
+        if not branches:
+            features = masked_mean(last, text_mask)
+        elif batch.aligned:
+            fused = self.gated_fusion(**{f"g_{n}": g for n, g, _, _ in branches}, **{f"h_{n}": h for n, _, h, _ in branches})
+            features = masked_mean(torch.cat([fused, last], dim=-1), text_mask)
+        else:
+            fused = self.gated_fusion(**{f"g_{n}": masked_mean(g, m) for n, g, _, m in branches},
+                                      **{f"h_{n}": masked_mean(h, m) for n, _, h, m in branches})
+            features = torch.cat([fused, masked_mean(last, text_mask)], dim=-1)
+        if diagnostics and self.training:
+            diagnostics["restitution/floor_at_gate_half"] = torch.tensor(RESTITUTION_FLOOR_AT_HALF)
+        return ModelOutput(prediction=self.head(features), loss_terms=loss_terms, features=features,
+                           diagnostics=diagnostics or None)
 
 
 @register("mhmf", kind="model")
@@ -359,6 +399,7 @@ def build_mhmf(
     loss_weights: float | Sequence[float] = 0.1,
     loss_classes: str = "polarity",
     num_triplets: int | None = None,
+    modalities: Sequence[str] = ("t", "a", "v"),
     text_encoder: SlotValue = "bert_encoder",
     self_attention: SlotValue = "self_attention_adapter",
     cross_attention: SlotValue = "cross_attention_adapter",
@@ -371,15 +412,23 @@ def build_mhmf(
     ``audio_layers`` / ``vision_layers``: BERT layer (1-based) per stage for the cross-attention; default the
     paper's (7, 11) / (6, 10) for 12 layers, scaled to the encoder's depth (:func:`scale_layers`); with
     ``num_stages != 2`` they must be given. ``restitution_layers_*`` default to the same lists.
+    ``d_fusion`` / ``heads``: ``None`` = the paper's model (BERT's width and head count, no projection).
     ``restitution=False``: ablation without restitution (``G^i = G̃^i``, no loss terms).
+    ``loss_weights``: λ for every stage (a float) or one per stage. ``loss_classes`` / ``num_triplets``:
+    triplet sampling of the restitution loss (its generator is seeded by the engine from the run's seed).
+    ``gate_init`` / ``gate_lr_scale``: the restitution gate's initial centre and learning-rate multiplier
+    (module docstring). ``modalities: the present ones (an absent modality's
+    branch and gate drop out).
     Slots (:mod:`fusionkit.slots`; a registered name or ``{"name": ..., **kwargs}``): ``text_encoder``,
     ``self_attention``, ``cross_attention``, ``memory``, ``restitution`` (also ``True`` / ``False``), ``fusion``,
     ``head``.
-    ``loss_weights``: λ for every stage (a float) or one per stage. ``loss_classes`` / ``num_triplets`` /
-    ``seed``: triplet sampling of the restitution loss.
     """
-    for name, value in dict(d_acoustic=d_acoustic, d_visual=d_visual, d_fusion=d_fusion, heads=heads,
-                            num_stages=num_stages).items():
+    from fusionkit.data.dataset import parse_modalities
+
+    present = parse_modalities(modalities)
+    has_a, has_v = "a" in present, "v" in present
+    for name, value in dict(d_acoustic=d_acoustic if has_a else None, d_visual=d_visual if has_v else None,
+                            d_fusion=d_fusion, heads=heads, num_stages=num_stages).items():
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, got {name}={value}")
     encoder = build_block(build_mhmf, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
@@ -421,9 +470,9 @@ def build_mhmf(
         raise ValueError(f"loss_weights={loss_weights} needs one weight per stage (num_stages={num_stages})")
 
     with_restitution = restitution is not False
-    used = set(audio_layers) | set(vision_layers)
+    used = (set(audio_layers) if has_a else set()) | (set(vision_layers) if has_v else set())
     if with_restitution:
-        used |= set(restitution_audio) | set(restitution_vision)
+        used |= (set(restitution_audio) if has_a else set()) | (set(restitution_vision) if has_v else set())
     text_projections = nn.ModuleDict(
         {str(l): nn.Identity() if width == d_fusion else nn.Linear(width, d_fusion) for l in sorted(used)}
     )
@@ -456,13 +505,18 @@ def build_mhmf(
     return MHMFBert(
         encoder=encoder,
         text_projections=text_projections,
-        audio_adapter=adapter(d_acoustic),
-        vision_adapter=adapter(d_visual),
-        audio_stages=stages(audio_layers, restitution_audio),
-        vision_stages=stages(vision_layers, restitution_vision),
-        gated_fusion=build_block(build_mhmf, "fusion", fusion, dim=d_fusion),
-        head=build_block(build_mhmf, "head", head, d_in=d_fusion + width, options=dict(dropout=dropout)),
-        restitution_loss=RestitutionLoss(classes=loss_classes, num_triplets=num_triplets) if with_restitution else None,
+        audio_adapter=adapter(d_acoustic) if has_a else None,
+        vision_adapter=adapter(d_visual) if has_v else None,
+        audio_stages=stages(audio_layers, restitution_audio) if has_a else nn.ModuleList(),
+        vision_stages=stages(vision_layers, restitution_vision) if has_v else nn.ModuleList(),
+        gated_fusion=build_block(
+            build_mhmf, "fusion", fusion, dim=d_fusion,
+            options=dict(branches=tuple(b for b, on in (("vision", has_v), ("audio", has_a)) if on)),
+        ) if has_a or has_v else None,
+        head=build_block(build_mhmf, "head", head, d_in=d_fusion * (has_a or has_v) + width,
+                         options=dict(dropout=dropout)),
+        restitution_loss=RestitutionLoss(classes=loss_classes, num_triplets=num_triplets)
+        if with_restitution and (has_a or has_v) else None,
         loss_weights=loss_weights,
     )
 

@@ -42,7 +42,7 @@ def test_results_files(smoke_run):
     assert set(run["test"]) == set(fusionkit.metrics.METRICS)
     assert results["summary"]["text"]["mae"] == {"mean": run["test"]["mae"], "std": 0.0}
     md = (smoke_run / "results.md").read_text()
-    assert md.startswith("# Results on synthetic (simulated audio/visual)")
+    assert md.startswith("# Results on synthetic — simulated: text, acoustic, visual")
     assert "| text | " in md
     for name in ("curve.png", "log.jsonl", "best/model.json", "run.json"):
         assert (smoke_run / "text/seed0" / name).is_file(), name

@@ -108,6 +108,8 @@ class MISASharedPrivate(nn.Module):
         d_text, d_visual, d_acoustic: sizes of the three utterance vectors.
         hidden: common size (MISA: 128).
         activation: module class of the projections (MISA: ReLU).
+        modalities: the present ones, a subset of ``("t", "v", "a")`` with ``t``; an absent modality has no
+            projection, private encoder or decoder (its size is then ignored).
     """
 
     def __init__(
@@ -118,11 +120,16 @@ class MISASharedPrivate(nn.Module):
         d_acoustic: int,
         hidden: int = 128,
         activation: type[nn.Module] = nn.ReLU,
+        modalities: tuple[str, ...] = MODALITIES,
     ) -> None:
         super().__init__()
-        check_positive(d_text=d_text, d_visual=d_visual, d_acoustic=d_acoustic, hidden=hidden)
-        self.hidden = hidden
+        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        if "t" not in self.modalities or set(modalities) - set(MODALITIES):
+            raise ValueError(f"modalities must be a subset of {MODALITIES} with 't', got {modalities}")
         sizes = dict(zip(MODALITIES, (d_text, d_visual, d_acoustic)))
+        check_positive(hidden=hidden, **{f"d_{dict(t='text', v='visual', a='acoustic')[m]}": sizes[m]
+                                         for m in self.modalities})
+        self.hidden = hidden
 
         def project(d_in: int) -> nn.Sequential:
             return nn.Sequential(nn.Linear(d_in, hidden), activation(), nn.LayerNorm(hidden))
@@ -130,18 +137,21 @@ class MISASharedPrivate(nn.Module):
         def code() -> nn.Sequential:
             return nn.Sequential(nn.Linear(hidden, hidden), nn.Sigmoid())
 
-        self.project = nn.ModuleDict({m: project(sizes[m]) for m in MODALITIES})
-        self.private = nn.ModuleDict({m: code() for m in MODALITIES})
+        self.project = nn.ModuleDict({m: project(sizes[m]) for m in self.modalities})
+        self.private = nn.ModuleDict({m: code() for m in self.modalities})
         self.shared = code()
-        self.recon = nn.ModuleDict({m: nn.Linear(hidden, hidden) for m in MODALITIES})
+        self.recon = nn.ModuleDict({m: nn.Linear(hidden, hidden) for m in self.modalities})
 
-    def forward(self, text: torch.Tensor, visual: torch.Tensor, acoustic: torch.Tensor) -> SharedPrivateOutput:
-        """``text (B, d_text)``, ``visual (B, d_visual)``, ``acoustic (B, d_acoustic)`` utterance vectors →
-        :class:`SharedPrivateOutput` of ``(B, hidden)`` tensors in the order ``(t, v, a)``."""
-        projected = tuple(self.project[m](x) for m, x in zip(MODALITIES, (text, visual, acoustic)))
-        private = tuple(self.private[m](u) for m, u in zip(MODALITIES, projected))
+    def forward(self, text: torch.Tensor, visual: torch.Tensor | None,
+                acoustic: torch.Tensor | None) -> SharedPrivateOutput:
+        """``text (B, d_text)``, ``visual (B, d_visual)``, ``acoustic (B, d_acoustic)`` utterance vectors (``None``
+        for an absent modality) → :class:`SharedPrivateOutput` of ``(B, hidden)`` tensors in the order
+        ``(t, v, a)``, present modalities only."""
+        inputs = dict(zip(MODALITIES, (text, visual, acoustic)))
+        projected = tuple(self.project[m](inputs[m]) for m in self.modalities)
+        private = tuple(self.private[m](u) for m, u in zip(self.modalities, projected))
         shared = tuple(self.shared(u) for u in projected)
-        recon = tuple(self.recon[m](p + s) for m, p, s in zip(MODALITIES, private, shared))
+        recon = tuple(self.recon[m](p + s) for m, p, s in zip(self.modalities, private, shared))
         return SharedPrivateOutput(projected=projected, private=private, shared=shared, recon=recon)
 
 
@@ -184,9 +194,8 @@ class MISAFusion(nn.Module):
         heads, ffn_dim, attn_dropout: the transformer layer (MISA: PyTorch's defaults 2 heads given, 2048, 0.1).
         dropout: dropout of the fusion MLP (MISA: 0.5).
         activation: module class of the fusion MLP (MISA: ReLU).
+        num_modalities: present modalities (MISA: 3); the transformer sees a private and a shared token of each.
     """
-
-    num_tokens = 2 * len(MODALITIES)
 
     def __init__(
         self,
@@ -198,10 +207,13 @@ class MISAFusion(nn.Module):
         attn_dropout: float = 0.1,
         dropout: float = 0.5,
         activation: type[nn.Module] = nn.ReLU,
+        num_modalities: int = len(MODALITIES),
     ) -> None:
         super().__init__()
-        check_positive(hidden=hidden, d_out=d_out)
+        check_positive(hidden=hidden, d_out=d_out, num_modalities=num_modalities)
         check_dropout(dropout=dropout)
+        self.num_modalities = num_modalities
+        self.num_tokens = 2 * num_modalities
         self.transformer = PostNormTransformerLayer(dim=hidden, heads=heads, ffn_dim=ffn_dim, dropout=attn_dropout)
         width = self.num_tokens * hidden
         self.fusion = nn.Sequential(
@@ -211,12 +223,13 @@ class MISAFusion(nn.Module):
     def forward(self, private: tuple, shared: tuple) -> MISAFusionOutput:
         """
         Args:
-            private, shared: ``(t, v, a)`` tuples of ``(B, hidden)`` tensors.
+            private, shared: ``(t, v, a)`` tuples of ``(B, hidden)`` tensors (present modalities only).
         Returns:
-            :class:`MISAFusionOutput` (``prediction (B, d_out)``, ``fused (B, 6 · hidden)``).
+            :class:`MISAFusionOutput` (``prediction (B, d_out)``, ``fused (B, 2 · num_modalities · hidden)``).
         """
-        if len(private) != len(MODALITIES) or len(shared) != len(MODALITIES):
-            raise ValueError(f"misa_fusion takes (t, v, a) private and shared vectors, got {len(private)} and {len(shared)}")
+        if len(private) != self.num_modalities or len(shared) != self.num_modalities:
+            raise ValueError(f"misa_fusion was built for {self.num_modalities} private and shared vectors (t, v, a "
+                             f"order), got {len(private)} and {len(shared)}")
         tokens = torch.stack([*private, *shared], dim=1)
         fused = rearrange(self.transformer(tokens), "b n d -> b (n d)")
         return MISAFusionOutput(prediction=self.fusion(fused), fused=fused)

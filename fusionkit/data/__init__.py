@@ -5,8 +5,9 @@
 """
 from fusionkit.data.api import DATASET_NAMES, data_root, load_splits
 from fusionkit.data.batch import MultimodalBatch
-from fusionkit.data.dataset import DatasetInfo, Example, LoadedData, MultimodalDataset, build_dataset
+from fusionkit.data.dataset import DatasetInfo, Example, LoadedData, MultimodalDataset, build_dataset, parse_modalities
 from fusionkit.data.errors import DataError, LoadReport
+from fusionkit.data.feature_tables import FeatureTable, read_feature_table
 from fusionkit.data.loader import BucketBatchSampler, MultimodalLoader, collate, make_loader
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "BucketBatchSampler",
     "DataError",
     "DatasetInfo",
+    "FeatureTable",
     "Example",
     "LoadReport",
     "LoadedData",
@@ -25,4 +27,6 @@ __all__ = [
     "data_root",
     "load_splits",
     "make_loader",
+    "parse_modalities",
+    "read_feature_table",
 ]

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from fusionkit.cli import ArgumentParser, run_cli
+from fusionkit.cli import ArgumentParser, UsageError, run_cli
 
 
 def summary(loaded) -> dict:
@@ -22,6 +22,12 @@ def summary(loaded) -> dict:
         "splits": {name: len(ds) for name, ds in loaded.splits.items()},
         "d_acoustic": info.d_acoustic,
         "d_visual": info.d_visual,
+        "modalities": ",".join(info.modalities),
+        "channels": {c: info.channels.get(c) or ("simulated" if info.simulated else "real") for c in
+                     ("text", "acoustic", "visual")},
+        "feature_names": {c: (names if len(names) <= 8 else [*names[:8], f"… {len(names) - 8} more"])
+                          for c, names in info.feature_names.items()},
+        "sources": info.sources,
         "aligned": info.aligned,
         "label_range": [float(labels.min()), float(labels.max())] if len(labels) else None,
         "zero_labels": int(np.sum(labels == 0)),
@@ -44,18 +50,31 @@ def _main(argv: list[str] | None) -> int:
     for name, text in (("inspect", "summarise a dataset as JSON"),
                        ("calibrate", "linear-probe Acc2 of the time-averaged nonverbal channels")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("dataset", help="a dataset name (synthetic, mosi, mosei, mosi-sim, mosei-sim) or a file path")
+        p.add_argument("dataset", help="a dataset name (synthetic, mosi, mosei, mosi-sim, mosei-sim, mosi-covarep) or a file "
+                                          "path")
         p.add_argument("--data-root", default=None, help="data root (default: $FUSIONKIT_DATA or ./data)")
         p.add_argument("--tokenizer", default=None, help="text model name/path (default: bundled MiniLM)")
         p.add_argument("--max-seq-length", type=int, default=50)
         p.add_argument("--no-cache", action="store_true", help="neither read nor write the on-disk cache")
+        p.add_argument("--features", action="append", default=[], metavar="MODALITY=PATH",
+                       help="a segment-level feature table (CSV or .npz with segment_id) joined to the segment "
+                            "table DATASET by id, e.g. acoustic=egemaps.csv; repeatable")
+        p.add_argument("--segment-features", choices=("repeat", "step"), default="repeat",
+                       help="segment vectors on every word piece (repeat, aligned) or as a one-step sequence (step)")
     args = parser.parse_args(argv)
 
     from fusionkit.data.api import load_splits
 
+    features = {}
+    for item in args.features:
+        modality, sep, path = item.partition("=")
+        if not sep or modality not in ("acoustic", "visual") or not path:
+            raise UsageError(f"--features {item!r} is not MODALITY=PATH with MODALITY acoustic or visual")
+        features[modality] = path
     try:
         loaded = load_splits(args.dataset, data_root=args.data_root, tokenizer=args.tokenizer,
-                             max_seq_length=args.max_seq_length, cache=not args.no_cache)
+                             max_seq_length=args.max_seq_length, cache=not args.no_cache, features=features or None,
+                             segment_features=args.segment_features)
         if args.command == "inspect":
             out = summary(loaded)
         else:

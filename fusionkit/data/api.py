@@ -15,8 +15,14 @@ from fusionkit.data.segments import SPLITS, sanitize_features
 from fusionkit.data.simulate import fingerprint as sim_fingerprint
 from fusionkit.data.tokenizers import get_tokenizer, tokenizer_identity
 
-DATASET_NAMES = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim")
+DATASET_NAMES = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim", "mosi-covarep")
 DIMS = {"mosi": (74, 47), "mosei": (74, 35)}
+COVAREP_MEANS = "mosi_covarep_utterance_mean.csv"
+COVAREP_DESCRIPTION = (
+    "real CMU-MOSI transcripts, labels and official split; REAL acoustic channel: the per-segment mean of 73 "
+    "COVAREP dimensions (one vector per segment, {layout}; not word-aligned); NO visual channel"
+)
+LAYOUT_WORDS = {"repeat": "repeated for every word piece", "step": "a one-step sequence"}
 SIM_DESCRIPTION = (
     "real {corpus} transcripts, labels and official split with SIMULATED nonverbal channels (74-d acoustic, "
     "{d_v}-d visual): seeded per segment, a weak label-correlated signal in a few dims, AR(1) noise across words "
@@ -43,6 +49,8 @@ class Source:
     description: str
     dims: tuple | None = None  # required (d_acoustic, d_visual); None = taken from the data
     extra: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)  # modality → segment-level feature table (joined by id)
+    channels: dict = field(default_factory=dict)  # modality → "real" / "simulated" / "absent" (known up front)
 
     def checksum(self, seed: int) -> str:
         if self.path is None:
@@ -50,6 +58,7 @@ class Source:
 
             return f"{self.name}-seed{seed}-{fingerprint()}"
         files = sorted(self.path.iterdir()) if self.path.is_dir() else [self.path]
+        files += [Path(p) for _, p in sorted(self.features.items())]
         h = hashlib.sha256()
         for f in files:
             if f.is_file():
@@ -67,12 +76,60 @@ def _missing(name: str, tried: list, what: str) -> DataError:
     )
 
 
-def resolve_source(name_or_path, *, data_root_dir=None) -> Source:
-    """Map a dataset name or a file path to a :class:`Source`; errors list the paths tried and what to add."""
+def _with_features(source: Source, features: dict | None) -> Source:
+    """``source`` (a segment table) with real segment-level feature tables for some modalities, the others absent."""
+    if not features:
+        return source
+    unknown = sorted(set(features) - {"acoustic", "visual"})
+    if unknown:
+        raise DataError(f"features: unknown modality {', '.join(map(repr, unknown))}; give acoustic and/or visual "
+                        f"feature tables, e.g. features={{'acoustic': 'egemaps.csv'}}")
+    if source.format != "segments_csv":
+        raise DataError(f"features: segment-level feature tables join a segment table (a *_segments.csv with "
+                        f"segment_id, label, split and words/transcript), not {source.name!r} ({source.format})")
+    for name, path in features.items():
+        if not Path(path).expanduser().is_file():
+            raise DataError.at(f"{name} feature table does not exist", file=path)
+    source.features = {k: Path(v).expanduser() for k, v in features.items()}
+    source.simulated = False
+    source.format = "feature_table"
+    source.dims = None
+    source.channels = {"text": "real", **{m: "real" if m in features else "absent" for m in ("acoustic", "visual")}}
+    given = ", ".join(f"{m} from {Path(p).name}" for m, p in sorted(features.items()))
+    absent = [m for m in ("acoustic", "visual") if m not in features]
+    source.description = (f"transcripts, labels and split of {source.path.name} with segment-level feature tables "
+                          f"({given}; one vector per segment)" + (f"; NO {' or '.join(absent)} channel" if absent
+                                                                  else ""))
+    return source
+
+
+def resolve_source(name_or_path, *, data_root_dir=None, features: dict | None = None) -> Source:
+    """Map a dataset name or a file path to a :class:`Source`; errors list the paths tried and what to add.
+
+    ``features``: ``{"acoustic" | "visual": path}`` segment-level feature tables joined to a segment-table path.
+    """
+    source = _resolve_source(name_or_path, data_root_dir=data_root_dir, features=features)
+    return _with_features(source, features) if features else source
+
+
+def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Source:
     from fusionkit.data import readers
 
     text = str(name_or_path)
     key = text.lower()
+    if features and key in DATASET_NAMES:
+        raise DataError(f"features: dataset {key!r} comes with its own channels; pass a segment table's path "
+                        f"(e.g. <root>/mosi/mosi_segments.csv) to join feature tables to it")
+    if key == "mosi-covarep":
+        root = data_root(data_root_dir)
+        path, table = root / "mosi" / "mosi_segments.csv", root / "mosi" / COVAREP_MEANS
+        missing = [p for p in (path, table) if not p.is_file()]
+        if missing:
+            raise _missing(key, missing, f"put the CMU-MOSI segment table mosi_segments.csv and the COVAREP "
+                                         f"utterance means {COVAREP_MEANS} in {root / 'mosi'}")
+        return Source(name=key, format="feature_table", path=path, simulated=False, dims=None,
+                      description=COVAREP_DESCRIPTION.format(layout=LAYOUT_WORDS["repeat"]), features={"acoustic": table},
+                      channels={"text": "real", "acoustic": "real", "visual": "absent"})
     if key == "synthetic":
         return Source(
             name="synthetic", format="synthetic", path=None, simulated=True, dims=(74, 47),
@@ -123,6 +180,14 @@ def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[di
 
     if source.format == "synthetic":
         raw = readers.read_synthetic(seed=seed)
+    elif source.format == "feature_table":
+        from fusionkit.data.feature_tables import join_features, read_feature_table
+        from fusionkit.data.segments_csv import read_segments_csv
+
+        raw = read_segments_csv(source.path, dims=None, report=report, simulate=False)
+        tables = {m: read_feature_table(p) for m, p in source.features.items()}
+        join_features(raw, tables, layout=source.extra.get("segment_features", "repeat"), report=report)
+        source.extra["feature_names"] = {m: t.names for m, t in tables.items()}
     else:
         if source.format in ("pickle", "mag_pickle") and source.extra.get("corpus") in DIMS:
             source.extra["mag_dims"] = DIMS[source.extra["corpus"]]  # MAG-BERT's COVAREP/FACET sizes
@@ -141,6 +206,15 @@ def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[di
         raise DataError.at(f"missing split(s) {', '.join(missing)}", file=source.path)
     aligned = all(seg.aligned for segs in raw.values() for seg in segs)
     return raw, aligned
+
+
+def channel_kinds(source: Source, d_acoustic: int, d_visual: int) -> dict:
+    """``{"text", "acoustic", "visual"}`` → ``"real"`` / ``"simulated"`` / ``"absent"`` for a loaded source."""
+    if source.channels:
+        return dict(source.channels)
+    kind = "simulated" if source.simulated else "real"
+    return {"text": "simulated" if source.format == "synthetic" else "real",
+            "acoustic": kind if d_acoustic else "absent", "visual": kind if d_visual else "absent"}
 
 
 def _subsample(ds: MultimodalDataset, max_samples: int | None, seed: int, split: str,
@@ -162,8 +236,11 @@ def load_splits(
     max_samples: int | None = None,
     seed: int = 0,
     cache: bool = True,
+    features: dict | None = None,
+    segment_features: str = "repeat",
 ) -> LoadedData:
-    """Load a dataset by name (``synthetic``, ``mosi``, ``mosei``, ``mosi-sim``, ``mosei-sim``) or file path.
+    """Load a dataset by name (``synthetic``, ``mosi``, ``mosei``, ``mosi-sim``, ``mosei-sim``, ``mosi-covarep``)
+    or file path.
 
     Returns :class:`LoadedData` with splits ``train`` / ``valid`` / ``test`` of :class:`MultimodalDataset`
     (pre-tokenized, word-piece aligned as MAG-BERT) and a :class:`DatasetInfo`.
@@ -173,12 +250,24 @@ def load_splits(
     seed: seeds ``synthetic`` generation and the ``max_samples`` subset (simulated channels depend only on
         the segment id).
     cache: reuse/store the tokenized splits under ``FUSIONKIT_CACHE`` (default ``~/.cache/fusionkit``).
+    features: ``{"acoustic" | "visual": path}`` segment-level feature tables (CSV or ``.npz``, one row per
+        segment id) joined to the segment table ``name_or_path``; a modality without a table is absent
+        (:mod:`fusionkit.data.feature_tables`). ``mosi-covarep`` is such a dataset.
+    segment_features: how segment-level vectors enter batches: ``"repeat"`` (aligned: the vector on every word
+        piece) or ``"step"`` (unaligned: a one-step sequence with its own mask).
     """
+    from fusionkit.data.feature_tables import LAYOUTS
+
+    if segment_features not in LAYOUTS:
+        raise ValueError(f"unknown segment_features {segment_features!r}; expected one of {', '.join(LAYOUTS)}")
     if max_seq_length < 3:
         raise ValueError(f"max_seq_length={max_seq_length} leaves no room for a word piece; use at least 3")
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be ≥ 1 or None, got {max_samples}")
-    source = resolve_source(name_or_path, data_root_dir=data_root)
+    source = resolve_source(name_or_path, data_root_dir=data_root, features=features)
+    if source.format == "feature_table":
+        source.extra["segment_features"] = segment_features
+        source.description = source.description.replace(LAYOUT_WORDS["repeat"], LAYOUT_WORDS[segment_features])
     key = None
     loaded = None
     if cache:
@@ -186,6 +275,8 @@ def load_splits(
             name=source.name, format=source.format, checksum=source.checksum(seed),
             tokenizer=tokenizer_identity(tokenizer), max_seq_length=max_seq_length,
             simulation=sim_fingerprint() if source.simulated else None,
+            **({"features": {m: str(p) for m, p in sorted(source.features.items())},
+                "segment_features": segment_features} if source.features else {}),
         )
         loaded = cache_mod.load(key)
     if loaded is None:
@@ -200,7 +291,10 @@ def load_splits(
         d_a, d_v = splits["train"].d_acoustic, splits["train"].d_visual
         info = DatasetInfo(name=source.name, format=source.format, d_acoustic=d_a, d_visual=d_v,
                            simulated=source.simulated, description=source.description, report=report,
-                           aligned=aligned, sources=[str(source.path)] if source.path else [])
+                           aligned=aligned, sources=([str(source.path)] if source.path else [])
+                           + [str(p) for _, p in sorted(source.features.items())],
+                           channels=channel_kinds(source, d_a, d_v),
+                           feature_names=source.extra.get("feature_names", {}))
         loaded = LoadedData(splits=splits, info=info)
         if cache:
             cache_mod.save(key, loaded)

@@ -16,13 +16,14 @@ class MultimodalBatch:
     ids: segment ids, length B.
     acoustic_mask / visual_mask: ``(B, T_a)`` / ``(B, T_v)`` bool, only for *unaligned* nonverbal sequences
         (then acoustic/visual have their own lengths); ``None`` when aligned to the word pieces.
+    acoustic / visual are ``None`` (with their masks) when the modality is absent (see ``modalities``).
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     token_type_ids: torch.Tensor
-    acoustic: torch.Tensor
-    visual: torch.Tensor
+    acoustic: torch.Tensor | None
+    visual: torch.Tensor | None
     label: torch.Tensor | None = None
     ids: list = field(default_factory=list)
     acoustic_mask: torch.Tensor | None = None
@@ -31,6 +32,11 @@ class MultimodalBatch:
     @property
     def aligned(self) -> bool:
         return self.acoustic_mask is None and self.visual_mask is None
+
+    @property
+    def modalities(self) -> tuple:
+        """Present modalities in ``("t", "a", "v")`` order."""
+        return ("t",) + (("a",) if self.acoustic is not None else ()) + (("v",) if self.visual is not None else ())
 
     @property
     def mask(self) -> torch.Tensor:

@@ -42,7 +42,8 @@ def save(key: str, loaded) -> Path | None:
     info = loaded.info
     meta["info"] = {"name": info.name, "format": info.format, "d_acoustic": info.d_acoustic,
                     "d_visual": info.d_visual, "simulated": info.simulated, "description": info.description,
-                    "report": info.report.to_dict(), "aligned": info.aligned, "sources": info.sources}
+                    "report": info.report.to_dict(), "aligned": info.aligned, "sources": info.sources,
+                    "channels": info.channels, "feature_names": info.feature_names}
     arrays["__meta__"] = np.asarray(json.dumps(meta))
     target = path_for(key)
     try:
@@ -85,7 +86,8 @@ def load(key: str):
             i = meta["info"]
             info = DatasetInfo(name=i["name"], format=i["format"], d_acoustic=i["d_acoustic"],
                                d_visual=i["d_visual"], simulated=i["simulated"], description=i["description"],
-                               report=LoadReport.from_dict(i["report"]), aligned=i["aligned"], sources=i["sources"])
+                               report=LoadReport.from_dict(i["report"]), aligned=i["aligned"], sources=i["sources"],
+                               channels=i.get("channels", {}), feature_names=i.get("feature_names", {}))
     except Exception as exc:  # noqa: BLE001 - any failure to read means the file cannot be trusted
         warnings.warn(f"ignoring a corrupt data cache file {path} ({type(exc).__name__}: {exc}); rebuilding it",
                       stacklevel=2)

@@ -45,7 +45,8 @@ def calibration(loaded) -> dict:
     return {
         "dataset": loaded.info.name,
         "simulated": loaded.info.simulated,
-        "acoustic": probe(loaded, "acoustic"),
-        "visual": probe(loaded, "visual"),
+        # an absent channel (0 features) has nothing to probe
+        "acoustic": probe(loaded, "acoustic") if loaded.info.d_acoustic else None,
+        "visual": probe(loaded, "visual") if loaded.info.d_visual else None,
         "targets": {"acoustic_acc2": "60 ± 3", "visual_acc2": "57 ± 3"} if loaded.info.simulated else None,
     }

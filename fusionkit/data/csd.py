@@ -71,6 +71,16 @@ def read_sequence(path) -> Sequence:
     return Sequence(name=roots[0], path=path, data=data, metadata=metadata)
 
 
+def dimension_names(seq: Sequence) -> list:
+    """The sequence's ``metadata/dimension names`` as a list of str (empty when it has none or only ``[]``)."""
+    raw = seq.metadata.get("dimension names")
+    if raw is None:
+        return []
+    values = np.asarray(raw, dtype=object).ravel().tolist()
+    names = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+    return [] if names in ([], ["[]"]) else names
+
+
 def role_of(seq: Sequence) -> str | None:
     """``words`` / ``acoustic`` / ``visual`` / ``labels`` from the sequence's root or file name."""
     text = f"{seq.name} {seq.path.name}".lower()
@@ -136,8 +146,11 @@ def _word_windows(feats: np.ndarray, frames: np.ndarray, words: np.ndarray) -> t
     return means.astype(np.float32), count == 0
 
 
-def read_csd(path, *, dims=None, report: LoadReport) -> dict:
-    """``{split: [RawSegment]}`` from a directory of ``.csd`` files (words, COVAREP, FACET, labels)."""
+def read_csd(path, *, dims=None, report: LoadReport, feature_names: dict | None = None) -> dict:
+    """``{split: [RawSegment]}`` from a directory of ``.csd`` files (words, COVAREP, FACET, labels).
+
+    ``feature_names``: a dict that receives the acoustic / visual dimension names from the sequences' metadata.
+    """
     path = Path(path)
     files = sorted(path.glob("*.csd")) if path.is_dir() else [path]
     seqs = {}
@@ -152,6 +165,11 @@ def read_csd(path, *, dims=None, report: LoadReport) -> dict:
             f"missing computational sequence(s) for {', '.join(missing)}; a .csd dataset needs timestamped words, "
             f"COVAREP, FACET and opinion labels (e.g. CMU_MOSI_TimestampedWords.csd, CMU_MOSI_COVAREP.csd, "
             f"CMU_MOSI_VisualFacet_4.1.csd, CMU_MOSI_Opinion_Labels.csd)", file=path)
+    if feature_names is not None:
+        for role in ("acoustic", "visual"):
+            names = dimension_names(seqs[role])
+            if names:
+                feature_names[role] = names
     segments = label_segments(seqs["labels"])
     folds, transcripts = split_map_for(path, segments)
     d_a, d_v = dims if dims is not None else (None, None)

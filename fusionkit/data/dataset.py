@@ -109,6 +109,24 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def d_visual(self) -> int:
         return int(self.visual.shape[1])
 
+    def without(self, *channels: str) -> "MultimodalDataset":
+        """The same split with ``channels`` (``"acoustic"`` / ``"visual"``) absent: their arrays become ``(0, 0)``
+        and every example's ``(0, 0)``, so batches carry ``None`` for them (never zeros)."""
+        unknown = set(channels) - {"acoustic", "visual"}
+        if unknown:
+            raise ValueError(f"unknown channel(s) {sorted(unknown)}; expected acoustic and/or visual")
+        arrays = {}
+        for name in ("acoustic", "visual"):
+            if name in channels:
+                arrays[name] = np.zeros((0, 0), np.float32)
+                arrays[f"{name}_offsets"] = np.zeros(len(self) + 1, np.int64)
+            else:
+                arrays[name] = getattr(self, name)
+                arrays[f"{name}_offsets"] = getattr(self, f"{name}_offsets")
+        return MultimodalDataset(input_ids=self.input_ids, token_offsets=self.token_offsets, labels=self.labels,
+                                 ids=self.ids, aligned=self.aligned, max_seq_length=self.max_seq_length,
+                                 pad_token_id=self.pad_token_id, name=self.name, **arrays)
+
     def subset(self, indices) -> "MultimodalDataset":
         """A new dataset holding ``indices`` (in that order)."""
         indices = [int(i) for i in indices]
@@ -233,9 +251,18 @@ def build_dataset(
     )
 
 
+CHANNELS = ("text", "acoustic", "visual")
+MODALITY_OF = {"text": "t", "acoustic": "a", "visual": "v"}
+
+
 @dataclass
 class DatasetInfo:
-    """What was loaded: ``format`` is the detected reader; ``simulated`` marks generated nonverbal channels."""
+    """What was loaded: ``format`` is the detected reader; ``simulated`` marks generated nonverbal channels.
+
+    ``channels``: ``{"text", "acoustic", "visual"}`` → ``"real"``, ``"simulated"`` or ``"absent"`` (no such
+    channel: its size is 0 and batches carry ``None``); ``feature_names``: per channel, the feature (column /
+    dimension) names where the source has them.
+    """
 
     name: str
     format: str
@@ -246,6 +273,25 @@ class DatasetInfo:
     report: LoadReport = field(default_factory=LoadReport)
     aligned: bool = True
     sources: list = field(default_factory=list)
+    channels: dict = field(default_factory=dict)
+    feature_names: dict = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple:
+        """Present modalities in ``("t", "a", "v")`` order (text is always present)."""
+        dims = {"text": 1, "acoustic": self.d_acoustic, "visual": self.d_visual}
+        return tuple(MODALITY_OF[c] for c in CHANNELS
+                     if dims[c] > 0 and self.channels.get(c, "real") != "absent")
+
+    def channel_summary(self) -> str:
+        """``text real, acoustic real (73-d), visual absent`` — what every results header states."""
+        dims = {"acoustic": self.d_acoustic, "visual": self.d_visual}
+        parts = []
+        for c in CHANNELS:
+            kind = self.channels.get(c) or ("absent" if c != "text" and not dims[c] else
+                                            "simulated" if self.simulated else "real")
+            parts.append(f"{c} {kind}" + (f" ({dims[c]}-d)" if c in dims and kind != "absent" else ""))
+        return ", ".join(parts)
 
 
 @dataclass
@@ -257,3 +303,47 @@ class LoadedData:
 
     def __getitem__(self, split: str) -> MultimodalDataset:
         return self.splits[split]
+
+    def select_modalities(self, modalities) -> "LoadedData":
+        """A view keeping only ``modalities`` (e.g. ``"t,a"``; text is required); the other channels are absent.
+
+        A modality the dataset lacks is a ``ValueError`` naming what it has.
+        """
+        from dataclasses import replace
+
+        wanted = parse_modalities(modalities)
+        have = self.info.modalities
+        lacking = [m for m in wanted if m not in have]
+        if lacking:
+            names = {"t": "text", "a": "acoustic", "v": "visual"}
+            raise ValueError(f"dataset {self.info.name!r} has no {' or '.join(names[m] for m in lacking)} channel; "
+                             f"its modalities are {','.join(have)}")
+        drop = [c for c in ("acoustic", "visual") if MODALITY_OF[c] in have and MODALITY_OF[c] not in wanted]
+        if not drop:
+            return self
+        splits = {name: ds.without(*drop) for name, ds in self.splits.items()}
+        channels = {**{c: self.info.channels.get(c, "real") for c in CHANNELS}, **{c: "absent" for c in drop}}
+        info = replace(self.info, channels=channels,
+                       d_acoustic=0 if "acoustic" in drop else self.info.d_acoustic,
+                       d_visual=0 if "visual" in drop else self.info.d_visual)
+        return LoadedData(splits=splits, info=info)
+
+
+MODALITY_ORDER = ("t", "a", "v")
+
+
+def parse_modalities(value) -> tuple:
+    """``"t,a"`` / ``"ta"`` / ``("t", "a")`` → ``("t", "a")`` in ``t, a, v`` order; text must be included."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    if isinstance(value, str) and len(items) == 1 and len(items[0]) > 1:
+        items = list(items[0])
+    items = [str(i).strip().lower() for i in items]
+    bad = [i for i in items if i not in MODALITY_ORDER]
+    if bad or not items:
+        raise ValueError(f"modalities {value!r}: expected a comma-separated subset of t (text), a (acoustic), "
+                         f"v (visual), e.g. t,a")
+    if len(set(items)) != len(items):
+        raise ValueError(f"modalities {value!r} names a modality twice")
+    if "t" not in items:
+        raise ValueError(f"modalities {value!r} lacks t: every model reads the text")
+    return tuple(m for m in MODALITY_ORDER if m in items)

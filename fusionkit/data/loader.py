@@ -36,7 +36,8 @@ def collate(
     """Pad ``examples`` to the longest in the batch (``dynamic``) or to ``max_seq_length`` (``fixed``).
 
     Unaligned features are padded to their own longest length (``fixed``: ``max_feature_length``) and the batch
-    carries ``acoustic_mask`` / ``visual_mask`` (True = real frame).
+    carries ``acoustic_mask`` / ``visual_mask`` (True = real frame). A channel with 0 features (absent from the
+    dataset, or dropped by :meth:`LoadedData.select_modalities`) is ``None`` in the batch, with its mask.
     """
     if padding not in PADDING_MODES:
         raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
@@ -64,6 +65,10 @@ def collate(
             t_v = max(1, max(len(e.visual) for e in examples))
         acoustic, a_mask = _pad_stack([e.acoustic for e in examples], t_a, d_a)
         visual, v_mask = _pad_stack([e.visual for e in examples], t_v, d_v)
+    if d_a == 0:  # an absent channel (0 features) is None, never a tensor of zeros
+        acoustic = a_mask = None
+    if d_v == 0:
+        visual = v_mask = None
     return MultimodalBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -71,7 +71,8 @@ def read(source, *, report: LoadReport) -> dict:
     if source.format == "csd":
         from fusionkit.data.csd import read_csd
 
-        return read_csd(source.path, dims=dims, report=report)
+        return read_csd(source.path, dims=dims, report=report,
+                        feature_names=source.extra.setdefault("feature_names", {}))
     if source.format == "segments_csv":
         from fusionkit.data.segments_csv import read_segments_csv
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from fusionkit.data.errors import DataError, LoadReport
 from fusionkit.data.segments import SPLITS, RawSegment, check_label
 from fusionkit.data.simulate import simulate_segment
@@ -31,14 +33,17 @@ def read_rows(path: Path) -> list:
     return rows
 
 
-def read_segments_csv(path, *, dims, report: LoadReport) -> dict:
+def read_segments_csv(path, *, dims, report: LoadReport, simulate: bool = True) -> dict:
     """``{split: [RawSegment]}`` with simulated nonverbal rows of ``dims = (d_acoustic, d_visual)``.
+
+    ``simulate=False``: no nonverbal rows (``(n_words, 0)`` arrays), for joining real feature tables
+    (:mod:`fusionkit.data.feature_tables`).
 
     ``words`` (lower-case word sequence) is used when present, else the lower-cased ``transcript`` (counted in
     ``report.fallbacks['transcript_for_empty_words']``).
     """
     path = Path(path)
-    d_a, d_v = dims
+    d_a, d_v = dims if dims is not None else (0, 0)
     out = {s: [] for s in SPLITS}
     seen = set()
     for line, row in enumerate(read_rows(path), start=2):
@@ -63,8 +68,11 @@ def read_segments_csv(path, *, dims, report: LoadReport) -> dict:
                 raise DataError.at("both words and transcript are empty", file=path, split=split, segment=seg_id)
             report.fallbacks["transcript_for_empty_words"] += 1
         video_id = (row.get("video_id") or "").strip() or seg_id.rsplit("_", 1)[0]
-        acoustic, visual = simulate_segment(segment_id=seg_id, video_id=video_id, label=label, n_words=len(words),
-                                            d_acoustic=d_a, d_visual=d_v)
+        if simulate:
+            acoustic, visual = simulate_segment(segment_id=seg_id, video_id=video_id, label=label,
+                                                n_words=len(words), d_acoustic=d_a, d_visual=d_v)
+        else:
+            acoustic = visual = np.zeros((len(words), 0), np.float32)
         out[split].append(RawSegment(id=seg_id, words=words, acoustic=acoustic, visual=visual, label=label))
     empty = [s for s, segs in out.items() if not segs]
     if empty:
