@@ -188,7 +188,7 @@ def test_cli_show_prints_slots_and_contracts():
     assert "mask convention: (B, T) bool, True = real token" in res.stdout
     block = subprocess.run([sys.executable, "-m", "fusionkit", "show", "gated_fusion"], capture_output=True,
                            text=True, check=True).stdout
-    assert "constructor: gated_fusion(*, dim: 'int')" in block and "mhmf.fusion" in block
+    assert "constructor: gated_fusion(*, dim: 'int'" in block and "mhmf.fusion" in block
     bad = subprocess.run([sys.executable, "-m", "fusionkit", "show", "gatd_fusion"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown component 'gatd_fusion'; did you mean")
 
