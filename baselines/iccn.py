@@ -58,8 +58,19 @@ import fusionkit
 from fusionkit.components.attention import masked_mean
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.slots import (
+    ICCN_HEAD,
+    ICCN_OUTER_PRODUCT,
+    ICCN_TEXT_CONV,
+    SlotValue,
+    build_block,
+    iccn_cnn_slot,
+    iccn_sequence_slot,
+    model_slots,
+    text_encoder_slot,
+)
 from fusionkit.types import ModelOutput
 
 MIN_CCA_BATCH = 2  # covariances need at least two samples
@@ -154,6 +165,9 @@ class ICCN(nn.Module):
 
 
 @register("iccn", kind="model")
+@model_slots("iccn", text_encoder_slot(), ICCN_TEXT_CONV, iccn_sequence_slot("audio_encoder"),
+             iccn_sequence_slot("video_encoder"), ICCN_OUTER_PRODUCT, iccn_cnn_slot("audio_cnn"),
+             iccn_cnn_slot("video_cnn"), ICCN_HEAD)
 def build_iccn(
     *,
     text_model: str | None = None,
@@ -174,6 +188,14 @@ def build_iccn(
     cca_r: float = 1e-3,
     cca_mean: bool = True,
     modalities: tuple[str, ...] = ("t", "a", "v"),
+    text_encoder: SlotValue = "bert_encoder",
+    text_conv: SlotValue = "temporal_conv",
+    audio_encoder: SlotValue = "lstm_sequence_encoder",
+    video_encoder: SlotValue = "lstm_sequence_encoder",
+    outer_product: SlotValue = "text_based_outer_product",
+    audio_cnn: SlotValue = "outer_product_cnn",
+    video_cnn: SlotValue = "outer_product_cnn",
+    head: SlotValue = "regression_head",
 ) -> ICCN:
     """ICCN(B) (Sun et al., 2020): text-based audio/video outer products, CNN embeddings tied by deep CCA.
 
@@ -184,22 +206,29 @@ def build_iccn(
         raise ValueError("iccn forms text-based audio/video outer products and text alone leaves none; use "
                          "modalities with a or v (e.g. t,a), or the text-only model 'text'")
     has_a, has_v = "a" in present, "v" in present
-    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
+    encoder = build_block(build_iccn, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
+                          config=bert_config)
 
-    def matrix_cnn(width: int) -> nn.Module:
-        return fusionkit.create("outer_product_cnn", height=d_text, width=width, d_out=d_embed,
-                                channels=tuple(cnn_channels), dropout=cnn_dropout)
+    def matrix_cnn(slot: str, value: SlotValue, width: int) -> nn.Module:
+        return build_block(build_iccn, slot, value, height=d_text, width=width, d_out=d_embed,
+                           options=dict(channels=tuple(cnn_channels), dropout=cnn_dropout),
+                           sources=dict(channels="cnn_channels", dropout="cnn_dropout"))
 
     return ICCN(
         encoder=encoder,
-        text_conv=fusionkit.create("temporal_conv", d_in=encoder.hidden_size, d_out=d_text, kernel_size=text_kernel),
-        audio_encoder=fusionkit.create("lstm_sequence_encoder", d_in=d_acoustic, d_hidden=d_audio) if has_a else None,
-        video_encoder=fusionkit.create("lstm_sequence_encoder", d_in=d_visual, d_hidden=d_video) if has_v else None,
-        outer_product=fusionkit.create("text_based_outer_product"),
-        audio_cnn=matrix_cnn(d_audio) if has_a else None,
-        video_cnn=matrix_cnn(d_video) if has_v else None,
-        head=fusionkit.create("regression_head", d_in=(has_a + has_v) * d_embed + encoder.hidden_size,
-                              d_hidden=head_hidden, dropout=head_dropout),
+        text_conv=build_block(build_iccn, "text_conv", text_conv, d_in=encoder.hidden_size, d_out=d_text,
+                              options=dict(kernel_size=text_kernel), sources=dict(kernel_size="text_kernel")),
+        audio_encoder=build_block(build_iccn, "audio_encoder", audio_encoder, d_in=d_acoustic,
+                                  d_hidden=d_audio) if has_a else None,
+        video_encoder=build_block(build_iccn, "video_encoder", video_encoder, d_in=d_visual,
+                                  d_hidden=d_video) if has_v else None,
+        outer_product=build_block(build_iccn, "outer_product", outer_product,
+                                  context=dict(d_text=d_text, d_other=d_audio if has_a else d_video)),
+        audio_cnn=matrix_cnn("audio_cnn", audio_cnn, d_audio) if has_a else None,
+        video_cnn=matrix_cnn("video_cnn", video_cnn, d_video) if has_v else None,
+        head=build_block(build_iccn, "head", head, d_in=(has_a + has_v) * d_embed + encoder.hidden_size,
+                         options=dict(d_hidden=head_hidden, dropout=head_dropout),
+                         sources=dict(d_hidden="head_hidden", dropout="head_dropout")),
         cca_loss=fusionkit.create("dcca_loss", r1=cca_r, r2=cca_r, mean=cca_mean),
         cca_weight=cca_weight,
     )

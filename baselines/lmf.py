@@ -33,12 +33,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.tfn import check_fusable, unimodal_vectors
+from baselines.tfn import check_fusable, unimodal_blocks, unimodal_vectors
 from fusionkit.components.low_rank_fusion import LowRankFusion
 from fusionkit.components.subnet import SubNet, TextSubNet
 from fusionkit.data.batch import MultimodalBatch
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.slots import LMF_FUSION, TEXT_SUBNET, SlotValue, build_block, model_slots, text_encoder_slot, \
+    vector_subnet_slot
 from fusionkit.types import ModelOutput
 
 
@@ -66,7 +68,7 @@ class LMF(nn.Module):
         fusion: LowRankFusion,
     ) -> None:
         super().__init__()
-        if fusion.d_out != 1:
+        if getattr(fusion, "d_out", 1) != 1:
             raise ValueError(f"LMF regresses one score: build its low_rank_fusion with d_out=1, got {fusion.d_out}")
         self.encoder = encoder
         self.text_subnet = text_subnet
@@ -88,6 +90,8 @@ class LMF(nn.Module):
 
 
 @register("lmf", kind="model")
+@model_slots("lmf", text_encoder_slot(), TEXT_SUBNET, vector_subnet_slot("audio_subnet"),
+             vector_subnet_slot("video_subnet"), LMF_FUSION)
 def build_lmf(
     *,
     text_model: str | None = None,
@@ -104,19 +108,20 @@ def build_lmf(
     text_dropout: float = 0.3,
     text_pooling: str = "mean",
     modalities: tuple[str, ...] = ("t", "a", "v"),
+    text_encoder: SlotValue = "bert_encoder",
+    text_subnet: SlotValue = "text_subnet",
+    audio_subnet: SlotValue = "subnet",
+    video_subnet: SlotValue = "subnet",
+    fusion: SlotValue = "low_rank_fusion",
 ) -> LMF:
     """LMF(B): Low-rank Multimodal Fusion (Liu et al., 2018) with a fine-tuned BERT text path.
 
     ``modalities``: the present ones (an absent modality's factor is the constant 1, see the module docstring).
     """
     modalities = check_fusable("lmf", modalities)
-    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
     has_a, has_v = "a" in modalities, "v" in modalities
     dims = (audio_hidden,) * has_a + (video_hidden,) * has_v + (text_out,)
     return LMF(
-        encoder=encoder,
-        text_subnet=TextSubNet(d_in=encoder.hidden_size, d_out=text_out, dropout=text_dropout, pooling=text_pooling),
-        audio_subnet=SubNet(d_in=d_acoustic, d_hidden=audio_hidden, dropout=audio_dropout) if has_a else None,
-        video_subnet=SubNet(d_in=d_visual, d_hidden=video_hidden, dropout=video_dropout) if has_v else None,
-        fusion=LowRankFusion(dims=dims, d_out=1, rank=rank),
+        **unimodal_blocks(build_lmf, locals()),
+        fusion=build_block(build_lmf, "fusion", fusion, dims=dims, d_out=1, options=dict(rank=rank)),
     )

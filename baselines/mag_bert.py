@@ -47,11 +47,11 @@ from __future__ import annotations
 from torch import nn
 
 from fusionkit.components.attention import masked_mean
-from fusionkit.components.mag import MultimodalAdaptationGate
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder, declared_pooling, resolve_text_model
+from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register
+from fusionkit.slots import MAG_GATE, SlotValue, build_block, model_slots, text_encoder_slot
 from fusionkit.types import ModelOutput
 
 POOLINGS = ("auto", "cls", "mean")
@@ -73,7 +73,7 @@ class MAGBert(nn.Module):
 
     def __init__(self, *, encoder: BertEncoder, pooler: nn.Module | None, dropout: float) -> None:
         super().__init__()
-        if not isinstance(encoder.injection, MultimodalAdaptationGate):
+        if getattr(encoder, "injection", None) is None:
             raise ValueError(
                 "MAG-BERT needs a bert_encoder built with injection=MultimodalAdaptationGate(...) (see build_mag_bert)"
             )
@@ -155,6 +155,7 @@ class MAGBertMMSA(MAGBert):
 
 
 @register("mag", kind="model")
+@model_slots("mag", text_encoder_slot(injection=True), MAG_GATE)
 def build_mag_bert(
     *,
     text_model: str | None = None,
@@ -167,6 +168,8 @@ def build_mag_bert(
     injection_layer: int = 0,
     pooling: str = "auto",
     modalities: tuple[str, ...] = ("t", "a", "v"),
+    text_encoder: SlotValue = "bert_encoder",
+    gate: SlotValue = "multimodal_adaptation_gate",
 ) -> MAGBert:
     """MAG-BERT (Rahman et al., 2020): Multimodal Adaptation Gate injected into a fine-tuned BERT.
 
@@ -175,12 +178,14 @@ def build_mag_bert(
     ``modalities``: the present ones; an absent modality's term of the gate is absent. MAG shifts the text by the
     nonverbal channels, so text alone is refused (use ``text``).
     """
-    return _build(MAGBert, text_model=text_model, bert_config=bert_config, encoder_mode=encoder_mode,
-                  d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift, dropout=dropout,
-                  injection_layer=injection_layer, pooling=pooling, modalities=modalities)
+    return _build(MAGBert, build_mag_bert, text_model=text_model, bert_config=bert_config,
+                  encoder_mode=encoder_mode, d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift,
+                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, modalities=modalities,
+                  text_encoder=text_encoder, gate=gate)
 
 
 @register("mag_mmsa", kind="model")
+@model_slots("mag_mmsa", text_encoder_slot(injection=True), MAG_GATE)
 def build_mag_mmsa(
     *,
     text_model: str | None = None,
@@ -193,6 +198,8 @@ def build_mag_mmsa(
     injection_layer: int = 0,
     pooling: str = "cls",
     modalities: tuple[str, ...] = ("t", "a", "v"),
+    text_encoder: SlotValue = "bert_encoder",
+    gate: SlotValue = "multimodal_adaptation_gate",
 ) -> MAGBertMMSA:
     """MAG-BERT as MMSA 2.2.1's ``bert_mag`` runs it: the ``mag`` model with MAG dropout 0.3 and the [CLS]
     pooler head, trained with batch 32, lr 2e-5, no weight decay, no warm-up, a constant rate and an L1 loss.
@@ -200,13 +207,16 @@ def build_mag_mmsa(
     Only the defaults differ from ``mag`` (same computation; compare with MMSA's published tables).
     ``modalities``: as for ``mag``.
     """
-    return _build(MAGBertMMSA, text_model=text_model, bert_config=bert_config, encoder_mode=encoder_mode,
-                  d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift, dropout=dropout,
-                  injection_layer=injection_layer, pooling=pooling, modalities=modalities)
+    return _build(MAGBertMMSA, build_mag_mmsa, text_model=text_model, bert_config=bert_config,
+                  encoder_mode=encoder_mode, d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift,
+                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, modalities=modalities,
+                  text_encoder=text_encoder, gate=gate)
 
 
-def _build(cls: type[MAGBert], *, text_model, bert_config, encoder_mode: str, d_acoustic: int, d_visual: int,
-           beta_shift: float, dropout: float, injection_layer: int, pooling: str, modalities) -> MAGBert:
+def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode: str, d_acoustic: int,
+           d_visual: int, beta_shift: float, dropout: float, injection_layer: int, pooling: str, modalities,
+           text_encoder: SlotValue, gate: SlotValue) -> MAGBert:
+    """The model of ``factory`` (``build_mag_bert`` or ``build_mag_mmsa``, whose slots and defaults apply)."""
     present = parse_modalities(modalities)
     if present == ("t",):
         raise ValueError("MAG-BERT shifts the text by the nonverbal channels and text alone leaves no shift; use "
@@ -221,16 +231,14 @@ def _build(cls: type[MAGBert], *, text_model, bert_config, encoder_mode: str, d_
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
-    gate = MultimodalAdaptationGate(
-        d_model=config.hidden_size,
-        d_acoustic=d_acoustic if "a" in present else 0,
+    gate_block = build_block(
+        factory, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic if "a" in present else 0,
         d_visual=d_visual if "v" in present else 0,
-        beta_shift=beta_shift,
-        dropout=dropout,
-        layer_norm_eps=1e-5,
+        options=dict(beta_shift=beta_shift, dropout=dropout, layer_norm_eps=1e-5),
     )
-    encoder = build_bert_encoder(
-        name_or_path=text_model, mode=encoder_mode, config=bert_config, injection=gate, injection_layer=injection_layer
+    encoder = build_block(
+        factory, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode, config=bert_config,
+        injection=gate_block, injection_layer=injection_layer, context=dict(d_acoustic=d_acoustic, d_visual=d_visual),
     )
     pretrained = bert_config is None and encoder_mode != "random"
     pooler = None
@@ -242,7 +250,8 @@ def _build(cls: type[MAGBert], *, text_model, bert_config, encoder_mode: str, d_
         dropout=encoder.model.config.hidden_dropout_prob,
     )
     std = encoder.model.config.initializer_range
-    _init_like_bert(gate, std)
+    if gate == MAG_GATE.default:  # the authors' MAG layers start like BERT's; a swapped gate keeps its own init
+        _init_like_bert(gate_block, std)
     _init_like_bert(model.classifier, std)
     if pooler is not None and not pretrained:
         _init_like_bert(pooler, std)

@@ -54,9 +54,11 @@ from fusionkit.components.misa import (
 )
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.encoders.bert import BertEncoder
 from fusionkit.losses.misa import CMDLoss, DiffLoss, ReconLoss
 from fusionkit.registry import register
+from fusionkit.slots import MISA_FUSION, MISA_SHARED_PRIVATE, SlotValue, build_block, misa_encoder_slot, model_slots, \
+    text_encoder_slot
 from fusionkit.types import ModelOutput
 
 
@@ -163,6 +165,8 @@ class MISA(nn.Module):
 
 
 @register("misa", kind="model")
+@model_slots("misa", text_encoder_slot(), misa_encoder_slot("visual_encoder"), misa_encoder_slot("acoustic_encoder"),
+             MISA_SHARED_PRIVATE, MISA_FUSION)
 def build_misa(
     *,
     text_model: str | None = None,
@@ -179,6 +183,11 @@ def build_misa(
     reverse_grad_weight: float = 1.0,
     cmd_moments: int = 5,
     modalities: tuple[str, ...] = ("t", "a", "v"),
+    text_encoder: SlotValue = "bert_encoder",
+    visual_encoder: SlotValue = "misa_sequence_encoder",
+    acoustic_encoder: SlotValue = "misa_sequence_encoder",
+    shared_private: SlotValue = "misa_shared_private",
+    fusion: SlotValue = "misa_fusion",
 ) -> MISA:
     """MISA(B) (Hazarika et al., 2020): shared/private subspaces with CMD, difference and reconstruction losses.
 
@@ -186,22 +195,26 @@ def build_misa(
     """
     present = parse_modalities(modalities)
     misa_order = tuple(m for m in MODALITIES if m in present)  # MISA's (t, v, a) order
-    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
-    visual_encoder = MISASequenceEncoder(d_in=d_visual) if "v" in present else None
-    acoustic_encoder = MISASequenceEncoder(d_in=d_acoustic) if "a" in present else None
+    encoder = build_block(build_misa, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
+                          config=bert_config)
+    visual = build_block(build_misa, "visual_encoder", visual_encoder, d_in=d_visual) if "v" in present else None
+    acoustic = build_block(build_misa, "acoustic_encoder", acoustic_encoder, d_in=d_acoustic) \
+        if "a" in present else None
     discriminator = None
     if not use_cmd_sim:
         discriminator = ModalityDiscriminator(hidden=hidden, dropout=dropout, reverse_grad_weight=reverse_grad_weight,
                                               num_modalities=len(present))
     return MISA(
         encoder=encoder,
-        visual_encoder=visual_encoder,
-        acoustic_encoder=acoustic_encoder,
-        shared_private=MISASharedPrivate(
-            d_text=encoder.hidden_size, d_visual=visual_encoder.out_dim if visual_encoder else 0,
-            d_acoustic=acoustic_encoder.out_dim if acoustic_encoder else 0, hidden=hidden, modalities=misa_order,
+        visual_encoder=visual,
+        acoustic_encoder=acoustic,
+        shared_private=build_block(
+            build_misa, "shared_private", shared_private, d_text=encoder.hidden_size,
+            d_visual=visual.out_dim if visual else 0, d_acoustic=acoustic.out_dim if acoustic else 0, hidden=hidden,
+            options=dict(modalities=misa_order),
         ),
-        fusion=MISAFusion(hidden=hidden, d_out=1, dropout=dropout, num_modalities=len(present)),
+        fusion=build_block(build_misa, "fusion", fusion, hidden=hidden, d_out=1,
+                           options=dict(dropout=dropout, num_modalities=len(present))),
         discriminator=discriminator,
         diff_weight=diff_weight,
         sim_weight=sim_weight,

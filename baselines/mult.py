@@ -47,11 +47,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionkit.components.crossmodal import CrossmodalTransformer, TemporalConvProjection
+from fusionkit.components.crossmodal import TemporalConvProjection
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.slots import MULT_CROSSMODAL, MULT_MEMORY, SlotValue, build_block, model_slots, text_encoder_slot
 from fusionkit.types import ModelOutput
 
 MODALITIES = ("l", "a", "v")
@@ -86,6 +87,7 @@ class MulT(nn.Module):
         memory: nn.ModuleDict,
         embed_dropout: float,
         out_dropout: float,
+        memory_dim: int | None = None,
         modalities: tuple[str, ...] = MODALITIES,
     ) -> None:
         super().__init__()
@@ -104,7 +106,8 @@ class MulT(nn.Module):
         self.mem = memory
         self.embed_dropout = embed_dropout
         self.out_dropout = out_dropout
-        combined = sum(memory[t].dim for t in targets)
+        # memory_dim: width of each memory transformer's output (default: its ``dim`` attribute)
+        combined = sum(memory[t].dim if memory_dim is None else memory_dim for t in targets)
         self.proj1 = nn.Linear(combined, combined)
         self.proj2 = nn.Linear(combined, combined)
         self.out_layer = nn.Linear(combined, 1)
@@ -142,6 +145,7 @@ class MulT(nn.Module):
 
 
 @register("mult", kind="model")
+@model_slots("mult", text_encoder_slot(), MULT_CROSSMODAL, MULT_MEMORY)
 def build_mult(
     *,
     text_model: str | None = None,
@@ -162,6 +166,9 @@ def build_mult(
     out_dropout: float = 0.1,
     attn_mask: bool = True,
     targets: tuple[str, ...] = MODALITIES,
+    text_encoder: SlotValue = "bert_encoder",
+    crossmodal: SlotValue = "crossmodal_transformer",
+    memory: SlotValue = "crossmodal_transformer",
     modalities: tuple[str, ...] = ("t", "a", "v"),
 ) -> MulT:
     """MulT (Tsai et al., 2019): crossmodal transformers over BERT, audio and vision sequences.
@@ -180,28 +187,34 @@ def build_mult(
     if absent_targets and targets != MODALITIES:
         raise ValueError(f"targets {targets} include {absent_targets}, which modalities={modalities} lacks")
     targets = tuple(t for t in targets if t in present)
-    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
+    encoder = build_block(build_mult, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
+                          config=bert_config)
     d_in = {"l": encoder.hidden_size, "a": d_acoustic, "v": d_visual}
     source_dropout = {"l": attn_dropout, "a": attn_dropout_a, "v": attn_dropout_v}
+    source_param = {"l": "attn_dropout", "a": "attn_dropout_a", "v": "attn_dropout_v"}
     common = dict(relu_dropout=relu_dropout, res_dropout=res_dropout, embed_dropout=embed_dropout, attn_mask=attn_mask)
     projections = nn.ModuleDict(
         {m: TemporalConvProjection(d_in=d_in[m], d_out=d_model, kernel_size=kernel_size) for m in present}
     )
-    crossmodal = nn.ModuleDict(
+    crossmodal_blocks = nn.ModuleDict(
         {
-            f"{t}_with_{s}": CrossmodalTransformer(
-                dim=d_model, heads=heads, layers=layers, attn_dropout=source_dropout[s], **common
+            f"{t}_with_{s}": build_block(
+                build_mult, "crossmodal", crossmodal, dim=d_model,
+                options=dict(heads=heads, layers=layers, attn_dropout=source_dropout[s], **common),
+                sources=dict(attn_dropout=source_param[s]),
             )
             for t in targets
             for s in present
             if s != t
         }
     )
-    memory = nn.ModuleDict(
+    memory_layers = max(layers, 3)
+    memory_blocks = nn.ModuleDict(
         {
-            t: CrossmodalTransformer(
-                dim=(len(present) - 1) * d_model, heads=heads, layers=max(layers, 3), attn_dropout=attn_dropout, self_attention=True,
-                **common,
+            t: build_block(
+                build_mult, "memory", memory, dim=(len(present) - 1) * d_model,
+                options=dict(heads=heads, layers=memory_layers, attn_dropout=attn_dropout, self_attention=True,
+                             **common),
             )
             for t in targets
         }
@@ -209,9 +222,10 @@ def build_mult(
     return MulT(
         encoder=encoder,
         projections=projections,
-        crossmodal=crossmodal,
-        memory=memory,
+        crossmodal=crossmodal_blocks,
+        memory=memory_blocks,
         embed_dropout=embed_dropout,
         out_dropout=out_dropout,
+        memory_dim=(len(present) - 1) * d_model,
         modalities=present,
     )

@@ -11,10 +11,10 @@ from __future__ import annotations
 from torch import nn
 
 from fusionkit.components.attention import masked_mean
-from fusionkit.components.heads import RegressionHead
 from fusionkit.data.batch import MultimodalBatch
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.slots import HEAD, SlotValue, build_block, model_slots, text_encoder_slot
 from fusionkit.types import ModelOutput
 
 
@@ -37,6 +37,7 @@ class TextOnly(nn.Module):
 
 
 @register("text", kind="model")
+@model_slots("text", text_encoder_slot(), HEAD)
 def build_text(
     *,
     text_model: str | None = None,
@@ -46,9 +47,13 @@ def build_text(
     d_visual: int = 47,
     dropout: float = 0.1,
     modalities: tuple[str, ...] = ("t", "a", "v"),
+    text_encoder: SlotValue = "bert_encoder",
+    head: SlotValue = "regression_head",
 ) -> TextOnly:
     """Text-only control: fine-tuned BERT, masked mean pool, linear. ``modalities`` does not change it (it reads
     the text only, which every subset has)."""
     del modalities
-    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
-    return TextOnly(encoder=encoder, head=RegressionHead(d_in=encoder.hidden_size, dropout=dropout))
+    encoder = build_block(build_text, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
+                          config=bert_config)
+    return TextOnly(encoder=encoder, head=build_block(build_text, "head", head, d_in=encoder.hidden_size,
+                                                      options=dict(dropout=dropout)))

@@ -41,8 +41,10 @@ from fusionkit.components.subnet import SubNet, TextSubNet
 from fusionkit.components.tensor_fusion import TensorFusion
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.slots import TEXT_SUBNET, TFN_FUSION, SlotValue, build_block, model_slots, text_encoder_slot, \
+    vector_subnet_slot
 from fusionkit.types import ModelOutput
 
 OUTPUT_RANGE = 6.0  # sigmoid output rescaled to the CMU-MOSI label range (-3, 3)
@@ -135,6 +137,8 @@ class TFN(nn.Module):
 
 
 @register("tfn", kind="model")
+@model_slots("tfn", text_encoder_slot(), TEXT_SUBNET, vector_subnet_slot("audio_subnet"),
+             vector_subnet_slot("video_subnet"), TFN_FUSION)
 def build_tfn(
     *,
     text_model: str | None = None,
@@ -152,6 +156,11 @@ def build_tfn(
     post_fusion_dim: int = 32,
     text_pooling: str = "mean",
     modalities: tuple[str, ...] = ("t", "a", "v"),
+    text_encoder: SlotValue = "bert_encoder",
+    text_subnet: SlotValue = "text_subnet",
+    audio_subnet: SlotValue = "subnet",
+    video_subnet: SlotValue = "subnet",
+    fusion: SlotValue = "tensor_fusion",
 ) -> TFN:
     """TFN(B): Tensor Fusion Network (Zadeh et al., 2017) with a fine-tuned BERT text path.
 
@@ -160,15 +169,31 @@ def build_tfn(
     if post_fusion_dim <= 0:
         raise ValueError(f"post_fusion_dim must be positive, got {post_fusion_dim}")
     modalities = check_fusable("tfn", modalities)
-    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
     has_a, has_v = "a" in modalities, "v" in modalities
     dims = (audio_hidden,) * has_a + (video_hidden,) * has_v + (text_out,)
     return TFN(
-        encoder=encoder,
-        text_subnet=TextSubNet(d_in=encoder.hidden_size, d_out=text_out, dropout=text_dropout, pooling=text_pooling),
-        audio_subnet=SubNet(d_in=d_acoustic, d_hidden=audio_hidden, dropout=audio_dropout) if has_a else None,
-        video_subnet=SubNet(d_in=d_visual, d_hidden=video_hidden, dropout=video_dropout) if has_v else None,
-        fusion=TensorFusion(dims=dims),
+        **unimodal_blocks(build_tfn, locals()),
+        fusion=build_block(build_tfn, "fusion", fusion, dims=dims),
         post_fusion_dim=post_fusion_dim,
         post_fusion_dropout=post_fusion_dropout,
+    )
+
+
+def unimodal_blocks(factory, args: dict) -> dict:
+    """TFN/LMF unimodal stage, in construction order: the text encoder, text / audio / video sub-networks from
+    the factory's arguments ``args`` (its slot values, sizes and parsed ``modalities``; an absent one: ``None``)."""
+    encoder = build_block(factory, "text_encoder", args["text_encoder"], name_or_path=args["text_model"],
+                          mode=args["encoder_mode"], config=args["bert_config"])
+    return dict(
+        encoder=encoder,
+        text_subnet=build_block(factory, "text_subnet", args["text_subnet"], d_in=encoder.hidden_size,
+                                d_out=args["text_out"], options=dict(dropout=args["text_dropout"],
+                                                                     pooling=args["text_pooling"]),
+                                sources=dict(dropout="text_dropout", pooling="text_pooling")),
+        audio_subnet=build_block(factory, "audio_subnet", args["audio_subnet"], d_in=args["d_acoustic"],
+                                 d_hidden=args["audio_hidden"], options=dict(dropout=args["audio_dropout"]),
+                                 sources=dict(dropout="audio_dropout")) if "a" in args["modalities"] else None,
+        video_subnet=build_block(factory, "video_subnet", args["video_subnet"], d_in=args["d_visual"],
+                                 d_hidden=args["video_hidden"], options=dict(dropout=args["video_dropout"]),
+                                 sources=dict(dropout="video_dropout")) if "v" in args["modalities"] else None,
     )

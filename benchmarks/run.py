@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE", dest="sets",
                    help="a training setting (" + ", ".join(SETTABLE) + ") or a model option (any argument of the "
                         "model's factory, e.g. mag.beta_shift=0.5, mhmf.d_fusion=64) for one model, over the flags "
-                        "above; repeatable")
+                        "above; a slot takes a registered block: mhmf.fusion=NAME or, with arguments, "
+                        "'mhmf.fusion={\"name\": \"NAME\", \"key\": 1}' (python -m fusionkit show MODEL lists "
+                        "the slots); repeatable")
     p.add_argument("--max-samples", type=int, default=None,
                    help="keep at most N examples of every split (a seeded subset; smoke runs)")
     p.add_argument("--encoder-mode", choices=ENCODER_MODES, default=None,
@@ -434,9 +436,12 @@ def check_resumable(variant: Variant, seed: int, data, args, model_kwargs: dict,
     other settings is a :class:`UsageError` (checked for every run before the first starts)."""
     from fusionkit.training.checkpoint import read_json
 
-    spec = {"model": variant.model, "kwargs": _json_clean({**model_kwargs, **variant.kwargs}), "seed": seed,
-            "dataset": args.dataset, "train": train_overrides, "max_samples": args.max_samples,
-            "precision": args.precision_resolved}
+    from fusionkit.slots import resolve_composition
+
+    kwargs = {**model_kwargs, **variant.kwargs}
+    spec = {"model": variant.model, "kwargs": _json_clean(kwargs), "seed": seed, "dataset": args.dataset,
+            "train": train_overrides, "max_samples": args.max_samples, "precision": args.precision_resolved,
+            "composition": resolve_composition(variant.model, kwargs)}
     if tuple(data.info.modalities) != ("t", "a", "v"):  # recorded only for a subset: older run.json stay valid
         spec["modalities"] = ",".join(data.info.modalities)
     if args.features:
@@ -475,6 +480,23 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
         np.save(run_dir / studies.FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
         np.save(run_dir / studies.LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
     return read_json(done)
+
+
+def check_compositions(variants: list[Variant], model_kwargs: dict, data) -> dict[str, dict]:
+    """Each variant's resolved composition (slot → block, plug-in, args). A variant with a block other than a
+    slot's default is built once here, so that a block that does not fit its slot (dry run against the slot's
+    contract) is refused before anything is written or trained."""
+    from fusionkit.slots import non_default, resolve_composition
+    from fusionkit.training import build_model
+    from fusionkit.training.engine import _build_kwargs
+
+    compositions = {}
+    for variant in variants:
+        kwargs = _build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
+        compositions[variant.label] = resolve_composition(variant.model, kwargs)
+        if non_default(variant.model, kwargs):
+            build_model(variant.model, kwargs)
+    return compositions
 
 
 def summarize(runs: list[dict], labels: list[str]) -> dict:
@@ -583,6 +605,7 @@ def render_markdown(results: dict) -> str:
         lines += [f"`{model}` only: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "."]
     if train or results["config"].get("per_model"):
         lines += ["Everything else: each model's own `train_defaults`.", ""]
+    lines += composition_lines(results["config"].get("variants") or {})
     header = ["Model"] + [METRIC_LABELS[m] for m in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     flags = results.get("flags") or {}
@@ -614,6 +637,18 @@ def render_markdown(results: dict) -> str:
     if paper_lines:
         lines += [""] + paper_lines
     return "\n".join(lines) + "\n"
+
+
+def composition_lines(variants: dict) -> list[str]:
+    """results.md lines naming every slot that holds another block than its default (block, plug-in, args)."""
+    from fusionkit.slots import describe_composition
+
+    lines = []
+    for label, entry in variants.items():
+        swapped = describe_composition(entry.get("composition") or {}, model=entry.get("model"))
+        if swapped:
+            lines.append(f"`{label}` composition (slot=block): {swapped}; every other slot holds its default block.")
+    return lines + [""] if lines else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -694,6 +729,12 @@ def _main(argv) -> int:
                                              max_train_samples=args.max_train_samples).items() if v is not None}
     # every row's model is built once (meta device) and its training settings resolved before any run starts
     check_modalities(variants, data, model_kwargs)
+    from fusionkit.training import ModelBuildError
+
+    try:  # a block that does not fit its slot is refused here, before the output directory is touched
+        compositions = check_compositions(variants, model_kwargs, data)
+    except (ModelBuildError, TextModelNotFound) as e:
+        raise UsageError(str(e)) from None
     try:
         checked = preflight(variants, data=data, model_kwargs=model_kwargs, train_overrides=train_overrides,
                             per_model=per_model,
@@ -717,14 +758,14 @@ def _main(argv) -> int:
             raise UsageError(str(e)) from None
     try:
         return _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options,
-                        out, main_process)
+                        out, main_process, compositions)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options, out,
-             main_process) -> int:
+             main_process, compositions) -> int:
     from fusionkit.encoders.bert import TextModelNotFound
     from fusionkit.training import ModelBuildError
 
@@ -757,7 +798,8 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
         "modalities": ",".join(data.info.modalities),
         "text_model": "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6"),
         "seeds": seeds,
-        "config": {"study": args.study, "variants": {v.label: {"model": v.model, "kwargs": _json_clean(v.kwargs)}
+        "config": {"study": args.study, "variants": {v.label: {"model": v.model, "kwargs": _json_clean(v.kwargs),
+                                                               "composition": compositions[v.label]}
                                                        for v in variants},
                    "train": train_overrides, "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
                                  for m in sorted({*per_model, *per_model_options})},

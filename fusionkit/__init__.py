@@ -3,7 +3,11 @@
 Importing the package is cheap: components and plug-ins are loaded on the first registry call.
 """
 from fusionkit.plugins.hookspecs import hookimpl
+from fusionkit.plugins.manager import build_registry as _build_registry
 from fusionkit.registry import KINDS, Registry, create, get_registry, list_components, register, reset_registry
+from fusionkit.registry import set_registry_builder as _set_registry_builder
+
+_set_registry_builder(_build_registry)  # the plug-in manager builds the registry; registry.py never imports it
 
 __version__ = "0.1.0"
 

@@ -1,9 +1,12 @@
-"""``python -m fusionkit list [--kind KIND]``: every registered component with its kind and plug-in."""
+"""``python -m fusionkit list [--kind KIND]``: every registered component with its kind and plug-in, then each
+model's slots with their default blocks. ``python -m fusionkit show NAME``: a model's slots and their contracts,
+or a component's kind, plug-in, constructor and the model slots that take its kind."""
 from __future__ import annotations
 
+import inspect
 import sys
 
-from fusionkit.cli import ArgumentParser, run_cli
+from fusionkit.cli import ArgumentParser, UsageError, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,24 +16,74 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = ArgumentParser(prog="python -m fusionkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_list = sub.add_parser("list", help="list registered components")
+    p_list = sub.add_parser("list", help="list registered components and each model's slots")
     p_list.add_argument("--kind", default=None, help="only this kind")
+    p_show = sub.add_parser("show", help="a model's slots and their contracts, or one component")
+    p_show.add_argument("name", help="a registered model or component")
     args = parser.parse_args(argv)
 
     from fusionkit.registry import KINDS, get_registry
 
     try:
         registry = get_registry()
-        if args.kind is not None and args.kind not in KINDS:
+        if args.command == "list" and args.kind is not None and args.kind not in KINDS:
             raise ValueError(f"unknown kind {args.kind!r}; expected one of {', '.join(KINDS)}")
+        if args.command == "show":
+            registry.get(args.name)
     except Exception as exc:  # noqa: BLE001 - CLI boundary
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc).strip("'\"")) from None
+    if args.command == "show":
+        return _show(registry, args.name)
     specs = [s for s in registry.specs() if args.kind is None or s.kind == args.kind]
     width = max((len(s.name) for s in specs), default=4)
     print(f"{'name':<{width}}  {'kind':<8}  {'plugin':<12}  description")
     for s in sorted(specs, key=lambda s: (s.kind, s.name)):
         print(f"{s.name:<{width}}  {s.kind:<8}  {s.plugin:<12}  {s.doc}")
+    models = [s.name for s in specs if s.kind == "model"]
+    if models:
+        from fusionkit.slots import slot_defaults
+
+        print("\nslots (model: slot=default block; `python -m fusionkit show MODEL` for the contracts)")
+        for model in models:
+            defaults = slot_defaults(model)
+            print(f"{model}: " + (", ".join(f"{k}={v}" for k, v in defaults.items()) or "(none declared)"))
+    return 0
+
+
+def _show(registry, name: str) -> int:
+    from fusionkit.slots import slot_defaults, slots_of
+
+    spec = registry.get(name)
+    print(f"{spec.name}  ({spec.kind}, plug-in {spec.plugin})  {spec.doc}")
+    if spec.kind == "model":
+        slots = slots_of(name)
+        if not slots:
+            print("declares no slots")
+            return 0
+        defaults = slot_defaults(name)
+        print("slots — value: a registered block name, or {\"name\": NAME, **kwargs} (command line: "
+              f"--set {name}.SLOT=NAME or --set '{name}.SLOT={{\"name\": \"NAME\", \"key\": 1}}'):")
+        for slot in slots.values():
+            fitting = ", ".join(registry.names(slot.kind))
+            print(f"\n  {slot.name}  (default {defaults[slot.name]}{'; true / false' if slot.optional else ''})")
+            print(f"    kind        {slot.kind}  (registered: {fitting})")
+            print(f"    built as    block({', '.join(f'{k}=…' for k in slot.keywords)})"
+                  + (f"  + when it takes them: {', '.join(slot.options)}" if slot.options else ""))
+            print(f"    called as   {slot.call}")
+            print(f"    returns     {slot.returns}")
+            if slot.note:
+                print(f"    note        {slot.note}")
+        print("\nmask convention: (B, T) bool, True = real token; None = no padding")
+        return 0
+    try:
+        print(f"constructor: {spec.name}{inspect.signature(spec.factory)}")
+    except (TypeError, ValueError):
+        pass
+    takers = []
+    for model in registry.names("model"):
+        takers += [f"{model}.{slot.name}" for slot in slots_of(model).values() if slot.kind == spec.kind]
+    if takers:
+        print(f"slots that take a {spec.kind!r} block (a dry run at build time checks the fit): {', '.join(takers)}")
     return 0
 
 

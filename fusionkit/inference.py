@@ -6,7 +6,8 @@
 >>> model.predict(["so", "boring"], acoustic=a, visual=v)   # a: (2, d_a), v: (2, d_v), one row per word
 -1.41
 
-Loading rebuilds the model from ``model.json`` (registry name + build arguments) and loads
+Loading rebuilds the model from ``model.json`` (registry name + build arguments, including the block in each
+slot; a block whose plug-in is not installed is refused with the plug-in named) and loads
 ``model.safetensors`` with ``safetensors.torch.load_file`` (never pickle) after checking every tensor name and
 shape, so a checkpoint of a different model or configuration fails with one :class:`CheckpointError`.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fusionkit.slots import check_installed
 from fusionkit.training.build import ModelBuildError, accepted_kwargs, build_model, from_json_kwargs
 from fusionkit.training.checkpoint import MODEL_JSON, MODEL_WEIGHTS, CheckpointError, load_model_weights, read_json
 
@@ -177,6 +179,8 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
     kwargs = from_json_kwargs(description["kwargs"])
     name = description["model"]
     try:
+        # a block from a plug-in that is not installed: say which, before building anything
+        check_installed(name, description.get("composition") or {})
         accepted = accepted_kwargs(name)
         if kwargs.get("bert_config") is None and (accepted is None or "bert_config" in accepted):
             # every weight comes from the checkpoint: build the text encoder from its config, skip loading it

@@ -9,6 +9,10 @@ Every block, loss, encoder, head and model of fusionkit is reachable by name::
 Built-ins are declared with :func:`register` and added to the registry through the same pluggy hook
 (``fusionkit_register_components``) that third-party plug-ins implement, so both paths are identical.
 Plug-ins are discovered lazily, on the first call that needs the registry.
+
+Imports go one way: :mod:`fusionkit.plugins` uses this module, never the reverse. The function that builds the
+registry (built-ins + discovered plug-ins, :func:`fusionkit.plugins.manager.build_registry`) is handed to
+:func:`set_registry_builder` when the ``fusionkit`` package is imported.
 """
 from __future__ import annotations
 
@@ -114,6 +118,15 @@ def register(name: str, *, kind: str):
 
 _lock = threading.RLock()
 _registry: Registry | None = None
+_builder: Callable[[], Registry] | None = None
+
+
+def set_registry_builder(builder: Callable[[], Registry]) -> None:
+    """Set the function that builds the process-wide registry (``fusionkit/__init__.py`` sets the plug-in
+    manager's); the registry is rebuilt with it on next use."""
+    global _builder, _registry
+    with _lock:
+        _builder, _registry = builder, None
 
 
 def get_registry() -> Registry:
@@ -121,9 +134,9 @@ def get_registry() -> Registry:
     global _registry
     with _lock:
         if _registry is None:
-            from fusionkit.plugins.manager import build_registry
-
-            _registry = build_registry()
+            if _builder is None:
+                raise RegistryError("no registry builder is set; import fusionkit (the package) first")
+            _registry = _builder()
         return _registry
 
 

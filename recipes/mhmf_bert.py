@@ -88,16 +88,24 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from fusionkit.components.adapters import CrossAttentionAdapter, SelfAttentionAdapter
 from fusionkit.components.attention import masked_mean
-from fusionkit.components.fusion import GatedFusion
-from fusionkit.components.heads import RegressionHead
-from fusionkit.components.memory import GRUMemory
-from fusionkit.components.restitution import Restitution, RestitutionOutput
+from fusionkit.components.restitution import RestitutionOutput
 from fusionkit.data.batch import MultimodalBatch
-from fusionkit.encoders.bert import BertEncoder, build_bert_encoder
+from fusionkit.encoders.bert import BertEncoder
 from fusionkit.losses.restitution import RestitutionLoss, expected_margins, sentiment_classes
 from fusionkit.registry import register, register_variant
+from fusionkit.slots import (
+    HEAD,
+    MHMF_CROSS_ATTENTION,
+    MHMF_FUSION,
+    MHMF_MEMORY,
+    MHMF_RESTITUTION,
+    MHMF_SELF_ATTENTION,
+    SlotValue,
+    build_block,
+    model_slots,
+    text_encoder_slot,
+)
 from fusionkit.types import ModelOutput
 
 REFERENCE_DEPTH = 12  # the paper's BERT-base
@@ -362,6 +370,8 @@ class MHMFBert(nn.Module):
 
 
 @register("mhmf", kind="model")
+@model_slots("mhmf", text_encoder_slot(), MHMF_SELF_ATTENTION, MHMF_CROSS_ATTENTION, MHMF_MEMORY, MHMF_RESTITUTION,
+             MHMF_FUSION, HEAD)
 def build_mhmf(
     *,
     text_model: str | None = None,
@@ -382,7 +392,7 @@ def build_mhmf(
     vision_layers: Sequence[int] | None = None,
     restitution_layers_audio: Sequence[int] | None = None,
     restitution_layers_vision: Sequence[int] | None = None,
-    restitution: bool = True,
+    restitution: bool | SlotValue = True,
     reduction: int = 4,
     gate_init: float | None = None,
     gate_lr_scale: float = 100.0,
@@ -390,6 +400,12 @@ def build_mhmf(
     loss_classes: str = "polarity",
     num_triplets: int | None = None,
     modalities: Sequence[str] = ("t", "a", "v"),
+    text_encoder: SlotValue = "bert_encoder",
+    self_attention: SlotValue = "self_attention_adapter",
+    cross_attention: SlotValue = "cross_attention_adapter",
+    memory: SlotValue = "gru_memory",
+    fusion: SlotValue = "gated_fusion",
+    head: SlotValue = "regression_head",
 ) -> MHMFBert:
     """MHMF-BERT: audio/vision fused stage by stage with intermediate BERT layers (CA → GRU → restitution).
 
@@ -403,6 +419,9 @@ def build_mhmf(
     ``gate_init`` / ``gate_lr_scale``: the restitution gate's initial centre and learning-rate multiplier
     (module docstring). ``modalities: the present ones (an absent modality's
     branch and gate drop out).
+    Slots (:mod:`fusionkit.slots`; a registered name or ``{"name": ..., **kwargs}``): ``text_encoder``,
+    ``self_attention``, ``cross_attention``, ``memory``, ``restitution`` (also ``True`` / ``False``), ``fusion``,
+    ``head``.
     """
     from fusionkit.data.dataset import parse_modalities
 
@@ -412,7 +431,8 @@ def build_mhmf(
                             d_fusion=d_fusion, heads=heads, num_stages=num_stages).items():
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, got {name}={value}")
-    encoder = build_bert_encoder(name_or_path=text_model, mode=encoder_mode, config=bert_config)
+    encoder = build_block(build_mhmf, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
+                          config=bert_config)
     depth, width = encoder.num_layers, encoder.hidden_size
     # the paper's model: the fusion runs at BERT's width (eq. 6 subtracts G̃ from the BERT layer itself), with
     # BERT's head width
@@ -449,35 +469,38 @@ def build_mhmf(
     if len(loss_weights) != num_stages:
         raise ValueError(f"loss_weights={loss_weights} needs one weight per stage (num_stages={num_stages})")
 
+    with_restitution = restitution is not False
     used = (set(audio_layers) if has_a else set()) | (set(vision_layers) if has_v else set())
-    if restitution:
+    if with_restitution:
         used |= (set(restitution_audio) if has_a else set()) | (set(restitution_vision) if has_v else set())
     text_projections = nn.ModuleDict(
         {str(l): nn.Identity() if width == d_fusion else nn.Linear(width, d_fusion) for l in sorted(used)}
     )
 
+    adapter_options = dict(heads=heads, dropout=dropout, attn_dropout=attn_dropout, ffn_dropout=ffn_dropout,
+                           ffn_ratio=ffn_ratio)
+
     def stages(layers: tuple[int, ...], restitution_layers: tuple[int, ...]) -> nn.ModuleList:
         return nn.ModuleList(
             FusionStage(
-                cross_attention=CrossAttentionAdapter(
-                    d_model=d_fusion, num_layers=ca_layers, heads=heads, dropout=dropout, attn_dropout=attn_dropout,
-                    ffn_dropout=ffn_dropout, ffn_ratio=ffn_ratio,
+                cross_attention=build_block(
+                    build_mhmf, "cross_attention", cross_attention, d_model=d_fusion,
+                    options=dict(num_layers=ca_layers, **adapter_options), sources=dict(num_layers="ca_layers"),
                 ),
-                memory=GRUMemory(dim=d_fusion),
-                restitution=Restitution(
-                    dim=d_fusion, reduction=reduction, gate_init=gate_init, gate_lr_scale=gate_lr_scale,
-                ) if restitution else None,
+                memory=build_block(build_mhmf, "memory", memory, dim=d_fusion),
+                restitution=build_block(
+                    build_mhmf, "restitution", restitution, dim=d_fusion,
+                    options=dict(reduction=reduction, gate_init=gate_init, gate_lr_scale=gate_lr_scale),
+                ) if with_restitution else None,
                 layer=layer,
                 restitution_layer=res_layer,
             )
             for layer, res_layer in zip(layers, restitution_layers)
         )
 
-    def adapter(d_in: int) -> SelfAttentionAdapter:
-        return SelfAttentionAdapter(
-            d_in=d_in, d_model=d_fusion, num_layers=sa_layers, heads=heads, dropout=dropout, attn_dropout=attn_dropout,
-            ffn_dropout=ffn_dropout, ffn_ratio=ffn_ratio,
-        )
+    def adapter(d_in: int) -> nn.Module:
+        return build_block(build_mhmf, "self_attention", self_attention, d_in=d_in, d_model=d_fusion,
+                           options=dict(num_layers=sa_layers, **adapter_options), sources=dict(num_layers="sa_layers"))
 
     return MHMFBert(
         encoder=encoder,
@@ -486,11 +509,14 @@ def build_mhmf(
         vision_adapter=adapter(d_visual) if has_v else None,
         audio_stages=stages(audio_layers, restitution_audio) if has_a else nn.ModuleList(),
         vision_stages=stages(vision_layers, restitution_vision) if has_v else nn.ModuleList(),
-        gated_fusion=GatedFusion(dim=d_fusion, branches=tuple(b for b, on in (("vision", has_v), ("audio", has_a)) if on))
-        if has_a or has_v else None,
-        head=RegressionHead(d_in=d_fusion * (has_a or has_v) + width, dropout=dropout),
+        gated_fusion=build_block(
+            build_mhmf, "fusion", fusion, dim=d_fusion,
+            options=dict(branches=tuple(b for b, on in (("vision", has_v), ("audio", has_a)) if on)),
+        ) if has_a or has_v else None,
+        head=build_block(build_mhmf, "head", head, d_in=d_fusion * (has_a or has_v) + width,
+                         options=dict(dropout=dropout)),
         restitution_loss=RestitutionLoss(classes=loss_classes, num_triplets=num_triplets)
-        if restitution and (has_a or has_v) else None,
+        if with_restitution and (has_a or has_v) else None,
         loss_weights=loss_weights,
     )
 

@@ -28,6 +28,11 @@ EXAMPLES["subnet"] = dict(
     run=lambda m: m(*_vectors(6)),
     no_grad=(),
 )
+EXAMPLES["text_subnet"] = dict(
+    build=lambda: fusionkit.create("text_subnet", d_in=6, d_out=3, dropout=0.1),
+    run=lambda m: m(torch.randn(4, 5, 6), torch.arange(5)[None, :] < torch.tensor([5, 4, 2, 1])[:, None]),
+    no_grad=(),
+)
 EXAMPLES["tensor_fusion"] = dict(
     build=lambda: fusionkit.create("tensor_fusion", dims=(2, 3, 4)),
     run=lambda m: m(*[v.requires_grad_() for v in _vectors(2, 3, 4)]),
@@ -90,6 +95,11 @@ def _run_crossmodal(m):
 
 EXAMPLES["crossmodal_transformer"] = dict(
     build=lambda: fusionkit.create("crossmodal_transformer", dim=10, heads=2, layers=2),
+    run=_run_crossmodal,
+    no_grad=(),
+)
+EXAMPLES["crossmodal_cross_attention"] = dict(
+    build=lambda: fusionkit.create("crossmodal_cross_attention", d_model=10, heads=2, num_layers=2),
     run=_run_crossmodal,
     no_grad=(),
 )

@@ -123,6 +123,14 @@ def test_plugin_discovered_and_created(fake_plugin):
     assert fusion(torch.randn(4, 6, 3), torch.randn(4, 6, 2)).shape == (4, 6, 5)
 
 
+def test_readme_swap_block_snippet_runs(fake_plugin):
+    fake_plugin.append(("my_blocks", "my_fusion_blocks"))
+    namespace: dict = {}
+    exec(compile(snippet("swap-block"), "README:swap-block", "exec"), namespace)
+    composition = namespace["resolve_composition"]("mhmf", {"fusion": "mean_fusion"})
+    assert composition["fusion"] == {"block": "mean_fusion", "plugin": "my_blocks", "args": {}}
+
+
 @pytest.mark.parametrize("blocked", ["my_blocks", "other,my_blocks", "*"])
 def test_plugin_blocked_by_env(fake_plugin, monkeypatch, blocked):
     fake_plugin.append(("my_blocks", "my_fusion_blocks"))
@@ -157,11 +165,46 @@ def test_import_is_lazy():
 
 def test_cli_list_shows_kind_and_plugin():
     res = subprocess.run([sys.executable, "-m", "fusionkit", "list"], capture_output=True, text=True, check=True)
-    rows = {line.split()[0]: line.split()[1:3] for line in res.stdout.splitlines()[1:]}
+    table, slots = res.stdout.split("\n\n")
+    rows = {line.split()[0]: line.split()[1:3] for line in table.splitlines()[1:]}
     assert rows["restitution"] == ["fusion", "fusionkit"]
     assert rows["bert_encoder"] == ["encoder", "fusionkit"]
+    by_model = dict(line.split(": ", 1) for line in slots.splitlines()[1:])
+    assert set(by_model) == set(fusionkit.list_components("model"))
+    assert by_model["mhmf"] == ("text_encoder=bert_encoder, self_attention=self_attention_adapter, "
+                                "cross_attention=cross_attention_adapter, memory=gru_memory, restitution=restitution, "
+                                "fusion=gated_fusion, head=regression_head")
+    assert "fusion=tensor_fusion" in by_model["tfn"] and "fusion=low_rank_fusion" in by_model["lmf"]
     bad = subprocess.run([sys.executable, "-m", "fusionkit", "list", "--kind", "gadget"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_cli_show_prints_slots_and_contracts():
+    res = subprocess.run([sys.executable, "-m", "fusionkit", "show", "mhmf"], capture_output=True, text=True,
+                         check=True)
+    for slot in ("text_encoder", "self_attention", "cross_attention", "memory", "restitution", "fusion", "head"):
+        assert f"\n  {slot}  (default " in res.stdout, slot
+    assert "called as   forward(g_vision, h_vision, g_audio, h_audio)" in res.stdout
+    assert "mask convention: (B, T) bool, True = real token" in res.stdout
+    block = subprocess.run([sys.executable, "-m", "fusionkit", "show", "gated_fusion"], capture_output=True,
+                           text=True, check=True).stdout
+    assert "constructor: gated_fusion(*, dim: 'int'" in block and "mhmf.fusion" in block
+    bad = subprocess.run([sys.executable, "-m", "fusionkit", "show", "gatd_fusion"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown component 'gatd_fusion'; did you mean")
+
+
+def test_registry_does_not_import_the_plugin_manager():
+    import ast
+    from pathlib import Path
+
+    import fusionkit.registry
+
+    tree = ast.parse(Path(fusionkit.registry.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.startswith("fusionkit") for m in imported), imported  # plugins/ imports it, not back
+    plugin_files = Path(fusionkit.registry.__file__).parent.glob("plugins/*.py")
+    assert any("from fusionkit.registry import" in f.read_text() for f in plugin_files)
 
 
 def test_readme_own_model_snippet_runs():

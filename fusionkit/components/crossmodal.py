@@ -230,3 +230,23 @@ class TemporalConvProjection(nn.Module):
         if self.conv is None:
             return x
         return rearrange(self.conv(rearrange(x, "b t d -> b d t")), "b d t -> b t d")
+
+
+@register("crossmodal_cross_attention", kind="adapter")
+def crossmodal_cross_attention(
+    *,
+    d_model: int,
+    num_layers: int = 4,
+    heads: int = 5,
+    dropout: float = 0.1,
+    attn_dropout: float = 0.1,
+    ffn_dropout: float = 0.1,
+    embed_dropout: float = 0.25,
+    attn_mask: bool = True,
+) -> CrossmodalTransformer:
+    """MulT's crossmodal transformer under the cross-attention adapter's keywords (e.g. as ``mhmf``'s
+    ``cross_attention``): ``d_model`` → ``dim``, ``num_layers`` → ``layers``, ``dropout`` → ``res_dropout``,
+    ``ffn_dropout`` → ``relu_dropout``; the source must already have width ``d_model``."""
+    return CrossmodalTransformer(dim=d_model, heads=heads, layers=num_layers, attn_dropout=attn_dropout,
+                                 relu_dropout=ffn_dropout, res_dropout=dropout, embed_dropout=embed_dropout,
+                                 attn_mask=attn_mask)

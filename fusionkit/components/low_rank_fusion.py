@@ -45,6 +45,11 @@ class LowRankFusion(nn.Module):
         self.fusion_bias = nn.Parameter(torch.empty(1, d_out))
         self.reset_parameters()
 
+    @property
+    def out_dim(self) -> int:
+        """``d_out`` (the width a following layer reads, as ``tensor_fusion.out_dim``)."""
+        return self.d_out
+
     def reset_parameters(self) -> None:
         for factor in self.factors:
             nn.init.xavier_normal_(factor)

@@ -58,6 +58,7 @@ class SubNet(nn.Module):
 TEXT_POOLING = ("mean", "cls")
 
 
+@register("text_subnet", kind="adapter")
 class TextSubNet(nn.Module):
     """The "(B)" text path of TFN(B) / LMF(B): pooled BERT last layer → Dropout → Linear to ``d_out``.
 

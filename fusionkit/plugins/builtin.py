@@ -2,6 +2,7 @@
 import importlib
 
 from fusionkit.plugins.hookspecs import hookimpl
+from fusionkit.registry import _BUILTIN_DECLARATIONS
 
 # Modules whose import declares built-in components (via ``fusionkit.register``).
 BUILTIN_MODULES = (
@@ -15,8 +16,6 @@ BUILTIN_MODULES = (
 
 @hookimpl
 def fusionkit_register_components(registry):
-    from fusionkit.registry import _BUILTIN_DECLARATIONS
-
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
     for name, kind, factory in _BUILTIN_DECLARATIONS:

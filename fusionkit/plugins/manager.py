@@ -10,6 +10,7 @@ import os
 import pluggy
 
 from fusionkit.plugins import builtin, hookspecs
+from fusionkit.registry import Registry
 
 
 class PluginLoadError(RuntimeError):
@@ -48,9 +49,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def build_registry():
-    from fusionkit.registry import Registry
-
+def build_registry() -> Registry:
+    """A new registry: the built-in components, then those of every discovered, unblocked plug-in."""
     registry = Registry()
     pm = get_plugin_manager()
     # Built-ins first so that plug-ins clash against them (and may override them explicitly).

@@ -84,11 +84,18 @@ def from_json_kwargs(kwargs: dict) -> dict:
 
 def model_description(name: str, kwargs: dict, *, dataset: str | None = None, max_seq_length: int | None = None,
                       aligned: bool = True) -> dict:
-    """The content of ``model.json``: enough to rebuild the model and feed it text."""
+    """The content of ``model.json``: enough to rebuild the model and feed it text.
+
+    ``composition``: the block in each slot of the model, ``{slot: {"block", "plugin", "args"}}``
+    (:func:`fusionkit.slots.resolve_composition`), so that loading can name a missing plug-in.
+    """
+    from fusionkit.slots import resolve_composition
+
     return {
         "format": 1,
         "model": name,
         "kwargs": to_json_kwargs(kwargs),
+        "composition": resolve_composition(name, kwargs),
         "text_model": kwargs.get("text_model"),
         "d_acoustic": kwargs.get("d_acoustic"),
         "d_visual": kwargs.get("d_visual"),
