@@ -162,7 +162,7 @@ def parse_layers(items: list[str]) -> dict:
 
 # model options that the command line sets itself (from the data or from their own flags)
 RESERVED_MODEL_OPTIONS = {"text_model": "--text-model", "bert_config": "--text-model", "d_acoustic": "the dataset",
-                          "d_visual": "the dataset"}
+                          "d_visual": "the dataset", "modalities": "--modalities"}
 
 
 def _option_value(text: str):
@@ -729,17 +729,17 @@ def _main(argv) -> int:
                                              max_train_samples=args.max_train_samples).items() if v is not None}
     # every row's model is built once (meta device) and its training settings resolved before any run starts
     check_modalities(variants, data, model_kwargs)
-    from fusionkit.training import ModelBuildError
-
-    try:  # a block that does not fit its slot is refused here, before the output directory is touched
-        compositions = check_compositions(variants, model_kwargs, data)
-    except (ModelBuildError, TextModelNotFound) as e:
-        raise UsageError(str(e)) from None
     try:
         checked = preflight(variants, data=data, model_kwargs=model_kwargs, train_overrides=train_overrides,
                             per_model=per_model,
                             sources=set_sources(args.sets), world_size=int(os.environ.get("WORLD_SIZE", "1")))
     except TextModelNotFound as e:
+        raise UsageError(str(e)) from None
+    from fusionkit.training import ModelBuildError
+
+    try:  # a block that does not fit its slot is refused here, before the output directory is touched
+        compositions = check_compositions(variants, model_kwargs, data)
+    except (ModelBuildError, TextModelNotFound) as e:
         raise UsageError(str(e)) from None
     if args.resume:  # a finished or interrupted run with other settings is refused before any run starts
         for variant in variants:
