@@ -311,3 +311,21 @@ def test_benchmark_run_trains_on_a_feature_table(tmp_path, content, capsys):
     capsys.readouterr()
     assert bench.main([*argv, "--features", "sound=a.csv"]) == 2
     assert "error: --features 'sound=a.csv' is not MODALITY=PATH" in capsys.readouterr().err
+
+
+def test_repeated_or_empty_feature_names_and_damaged_npz_are_data_errors(tmp_path, tok, content):
+    from fusionkit.data import DataError
+    from fusionkit.data.feature_tables import read_feature_table
+
+    ids, values = _vectors(content)
+    dup = _write_table(tmp_path / "dup.csv", ids, values, names=["a", "b", "a", "c", "d"])
+    with pytest.raises(DataError, match=r"dup\.csv.*feature name\(s\) 'a' appear more than once"):
+        read_feature_table(dup)
+    empty = _write_table(tmp_path / "empty.csv", ids, values, names=["a", "", "b", "c", "d"])
+    with pytest.raises(DataError, match=r"empty\.csv.*feature column\(s\) \[1\] have no name"):
+        read_feature_table(empty)
+    np.savez(tmp_path / "ok.npz", segment_id=np.array(ids), features=values)
+    raw = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match=r"cut\.npz.*not a readable \.npz feature table"):
+        read_feature_table(tmp_path / "cut.npz")

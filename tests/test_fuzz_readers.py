@@ -75,6 +75,8 @@ def check_invariants(data, vocab_size: int) -> None:
         assert len(ds) > 0, split
         assert np.isfinite(ds.labels).all() and (np.abs(ds.labels) <= 3).all()
         for arr, d in ((ds.acoustic, info.d_acoustic), (ds.visual, info.d_visual)):
+            if arr is None or (d == 0 and arr.shape[-1] == 0):  # an absent channel (e.g. only acoustic given)
+                continue
             assert arr.dtype == np.float32 and arr.ndim == 2 and arr.shape[1] == d and d > 0
             assert np.isfinite(arr).all()
         for offsets, total in ((ds.token_offsets, len(ds.input_ids)), (ds.acoustic_offsets, len(ds.acoustic)),
@@ -462,3 +464,113 @@ def test_evil_pickle_payload_is_refused_not_run(tok, tmp_path):
     assert not marker.exists()
     pickle.loads(copy.copy(payload))  # what the restricted unpickler prevents
     assert marker.exists()
+
+
+# -- segment-level feature tables (CSV and .npz) -----------------------------------------------------------------
+TABLE_CELLS = st.sampled_from(["", "nan", "inf", "-inf", "abc", "1e400", "-1e400", "0x10", "1,5", " 2 ", "3j", "∞",
+                               "\x00", "1" * 400])
+
+
+def _table_content(seed: int):
+    content = make_content(seed)
+    ids = [c["id"] for split in SPLITS for c in content[split]]
+    values = (np.random.default_rng(seed).integers(-8, 8, (len(ids), 5)) / 4).astype(np.float32)
+    return content, ids, values
+
+
+def _table_case():
+    return st.one_of(
+        st.tuples(st.just("csv_bytes"), st.integers(0, 3), byte_mutation()),
+        st.tuples(st.just("csv_cell"), st.integers(0, 3), st.tuples(st.integers(0, 60), st.integers(0, 5), TABLE_CELLS)),
+        st.tuples(st.just("csv_drop_row"), st.integers(0, 3), st.integers(0, 60)),
+        st.tuples(st.just("csv_duplicate_row"), st.integers(0, 3), st.integers(0, 60)),
+        st.tuples(st.just("csv_header"), st.integers(0, 3), st.sampled_from(["no_id", "dup_name", "empty_name", "short"])),
+        st.tuples(st.just("npz_bytes"), st.integers(0, 3), byte_mutation()),
+        st.tuples(st.just("npz_features"), st.integers(0, 3), BAD_ARRAYS),
+        st.tuples(st.just("npz_keys"), st.integers(0, 3), st.sampled_from(["no_ids", "no_features", "object_ids",
+                                                                           "int_ids", "short_ids", "bad_names",
+                                                                           "pickled"])),
+    )
+
+
+@pytest.mark.slow
+def test_fuzz_feature_tables(tok, tmp_path_factory):
+    counts: Counter = Counter()
+    base = tmp_path_factory.mktemp("tables")
+    marker = base / "code_ran"
+
+    @FUZZ
+    @given(case=_table_case())
+    def one(case):
+        how, seed, arg = case
+        content, ids, values = _table_content(seed)
+        segments = write_segments_csv(base / f"seg{counts['total']}_segments.csv", content_rows(content))
+        counts["total"] += 1
+        names = [f"feat_{k}" for k in range(values.shape[1])]
+        if how.startswith("csv"):
+            rows = [[i, *(repr(float(v)) for v in row)] for i, row in zip(ids, values)]
+            header = ["segment_id", *names]
+            if how == "csv_cell":
+                r, c, value = arg
+                rows[r % len(rows)][c % len(header)] = value
+            elif how == "csv_drop_row":
+                rows.pop(arg % len(rows))
+            elif how == "csv_duplicate_row":
+                rows.append(list(rows[arg % len(rows)]))
+            elif how == "csv_header":
+                header = {"no_id": ["id", *names], "dup_name": ["segment_id", names[0], *names[:-1]],
+                          "empty_name": ["segment_id", "", *names[1:]], "short": header[:-1]}[arg]
+            buf = io.StringIO()
+            csv.writer(buf).writerows([header, *rows])
+            data = buf.getvalue().encode()
+            if how == "csv_bytes":
+                data = arg[1](data)
+            path = base / f"table{counts['total']}.csv"
+            path.write_bytes(data)
+        else:
+            arrays = {"segment_id": np.array(ids), "features": values, "names": np.array(names)}
+            if how == "npz_features":
+                arrays["features"] = bad_array(values, arg)
+            elif how == "npz_keys":
+                if arg == "no_ids":
+                    del arrays["segment_id"]
+                elif arg == "no_features":
+                    del arrays["features"]
+                elif arg == "object_ids":
+                    arrays["segment_id"] = np.array(ids, dtype=object)
+                elif arg == "int_ids":
+                    arrays["segment_id"] = np.arange(len(ids))
+                elif arg == "short_ids":
+                    arrays["segment_id"] = np.array(ids[:-3])
+                elif arg == "bad_names":
+                    arrays["names"] = np.array(names[:2])
+                elif arg == "pickled":
+                    arrays["features"] = np.array([Evil(marker)] * len(ids), dtype=object)
+            path = base / f"table{counts['total']}.npz"
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            data = buf.getvalue()
+            if how == "npz_bytes":
+                data = arg[1](data)
+            path.write_bytes(data)
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(SECONDS_PER_MUTANT)
+        try:
+            loaded = load_splits(segments, tokenizer=tok, cache=False, features={"acoustic": path})
+        except DataError as e:
+            assert str(path) in str(e) or path.name in str(e), f"DataError does not name {path}: {e}"
+            counts["DataError"] += 1
+        else:
+            check_invariants(loaded, len(tok.get_vocab()))
+            assert loaded.info.d_acoustic == values.shape[1] or how == "csv_header"
+            counts["loaded"] += 1
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+        _check_no_code_ran(marker)
+        path.unlink()
+        segments.unlink()
+
+    one()
+    REPORT["feature_tables"] = dict(counts)
+    assert counts["loaded"] + counts["DataError"] == counts["total"] and counts["DataError"] > 0 and counts["loaded"] > 0

@@ -22,6 +22,7 @@ Two layouts (``segment_features``):
 from __future__ import annotations
 
 import csv
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,13 +107,19 @@ def _read_csv(path: Path) -> FeatureTable:
         raise DataError.at(f"non-numeric cell(s) in segment(s) {_ids_text(bad)} (e.g. {first[0]!r}, column "
                            f"{first[1][0]!r}: {first[1][1]!r}); every feature cell must be a number", file=path)
     _check_ids(path, ids)
-    return FeatureTable(path=path, ids=ids, features=values.astype(np.float32), names=[header[k] for k in feat_cols])
+    names = [header[k] for k in feat_cols]
+    _check_names(path, names)
+    return FeatureTable(path=path, ids=ids, features=values.astype(np.float32), names=names)
+
+
+# what numpy's and zipfile's readers raise on a damaged archive (truncated, flipped bytes, bad CRC)
+_DAMAGED_NPZ = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError, RuntimeError)
 
 
 def _read_npz(path: Path) -> FeatureTable:
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except _DAMAGED_NPZ as exc:
         raise DataError.at(f"not a readable .npz feature table ({exc})", file=path) from None
     with npz:
         missing = [k for k in (ID_COLUMN, "features") if k not in npz.files]
@@ -124,8 +131,12 @@ def _read_npz(path: Path) -> FeatureTable:
             raw = npz["features"]
             names = [str(n) for n in npz["names"].tolist()] if "names" in npz.files else None
         except ValueError as exc:  # object arrays need pickle, which is refused
+            if "pickle" not in str(exc):
+                raise DataError.at(f"not a readable .npz feature table ({exc})", file=path) from None
             raise DataError.at(f"holds arrays that need pickle to load ({exc}); store strings and numbers only",
                                file=path) from None
+        except _DAMAGED_NPZ as exc:
+            raise DataError.at(f"not a readable .npz feature table ({type(exc).__name__}: {exc})", file=path) from None
     if raw_ids.ndim != 1 or raw_ids.dtype.kind not in "US":
         raise DataError.at(f"{ID_COLUMN} must be a 1-d array of strings, got dtype {raw_ids.dtype} shape "
                            f"{raw_ids.shape}", file=path)
@@ -150,7 +161,23 @@ def _read_npz(path: Path) -> FeatureTable:
         raise DataError.at(f"names has {len(names)} entries for {values.shape[1]} feature columns", file=path)
     _check_ids(path, ids)
     names = names if names is not None else [f"f{k}" for k in range(values.shape[1])]
+    _check_names(path, names)
     return FeatureTable(path=path, ids=ids, features=values, names=names)
+
+
+def _check_names(path: Path, names: list) -> None:
+    unnamed = [k for k, n in enumerate(names) if not n]
+    if unnamed:
+        raise DataError.at(f"feature column(s) {unnamed[:SHOWN_IDS]} have no name; name every feature",
+                           file=path)
+    seen, repeated = set(), []
+    for name in names:
+        if name in seen:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        raise DataError.at(f"feature name(s) {_ids_text(dict.fromkeys(repeated))} appear more than once; feature "
+                           f"names must be unique", file=path)
 
 
 def read_feature_table(path) -> FeatureTable:
