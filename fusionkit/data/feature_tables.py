@@ -55,16 +55,22 @@ def _ids_text(ids) -> str:
     return shown + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
 
 
+def _repeated(items: list) -> list:
+    """The items that occur more than once, each once, in order of their second occurrence."""
+    seen, repeated = set(), {}
+    for item in items:
+        if item in seen:
+            repeated.setdefault(item, None)
+        seen.add(item)
+    return list(repeated)
+
+
 def _check_ids(path: Path, ids: list) -> None:
     empty = [k for k, i in enumerate(ids) if not i]
     if empty:
         raise DataError.at(f"{len(empty)} row(s) have an empty {ID_COLUMN} (rows {_ids_text(e + 1 for e in empty)})",
                            file=path)
-    seen, dup = set(), []
-    for i in ids:
-        if i in seen and i not in dup:
-            dup.append(i)
-        seen.add(i)
+    dup = _repeated(ids)
     if dup:
         raise DataError.at(f"duplicate {ID_COLUMN}(s) {_ids_text(dup)}; each segment needs exactly one row", file=path)
 
@@ -170,13 +176,9 @@ def _check_names(path: Path, names: list) -> None:
     if unnamed:
         raise DataError.at(f"feature column(s) {unnamed[:SHOWN_IDS]} have no name; name every feature",
                            file=path)
-    seen, repeated = set(), []
-    for name in names:
-        if name in seen:
-            repeated.append(name)
-        seen.add(name)
+    repeated = _repeated(names)
     if repeated:
-        raise DataError.at(f"feature name(s) {_ids_text(dict.fromkeys(repeated))} appear more than once; feature "
+        raise DataError.at(f"feature name(s) {_ids_text(repeated)} appear more than once; feature "
                            f"names must be unique", file=path)
 
 
