@@ -238,7 +238,8 @@ def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode
     )
     encoder = build_block(
         factory, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode, config=bert_config,
-        injection=gate_block, injection_layer=injection_layer, context=dict(d_acoustic=d_acoustic, d_visual=d_visual),
+        injection=gate_block, injection_layer=injection_layer,
+        context=dict(d_acoustic=d_acoustic if "a" in present else 0, d_visual=d_visual if "v" in present else 0),
     )
     pretrained = bert_config is None and encoder_mode != "random"
     pooler = None

@@ -223,12 +223,23 @@ def _sequence_encoder(block, kw, ctx):
     return _shape_problem(block(_seq(kw["d_in"]), _mask(PROBE_LEN)), (PROBE_BATCH, width))
 
 
+def _present_vec(d: int) -> torch.Tensor | None:
+    """A probe vector, or ``None`` for an absent modality (width 0), as the models pass it."""
+    return _vec(d) if d else None
+
+
+def _present_seq(d: int) -> torch.Tensor | None:
+    return _seq(d) if d else None
+
+
 def _shared_private(block, kw, ctx):
-    out = block(_vec(kw["d_text"]), _vec(kw["d_visual"]), _vec(kw["d_acoustic"]))
+    visual, acoustic = _present_vec(kw["d_visual"]), _present_vec(kw["d_acoustic"])
+    count = 1 + (visual is not None) + (acoustic is not None)
+    out = block(_vec(kw["d_text"]), visual, acoustic)
     for name in ("projected", "private", "shared", "recon"):
         parts = getattr(out, name, None)
-        if not isinstance(parts, tuple) or len(parts) != 3:
-            return f"its output has no field {name!r} holding a (t, v, a) tuple"
+        if not isinstance(parts, tuple) or len(parts) != count:
+            return f"its output has no field {name!r} holding a tuple of the {count} present modalities (t, v, a order)"
         for part in parts:
             problem = _shape_problem(part, (PROBE_BATCH, kw["hidden"]), f"field {name!r}")
             if problem:
@@ -237,8 +248,8 @@ def _shared_private(block, kw, ctx):
 
 
 def _misa_fusion(block, kw, ctx):
-    h = kw["hidden"]
-    out = block(tuple(_vec(h) for _ in range(3)), tuple(_vec(h) for _ in range(3)))
+    h, count = kw["hidden"], ctx.get("num_modalities", 3)
+    out = block(tuple(_vec(h) for _ in range(count)), tuple(_vec(h) for _ in range(count)))
     if not hasattr(out, "prediction") or not hasattr(out, "fused"):
         return "its output has no fields 'prediction' and 'fused'"
     problem = _shape_problem(out.prediction, (PROBE_BATCH, kw["d_out"]), "field 'prediction'")
@@ -252,7 +263,7 @@ def _misa_fusion(block, kw, ctx):
 
 def _gate(block, kw, ctx):
     d = kw["d_model"]
-    out = block(_seq(d), _seq(kw["d_acoustic"]), _seq(kw["d_visual"]))
+    out = block(_seq(d), _present_seq(kw["d_acoustic"]), _present_seq(kw["d_visual"]))  # width 0: absent, None
     return _shape_problem(out, (PROBE_BATCH, PROBE_LEN, d))
 
 
@@ -265,7 +276,8 @@ def _encoder(block, kw, ctx):
     mask = _mask(PROBE_LEN)
     extra = {}
     if kw.get("injection") is not None:
-        extra["injection_inputs"] = {"acoustic": _seq(ctx["d_acoustic"]), "visual": _seq(ctx["d_visual"])}
+        extra["injection_inputs"] = {"acoustic": _present_seq(ctx["d_acoustic"]),
+                                     "visual": _present_seq(ctx["d_visual"])}
     out = block(ids, mask, torch.zeros_like(ids), **extra)
     states = getattr(out, "hidden_states", None)
     if not isinstance(states, tuple) or len(states) != block.num_layers + 1:

@@ -543,3 +543,51 @@ def test_misfitting_plugin_block_exits_2_with_one_error_line_and_writes_nothing(
                                 "its output has shape (2, 3, 16), expected (2, 3, 32)")
     assert "forward(g_vision, h_vision, g_audio, h_audio)" in errors[0]
     assert not out.exists()
+
+
+# -- dry runs on a subset of modalities --------------------------------------------------------------------
+class EveryModalitySharedPrivate(nn.Module):
+    """A misa.shared_private block that takes ``modalities`` but ignores it: it always projects all three."""
+
+    def __init__(self, *, d_text: int, d_visual: int, d_acoustic: int, hidden: int, modalities=("t", "v", "a")):
+        super().__init__()
+        self.project = nn.ModuleList(nn.Linear(max(d, 1), hidden) for d in (d_text, d_visual, d_acoustic))
+
+    def forward(self, text, visual, acoustic):
+        from fusionkit.components.misa import SharedPrivateOutput
+
+        out = tuple(p(x) for p, x in zip(self.project, (text, visual, acoustic)))
+        return SharedPrivateOutput(projected=out, private=out, shared=out, recon=out)
+
+
+@pytest.mark.parametrize("modalities", [("t", "a"), ("t", "v"), ("t", "a", "v")])
+@pytest.mark.parametrize("model,slot", [("misa", "shared_private"), ("misa", "fusion"), ("mag", "gate"),
+                                        ("mag", "text_encoder")])
+def test_dry_run_feeds_the_present_modalities_only(model, slot, modalities):
+    """The default block given as ``{"name": …}`` is dry-run (it is not the bare default) and fits every subset:
+    the probe passes ``None`` for an absent modality and as many fused streams as are present."""
+    default = slots_of(model)[slot].default
+    built = _build(model, modalities=modalities, **{slot: {"name": default}})
+    batch = random_batch(batch_size=4, seq_len=8, d_acoustic=D_A, d_visual=D_V, seed=3)
+    batch = dataclasses.replace(batch, acoustic=batch.acoustic if "a" in modalities else None,
+                                visual=batch.visual if "v" in modalities else None)
+    out = built(batch)
+    assert out.prediction.shape == (4,) and torch.isfinite(out.prediction).all()
+
+
+def test_block_that_needs_every_modality_is_refused_on_a_subset():
+    fusionkit.reset_registry()
+    registry = fusionkit.get_registry()
+    registry._current_plugin = "test_blocks"
+    try:
+        registry.add("every_modality_shared_private", EveryModalitySharedPrivate, kind="adapter")
+    finally:
+        registry._current_plugin = "fusionkit"
+    try:
+        _build("misa", shared_private="every_modality_shared_private")  # all three present: it fits
+        with pytest.raises(SlotError, match=r"misa\.shared_private: block 'every_modality_shared_private' "
+                                            r"\(plug-in 'test_blocks'\) does not fit: calling it on tiny inputs "
+                                            r"raised TypeError"):
+            _build("misa", modalities=("t", "a"), shared_private="every_modality_shared_private")
+    finally:
+        fusionkit.reset_registry()
