@@ -50,7 +50,7 @@ from fusionkit.components.attention import masked_mean
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
-from fusionkit.registry import register
+from fusionkit.registry import register, register_variant
 from fusionkit.slots import MAG_GATE, SlotValue, build_block, model_slots, text_encoder_slot
 from fusionkit.types import ModelOutput
 
@@ -133,25 +133,22 @@ def _init_like_bert(module: nn.Module, std: float) -> None:
             nn.init.zeros_(m.bias)
 
 
-class MAGBertMMSA(MAGBert):
-    """:class:`MAGBert` with MMSA 2.2.1's ``bert_mag`` training recipe as its ``train_defaults`` (see ``mag_mmsa``)."""
-
-    # MMSA 2.2.1 config_regression.json, bert_mag / mosi, and its trainer: batch 32, lr 2e-5 for every
-    # parameter, no weight decay, no warm-up, a constant rate (plain Adam(W) without a scheduler), L1 loss,
-    # early stop after 8 epochs without a lower validation loss.
-    train_defaults = {
-        "lr": 2e-5,
-        "encoder_lr": 2e-5,
-        "batch_size": 32,
-        "epochs": 40,
-        "warmup": 0.0,
-        "schedule": "constant",
-        "loss": "l1",
-        "grad_clip": 0.0,
-        "weight_decay": 0.0,
-        "patience": 8,
-        "select_metric": "loss",
-    }
+# MMSA 2.2.1 config_regression.json, bert_mag / mosi, and its trainer: batch 32, lr 2e-5 for every parameter,
+# no weight decay, no warm-up, a constant rate (plain Adam(W) without a scheduler), L1 loss, early stop after
+# 8 epochs without a lower validation loss.
+MMSA_TRAIN_DEFAULTS = {
+    "lr": 2e-5,
+    "encoder_lr": 2e-5,
+    "batch_size": 32,
+    "epochs": 40,
+    "warmup": 0.0,
+    "schedule": "constant",
+    "loss": "l1",
+    "grad_clip": 0.0,
+    "weight_decay": 0.0,
+    "patience": 8,
+    "select_metric": "loss",
+}
 
 
 @register("mag", kind="model")
@@ -178,45 +175,6 @@ def build_mag_bert(
     ``modalities``: the present ones; an absent modality's term of the gate is absent. MAG shifts the text by the
     nonverbal channels, so text alone is refused (use ``text``).
     """
-    return _build(MAGBert, build_mag_bert, text_model=text_model, bert_config=bert_config,
-                  encoder_mode=encoder_mode, d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift,
-                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, modalities=modalities,
-                  text_encoder=text_encoder, gate=gate)
-
-
-@register("mag_mmsa", kind="model")
-@model_slots("mag_mmsa", text_encoder_slot(injection=True), MAG_GATE)
-def build_mag_mmsa(
-    *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
-    beta_shift: float = 1.0,
-    dropout: float = 0.3,
-    injection_layer: int = 0,
-    pooling: str = "cls",
-    modalities: tuple[str, ...] = ("t", "a", "v"),
-    text_encoder: SlotValue = "bert_encoder",
-    gate: SlotValue = "multimodal_adaptation_gate",
-) -> MAGBertMMSA:
-    """MAG-BERT as MMSA 2.2.1's ``bert_mag`` runs it: the ``mag`` model with MAG dropout 0.3 and the [CLS]
-    pooler head, trained with batch 32, lr 2e-5, no weight decay, no warm-up, a constant rate and an L1 loss.
-
-    Only the defaults differ from ``mag`` (same computation; compare with MMSA's published tables).
-    ``modalities``: as for ``mag``.
-    """
-    return _build(MAGBertMMSA, build_mag_mmsa, text_model=text_model, bert_config=bert_config,
-                  encoder_mode=encoder_mode, d_acoustic=d_acoustic, d_visual=d_visual, beta_shift=beta_shift,
-                  dropout=dropout, injection_layer=injection_layer, pooling=pooling, modalities=modalities,
-                  text_encoder=text_encoder, gate=gate)
-
-
-def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode: str, d_acoustic: int,
-           d_visual: int, beta_shift: float, dropout: float, injection_layer: int, pooling: str, modalities,
-           text_encoder: SlotValue, gate: SlotValue) -> MAGBert:
-    """The model of ``factory`` (``build_mag_bert`` or ``build_mag_mmsa``, whose slots and defaults apply)."""
     present = parse_modalities(modalities)
     if present == ("t",):
         raise ValueError("MAG-BERT shifts the text by the nonverbal channels and text alone leaves no shift; use "
@@ -232,12 +190,12 @@ def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode
 
         config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
     gate_block = build_block(
-        factory, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic if "a" in present else 0,
+        build_mag_bert, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic if "a" in present else 0,
         d_visual=d_visual if "v" in present else 0,
         options=dict(beta_shift=beta_shift, dropout=dropout, layer_norm_eps=1e-5),
     )
     encoder = build_block(
-        factory, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode, config=bert_config,
+        build_mag_bert, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode, config=bert_config,
         injection=gate_block, injection_layer=injection_layer,
         context=dict(d_acoustic=d_acoustic if "a" in present else 0, d_visual=d_visual if "v" in present else 0),
     )
@@ -245,7 +203,7 @@ def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode
     pooler = None
     if pooling == "cls":
         pooler = bert_pooler(text_model=text_model, config=encoder.model.config, pretrained=pretrained)
-    model = cls(
+    model = MAGBert(
         encoder=encoder,
         pooler=pooler,
         dropout=encoder.model.config.hidden_dropout_prob,
@@ -257,3 +215,12 @@ def _build(cls: type[MAGBert], factory, *, text_model, bert_config, encoder_mode
     if pooler is not None and not pretrained:
         _init_like_bert(pooler, std)
     return model
+
+
+build_mag_mmsa = register_variant(
+    "mag_mmsa", build_mag_bert, dropout=0.3, pooling="cls", train_defaults=MMSA_TRAIN_DEFAULTS,
+    doc="MAG-BERT as MMSA 2.2.1's ``bert_mag`` runs it: the ``mag`` model with MAG dropout 0.3 and the [CLS] "
+        "pooler head, trained with batch 32, lr 2e-5, no weight decay, no warm-up, a constant rate and an L1 loss "
+        "(``MMSA_TRAIN_DEFAULTS``). Only the defaults differ from ``mag`` (same computation; compare with MMSA's "
+        "published tables).",
+)

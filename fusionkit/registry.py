@@ -157,19 +157,26 @@ def list_components(kind: str | None = None) -> list[str]:
     return get_registry().names(kind)
 
 
-def register_variant(name: str, base: Callable, *, kind: str = "model", doc: str, **fixed):
+def register_variant(name: str, base: Callable, *, kind: str = "model", doc: str,
+                     train_defaults: dict | None = None, **fixed):
     """Declare a timm-style variant: a built-in factory that calls ``base`` with some arguments fixed.
 
     The variant's signature is ``base``'s with the defaults of ``fixed`` replaced, so option checks and
-    ``--set`` see the same arguments; a caller may still pass any of them explicitly.
+    ``--set`` see the same arguments; a caller may still pass any of them explicitly. ``train_defaults``: a
+    training recipe of the variant's own, laid over the base model's ``train_defaults`` on every model it
+    builds (same computation, another recipe, e.g. ``mag_mmsa``).
     """
     params = inspect.signature(base).parameters
     unknown = sorted(set(fixed) - set(params))
     if unknown:
         raise RegistryError(f"variant {name!r} fixes {', '.join(unknown)}, which {base.__name__} does not accept")
+    recipe = dict(train_defaults or {})
 
     def factory(**kwargs):
-        return base(**{**fixed, **kwargs})
+        model = base(**{**fixed, **kwargs})
+        if recipe:  # the engine reads ``train_defaults`` from the built model, so the instance carries the recipe
+            model.train_defaults = {**(getattr(model, "train_defaults", None) or {}), **recipe}
+        return model
 
     factory.__signature__ = inspect.signature(base).replace(
         parameters=[p.replace(default=fixed[n]) if n in fixed else p for n, p in params.items()])
@@ -177,4 +184,5 @@ def register_variant(name: str, base: Callable, *, kind: str = "model", doc: str
     factory.__module__ = base.__module__
     factory.__doc__ = doc
     factory.variant_of = (base, dict(fixed))
+    factory.train_defaults = recipe
     return register(name, kind=kind)(factory)

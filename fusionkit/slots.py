@@ -344,16 +344,20 @@ MISA_SHARED_PRIVATE = Slot("shared_private", "adapter", "misa_shared_private",
                            ("d_text", "d_visual", "d_acoustic", "hidden"),
                            "forward(text (B, d_text), visual (B, d_visual), acoustic (B, d_acoustic))",
                            "SharedPrivateOutput(projected, private, shared, recon: (t, v, a) tuples of (B, hidden))",
-                           dry_run=_shared_private)
+                           options=("modalities",),
+                           note="an absent modality has width 0 and comes as None; the tuples hold the present "
+                                "ones only", dry_run=_shared_private)
 MISA_FUSION = Slot("fusion", "fusion", "misa_fusion", ("hidden", "d_out"),
                    "forward(private (t, v, a) of (B, hidden), shared (t, v, a) of (B, hidden))",
-                   "(prediction (B, d_out), fused (B, F)) with d_out=1", options=("dropout",), dry_run=_misa_fusion)
+                   "(prediction (B, d_out), fused (B, F)) with d_out=1", options=("dropout",),
+                   note="the tuples hold the present modalities only", dry_run=_misa_fusion)
 
 # MAG-BERT
 MAG_GATE = Slot("gate", "fusion", "multimodal_adaptation_gate", ("d_model", "d_acoustic", "d_visual"),
                 "forward(z (B, T, d_model), acoustic (B, T, d_acoustic), visual (B, T, d_visual))", "(B, T, d_model)",
                 options=("beta_shift", "dropout", "layer_norm_eps"),
-                note="it runs inside the text encoder on its hidden states (injection)", dry_run=_gate)
+                note="it runs inside the text encoder on its hidden states (injection); an absent modality has "
+                     "width 0 and comes as None", dry_run=_gate)
 
 
 # MHMF-BERT

@@ -101,22 +101,27 @@ def test_bad_schedule_or_loss(capsys, item, message):
 
 
 def test_mag_mmsa_fixes_mmsa_recipe_and_keeps_mag():
-    from baselines.mag_bert import MAGBert, MAGBertMMSA
+    from baselines.mag_bert import MAGBert, MMSA_TRAIN_DEFAULTS
+    from fusionkit.training.build import model_spec
 
     kw = dict(bert_config=tiny_bert_config(), d_acoustic=5, d_visual=7)
     torch.manual_seed(0)
     mmsa = fusionkit.create("mag_mmsa", **kw)
     torch.manual_seed(0)
     mag = fusionkit.create("mag", dropout=0.3, pooling="cls", **kw)
-    assert isinstance(mmsa, MAGBertMMSA) and type(mag) is MAGBert
+    # a timm-style variant: the same class and builder, only fixed arguments and its own training recipe
+    assert type(mmsa) is MAGBert and type(mag) is MAGBert
+    assert model_spec("mag_mmsa").factory.variant_of[1] == {"dropout": 0.3, "pooling": "cls"}
     assert mmsa.pooling == "cls" and mmsa.encoder.injection.dropout.p == 0.3
-    cfg = TrainConfig().resolve(MAGBertMMSA.train_defaults)
+    assert mmsa.train_defaults == {**MAGBert.train_defaults, **MMSA_TRAIN_DEFAULTS}
+    cfg = TrainConfig().resolve(mmsa.train_defaults)
     assert (cfg.batch_size, cfg.weight_decay, cfg.warmup, cfg.schedule, cfg.loss) == (32, 0.0, 0.0, "constant", "l1")
     assert cfg.lr == cfg.encoder_lr == 2e-5
     # same computation as mag with those options: identical weights and outputs under one seed
     sd_a, sd_b = mmsa.state_dict(), mag.state_dict()
     assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
-    # mag itself keeps the authors' recipe
+    # mag itself keeps the authors' recipe, on the class and on the instances it builds
+    assert mag.train_defaults is MAGBert.train_defaults
     base = TrainConfig().resolve(MAGBert.train_defaults)
     assert (base.schedule, base.loss, base.warmup, base.lr) == ("linear", "mse", 0.1, 1e-5)
     assert np.isclose(fusionkit.create("mag", **kw).encoder.injection.dropout.p, 0.5)
