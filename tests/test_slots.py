@@ -63,6 +63,7 @@ def extra_blocks():
         registry.add("wide_fusion", WideFusion, kind="fusion")
         registry.add("mean_subnet", MeanSubNet, kind="adapter")
         registry.add("linear_rank_free_fusion", RankFreeFusion, kind="fusion")
+        registry.add("every_modality_shared_private", EveryModalitySharedPrivate, kind="adapter")
     finally:
         registry._current_plugin = "fusionkit"
     yield registry
@@ -575,19 +576,9 @@ def test_dry_run_feeds_the_present_modalities_only(model, slot, modalities):
     assert out.prediction.shape == (4,) and torch.isfinite(out.prediction).all()
 
 
-def test_block_that_needs_every_modality_is_refused_on_a_subset():
-    fusionkit.reset_registry()
-    registry = fusionkit.get_registry()
-    registry._current_plugin = "test_blocks"
-    try:
-        registry.add("every_modality_shared_private", EveryModalitySharedPrivate, kind="adapter")
-    finally:
-        registry._current_plugin = "fusionkit"
-    try:
-        _build("misa", shared_private="every_modality_shared_private")  # all three present: it fits
-        with pytest.raises(SlotError, match=r"misa\.shared_private: block 'every_modality_shared_private' "
-                                            r"\(plug-in 'test_blocks'\) does not fit: calling it on tiny inputs "
-                                            r"raised TypeError"):
-            _build("misa", modalities=("t", "a"), shared_private="every_modality_shared_private")
-    finally:
-        fusionkit.reset_registry()
+def test_block_that_needs_every_modality_is_refused_on_a_subset(extra_blocks):
+    _build("misa", shared_private="every_modality_shared_private")  # all three present: it fits
+    with pytest.raises(SlotError, match=r"misa\.shared_private: block 'every_modality_shared_private' "
+                                        r"\(plug-in 'test_blocks'\) does not fit: calling it on tiny inputs "
+                                        r"raised TypeError"):
+        _build("misa", modalities=("t", "a"), shared_private="every_modality_shared_private")
