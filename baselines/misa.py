@@ -99,6 +99,9 @@ class MISA(nn.Module):
         self.visual_encoder = visual_encoder
         self.acoustic_encoder = acoustic_encoder
         self.shared_private = shared_private
+        # the present modalities in MISA's (t, v, a) order, as the shared/private tuples hold them
+        self.modalities = tuple(m for m, enc in zip(MODALITIES, (True, visual_encoder, acoustic_encoder))
+                                if enc is not None)
         self.fusion = fusion
         self.discriminator = discriminator
         self.diff_weight, self.sim_weight, self.recon_weight = diff_weight, sim_weight, recon_weight
@@ -109,7 +112,7 @@ class MISA(nn.Module):
     def auxiliary_losses(self, sp: SharedPrivateOutput) -> dict:
         """Unweighted ``diff``, ``sim`` and ``recon`` losses of MISA's solver (``get_*_loss``); with an absent
         modality its terms drop out (no ``sim`` with text alone)."""
-        present = self.shared_private.modalities
+        present = self.modalities
         if present == MODALITIES:
             (p_t, p_v, p_a), (s_t, s_v, s_a) = sp.private, sp.shared
             diff = (
@@ -211,7 +214,8 @@ def build_misa(
         shared_private=build_block(
             build_misa, "shared_private", shared_private, d_text=encoder.hidden_size,
             d_visual=visual.out_dim if visual else 0, d_acoustic=acoustic.out_dim if acoustic else 0, hidden=hidden,
-            options=dict(modalities=misa_order),
+            # only a subset is forwarded: with every modality present a block need not take ``modalities``
+            options=dict(modalities=misa_order) if len(present) < len(MODALITIES) else {},
         ),
         fusion=build_block(build_misa, "fusion", fusion, hidden=hidden, d_out=1,
                            options=dict(dropout=dropout, num_modalities=len(present)),

@@ -16,6 +16,7 @@ registry (built-ins + discovered plug-ins, :func:`fusionkit.plugins.manager.buil
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
 import inspect
 import threading
@@ -157,6 +158,24 @@ def list_components(kind: str | None = None) -> list[str]:
     return get_registry().names(kind)
 
 
+# The variant whose base factory is running (name, its signature, its base): blocks built inside the base name
+# the variant in their errors and compare options with the variant's defaults, not the base's.
+_building_variant: contextvars.ContextVar = contextvars.ContextVar("fusionkit_building_variant", default=None)
+
+
+def building_variant(factory: Callable) -> tuple[str, inspect.Signature] | None:
+    """``(variant name, variant signature)`` when ``factory`` runs as the base of a variant being built."""
+    current = _building_variant.get()
+    if current is None:
+        return None
+    name, signature, base = current
+    while base is not None:
+        if base is factory:
+            return name, signature
+        base = getattr(base, "variant_of", (None,))[0]
+    return None
+
+
 def register_variant(name: str, base: Callable, *, kind: str = "model", doc: str,
                      train_defaults: dict | None = None, **fixed):
     """Declare a timm-style variant: a built-in factory that calls ``base`` with some arguments fixed.
@@ -173,7 +192,13 @@ def register_variant(name: str, base: Callable, *, kind: str = "model", doc: str
     recipe = dict(train_defaults or {})
 
     def factory(**kwargs):
-        model = base(**{**fixed, **kwargs})
+        # the outermost variant names the build (a variant of a variant keeps the outer one)
+        token = _building_variant.set((name, factory.__signature__, base)) if _building_variant.get() is None else None
+        try:
+            model = base(**{**fixed, **kwargs})
+        finally:
+            if token is not None:
+                _building_variant.reset(token)
         if recipe:  # the engine reads ``train_defaults`` from the built model, so the instance carries the recipe
             model.train_defaults = {**(getattr(model, "train_defaults", None) or {}), **recipe}
         return model
@@ -184,5 +209,5 @@ def register_variant(name: str, base: Callable, *, kind: str = "model", doc: str
     factory.__module__ = base.__module__
     factory.__doc__ = doc
     factory.variant_of = (base, dict(fixed))
-    factory.train_defaults = recipe
+    factory.train_defaults = dict(recipe)  # a copy: changing it does not change what the factory builds
     return register(name, kind=kind)(factory)

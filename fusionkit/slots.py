@@ -522,8 +522,10 @@ def build_block(
     dropped silently). ``context``: extra sizes a dry run needs (``d_acoustic``, ``d_visual`` for an encoder
     with an injection).
     """
-    model = factory.model_name
+    from fusionkit.registry import building_variant
+
     slot = factory.slots[slot_name]
+    model, signature = building_variant(factory) or (factory.model_name, inspect.signature(factory))
     if set(keywords) != set(slot.keywords):
         raise TypeError(f"{model}.{slot_name}: the factory passes {sorted(keywords)}, the contract {slot.keywords}")
     name, user = parse_value(model, slot, value)
@@ -540,7 +542,7 @@ def build_block(
     if unknown:
         raise SlotError(f"{where} does not take {', '.join(unknown)} (its keywords: {', '.join(sorted(accepted))})")
     kwargs = dict(keywords)
-    defaults = {p.name: p.default for p in inspect.signature(factory).parameters.values()}
+    defaults = {p.name: p.default for p in signature.parameters.values()}
     for key, option in (options or {}).items():
         param = (sources or {}).get(key, key)
         if var_kw or key in accepted:

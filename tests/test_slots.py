@@ -64,6 +64,8 @@ def extra_blocks():
         registry.add("mean_subnet", MeanSubNet, kind="adapter")
         registry.add("linear_rank_free_fusion", RankFreeFusion, kind="fusion")
         registry.add("every_modality_shared_private", EveryModalitySharedPrivate, kind="adapter")
+        registry.add("plain_shared_private", PlainSharedPrivate, kind="adapter")
+        registry.add("no_dropout_gate", NoDropoutGate, kind="fusion")
     finally:
         registry._current_plugin = "fusionkit"
     yield registry
@@ -582,3 +584,40 @@ def test_block_that_needs_every_modality_is_refused_on_a_subset(extra_blocks):
                                         r"\(plug-in 'test_blocks'\) does not fit: calling it on tiny inputs "
                                         r"raised TypeError"):
         _build("misa", modalities=("t", "a"), shared_private="every_modality_shared_private")
+
+
+class PlainSharedPrivate(EveryModalitySharedPrivate):
+    """A misa.shared_private block without a ``modalities`` keyword (it handles all three)."""
+
+    def __init__(self, *, d_text: int, d_visual: int, d_acoustic: int, hidden: int) -> None:
+        super().__init__(d_text=d_text, d_visual=d_visual, d_acoustic=d_acoustic, hidden=hidden)
+
+
+class NoDropoutGate(nn.Module):
+    """Fits mag.gate but takes neither ``dropout`` nor ``beta_shift``: z + a linear map of the acoustic rows."""
+
+    def __init__(self, *, d_model: int, d_acoustic: int, d_visual: int) -> None:
+        super().__init__()
+        self.acoustic = nn.Linear(d_acoustic, d_model) if d_acoustic else None
+
+    def forward(self, z, acoustic, visual):
+        return z if self.acoustic is None or acoustic is None else z + self.acoustic(acoustic)
+
+
+def test_block_without_modalities_fits_misa_with_every_modality_and_is_refused_on_a_subset(extra_blocks):
+    _assert_trains(_build("misa", shared_private="plain_shared_private"))
+    with pytest.raises(SlotError, match=r"misa\.shared_private: block 'plain_shared_private' \(plug-in "
+                                        r"'test_blocks'\) does not take 'modalities'"):
+        _build("misa", modalities=("t", "a"), shared_private="plain_shared_private")
+
+
+def test_variant_compares_options_with_its_own_defaults_and_names_itself(extra_blocks):
+    """mag_mmsa fixes dropout=0.3; a swapped gate that takes no dropout fits it as it fits mag, and errors in
+    mag_mmsa's slots name mag_mmsa, not the base model."""
+    _assert_trains(_build("mag_mmsa", gate="no_dropout_gate"))
+    _assert_trains(_build("mag", gate="no_dropout_gate"))
+    with pytest.raises(SlotError, match=r"mag_mmsa\.gate: block 'no_dropout_gate' \(plug-in 'test_blocks'\) does "
+                                        r"not take 'dropout', which 'mag_mmsa''s dropout=0\.5 sets"):
+        _build("mag_mmsa", gate="no_dropout_gate", dropout=0.5)
+    with pytest.raises(SlotError, match=r"^mag_mmsa\.gate"):
+        _build("mag_mmsa", gate="gru_memory")
