@@ -386,8 +386,7 @@ def select_modalities(data, spec: str | None):
         raise UsageError(f"--modalities {spec}: {e}") from None
     if selected is not data:
         selected.info.channels = {**selected.info.channels,
-                                  **{c: data.info.channels.get(c) or ("simulated" if data.info.simulated else "real")
-                                     for c, m in (("acoustic", "a"), ("visual", "v"))
+                                  **{c: data.info.channel_kind(c) for c, m in (("acoustic", "a"), ("visual", "v"))
                                      if m in data.info.modalities and m not in wanted}}
     return selected
 
@@ -793,8 +792,7 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
     results = {
         "dataset": args.dataset,
         "simulated": bool(data.info.simulated),
-        "channels": {c: data.info.channels.get(c) or ("simulated" if data.info.simulated else "real")
-                     for c in ("text", "acoustic", "visual")},
+        "channels": data.info.channel_kinds(),
         "modalities": ",".join(data.info.modalities),
         "text_model": "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6"),
         "seeds": seeds,

@@ -208,3 +208,34 @@ def test_run_refuses_before_training(tmp_path, capsys):
     assert not (tmp_path / "t/text").exists()  # nothing was trained, not even the model that could run
     line = _error(capsys, ["--models", "text", *SMOKE, "--modalities", "a,v", "--out", str(tmp_path / "x")])
     assert "--modalities a,v" in line and "lacks t" in line
+
+
+# ------------------------------------------------------------------------------------------ channel kinds
+def _info(**kw):
+    from fusionkit.data.dataset import DatasetInfo
+
+    base = dict(name="mosi-sim", format="segments_csv", d_acoustic=74, d_visual=47, simulated=True, description="")
+    return DatasetInfo(**{**base, **kw})
+
+
+def test_channel_kinds_without_a_record_keep_the_text_real():
+    """Data cached before channels were recorded has ``channels == {}``: ``simulated`` then refers to the nonverbal
+    channels only (mosi-sim's text is real), a size of 0 is absent, and only ``synthetic`` has simulated text."""
+    assert _info().channel_kinds() == {"text": "real", "acoustic": "simulated", "visual": "simulated"}
+    assert _info(d_visual=0, simulated=False).channel_kinds() == {"text": "real", "acoustic": "real",
+                                                                  "visual": "absent"}
+    assert _info(format="synthetic").channel_kind("text") == "simulated"
+    assert _info().channel_summary() == "text real, acoustic simulated (74-d), visual simulated (47-d)"
+    recorded = _info(channels={"text": "real", "acoustic": "real", "visual": "absent"}, d_visual=0, simulated=False)
+    assert recorded.channel_kinds() == recorded.channels and recorded.modalities == ("t", "a")
+
+
+def test_selecting_modalities_of_unrecorded_data_keeps_each_kind():
+    from fusionkit.data.dataset import LoadedData
+
+    selected = LoadedData(splits={}, info=_info()).select_modalities("t,a")  # no splits: only the info changes
+    assert selected.info.channel_kinds() == {"text": "real", "acoustic": "simulated", "visual": "absent"}
+    assert selected.info.modalities == ("t", "a")
+    # benchmarks.run records the dropped channel's own kind, so the header says "not used", not "real"
+    header = bench.channel_title({**selected.info.channel_kinds(), "visual": "simulated"}, "t,a", simulated=True)
+    assert header == "real: text; simulated: acoustic; not used: visual (simulated)"

@@ -23,8 +23,7 @@ def summary(loaded) -> dict:
         "d_acoustic": info.d_acoustic,
         "d_visual": info.d_visual,
         "modalities": ",".join(info.modalities),
-        "channels": {c: info.channels.get(c) or ("simulated" if info.simulated else "real") for c in
-                     ("text", "acoustic", "visual")},
+        "channels": info.channel_kinds(),
         "feature_names": {c: (names if len(names) <= 8 else [*names[:8], f"… {len(names) - 8} more"])
                           for c, names in info.feature_names.items()},
         "sources": info.sources,

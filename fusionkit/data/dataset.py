@@ -280,16 +280,31 @@ class DatasetInfo:
     def modalities(self) -> tuple:
         """Present modalities in ``("t", "a", "v")`` order (text is always present)."""
         dims = {"text": 1, "acoustic": self.d_acoustic, "visual": self.d_visual}
-        return tuple(MODALITY_OF[c] for c in CHANNELS
-                     if dims[c] > 0 and self.channels.get(c, "real") != "absent")
+        return tuple(MODALITY_OF[c] for c in CHANNELS if dims[c] > 0 and self.channel_kind(c) != "absent")
+
+    def channel_kind(self, channel: str) -> str:
+        """``"real"`` / ``"simulated"`` / ``"absent"`` of ``channel``: the recorded kind (a channel dropped by
+        ``--modalities`` keeps it, so tables can say "not used"), else from the sizes and ``simulated`` (data cached
+        before channels were recorded): text is real except for ``synthetic``, and ``simulated`` refers to the
+        nonverbal channels only."""
+        if self.channels.get(channel):
+            return self.channels[channel]
+        dims = {"text": 1, "acoustic": self.d_acoustic, "visual": self.d_visual}
+        if not dims[channel]:
+            return "absent"
+        if channel == "text":
+            return "simulated" if self.format == "synthetic" else "real"
+        return "simulated" if self.simulated else "real"
+
+    def channel_kinds(self) -> dict:
+        """``{"text", "acoustic", "visual"}`` → :meth:`channel_kind`."""
+        return {c: self.channel_kind(c) for c in CHANNELS}
 
     def channel_summary(self) -> str:
         """``text real, acoustic real (73-d), visual absent`` — what every results header states."""
         dims = {"acoustic": self.d_acoustic, "visual": self.d_visual}
         parts = []
-        for c in CHANNELS:
-            kind = self.channels.get(c) or ("absent" if c != "text" and not dims[c] else
-                                            "simulated" if self.simulated else "real")
+        for c, kind in self.channel_kinds().items():
             parts.append(f"{c} {kind}" + (f" ({dims[c]}-d)" if c in dims and kind != "absent" else ""))
         return ", ".join(parts)
 
@@ -322,7 +337,7 @@ class LoadedData:
         if not drop:
             return self
         splits = {name: ds.without(*drop) for name, ds in self.splits.items()}
-        channels = {**{c: self.info.channels.get(c, "real") for c in CHANNELS}, **{c: "absent" for c in drop}}
+        channels = {**self.info.channel_kinds(), **{c: "absent" for c in drop}}
         info = replace(self.info, channels=channels,
                        d_acoustic=0 if "acoustic" in drop else self.info.d_acoustic,
                        d_visual=0 if "visual" in drop else self.info.d_visual)
