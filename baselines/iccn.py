@@ -131,14 +131,13 @@ class ICCN(nn.Module):
                 "ICCN forms the outer product of each word's text and audio/video rows: it needs word-piece "
                 "aligned batches (acoustic_mask and visual_mask None); use an aligned dataset for model 'iccn'"
             )
+        batch.require(("a",) * (self.audio_encoder is not None) + ("v",) * (self.video_encoder is not None),
+                      model="iccn")
         mask = batch.mask
         hidden = self.encoder(batch.input_ids, mask, batch.token_type_ids).last_hidden_state
         h_t = self.text_conv(hidden, mask)
         if self.audio_encoder is None or self.video_encoder is None:
             return self._forward_subset(batch, hidden, h_t, mask)
-        if batch.acoustic is None or batch.visual is None:
-            raise ValueError(f"iccn was built with acoustic and visual but the batch has modalities {batch.modalities}; "
-                             f"build it with modalities={batch.modalities}")
         h_a = self.audio_encoder(batch.acoustic, mask)
         h_v = self.video_encoder(batch.visual, mask)
         e_a = self.audio_cnn(self.outer_product(h_t, h_a, mask))
@@ -152,13 +151,10 @@ class ICCN(nn.Module):
 
     def _forward_subset(self, batch, hidden, h_t, mask) -> ModelOutput:
         """:meth:`forward` with one of audio/video absent: one text-based embedding, no DCCA term."""
-        for encoder, cnn, x, what in ((self.audio_encoder, self.audio_cnn, batch.acoustic, "acoustic"),
-                                      (self.video_encoder, self.video_cnn, batch.visual, "visual")):
+        for encoder, cnn, x in ((self.audio_encoder, self.audio_cnn, batch.acoustic),
+                                (self.video_encoder, self.video_cnn, batch.visual)):
             if encoder is None:
                 continue
-            if x is None:
-                raise ValueError(f"iccn was built with the {what} modality but the batch has none; build it with "
-                                 f"modalities={batch.modalities}")
             embedding = cnn(self.outer_product(h_t, encoder(x, mask), mask))
         features = torch.cat([embedding, masked_mean(hidden, mask)], dim=-1)
         return ModelOutput(prediction=self.head(features), loss_terms={}, features=features)

@@ -148,14 +148,12 @@ class MISA(nn.Module):
         empty without labels; no ``sim`` with text alone); ``features (B, 2 · n · hidden)`` (``n`` present
         modalities, 3 when all are).
         """
+        batch.require(self.modalities, model="misa")
         hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
         text = masked_mean(hidden, batch.mask)
         streams = []
-        for encoder, x, mask, what in ((self.visual_encoder, batch.visual, batch.v_mask, "visual"),
-                                       (self.acoustic_encoder, batch.acoustic, batch.a_mask, "acoustic")):
-            if encoder is not None and x is None:
-                raise ValueError(f"misa was built with the {what} modality but the batch has none; build it with "
-                                 f"modalities={batch.modalities}")
+        for encoder, x, mask in ((self.visual_encoder, batch.visual, batch.v_mask),
+                                 (self.acoustic_encoder, batch.acoustic, batch.a_mask)):
             streams.append(None if encoder is None else encoder(x, mask))
         sp = self.shared_private(text, *streams)
         fused = self.fusion(sp.private, sp.shared)

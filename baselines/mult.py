@@ -120,10 +120,7 @@ class MulT(nn.Module):
         Returns :class:`ModelOutput`: ``prediction (B,)``, no loss terms, ``features (B, (n − 1)d · len(targets))``
         (``n`` present modalities).
         """
-        missing = [m for m in self.modalities if BATCH_MODALITY[m] not in batch.modalities]
-        if missing:
-            raise ValueError(f"mult was built with modalities {self.modalities} but the batch lacks {missing}; build "
-                             f"it with the batch's modalities {batch.modalities}")
+        batch.require([BATCH_MODALITY[m] for m in self.modalities], model="mult")
         text = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
         text = F.dropout(text, p=self.embed_dropout, training=self.training)
         inputs = {"l": text, "a": batch.acoustic, "v": batch.visual}

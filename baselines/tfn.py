@@ -59,16 +59,15 @@ def unimodal_vectors(model: nn.Module, batch: MultimodalBatch) -> tuple[torch.Te
     modality); audio/visual are averaged over their real steps (``batch.a_mask`` / ``batch.v_mask``, True = real)
     before their sub-networks.
     """
+    batch.require(("a",) * (model.audio_subnet is not None) + ("v",) * (model.video_subnet is not None),
+                  model=type(model).__name__.lower())
     hidden = model.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
     text_h = model.text_subnet(hidden, batch.mask)
     out = []
-    for subnet, x, mask, what in ((model.audio_subnet, batch.acoustic, batch.acoustic_mask, "acoustic"),
-                                  (model.video_subnet, batch.visual, batch.visual_mask, "visual")):
+    for subnet, x, mask in ((model.audio_subnet, batch.acoustic, batch.acoustic_mask),
+                            (model.video_subnet, batch.visual, batch.visual_mask)):
         if subnet is None:
             continue
-        if x is None:
-            raise ValueError(f"this model was built with the {what} modality but the batch has none; build it with "
-                             f"modalities={batch.modalities}")
         out.append(subnet(masked_mean(x, batch.mask if mask is None else mask)))
     return (*out, text_h)
 

@@ -297,6 +297,8 @@ class MHMFBert(nn.Module):
             the gate's mean ``|a − 0.5|`` (``gate_dev``), the expected triplet margins of F, F+, F− (``margin_*``)
             and, in training, the unweighted loss (``loss``); without restitution only ``margin_F`` of G̃.
         """
+        batch.require(("a",) * (self.audio_adapter is not None) + ("v",) * (self.vision_adapter is not None),
+                      model="mhmf")
         hidden = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).hidden_states
         # a batch without padding (always so at batch size 1) needs no masking ops in the fusion
         text_mask = _unless_full(batch.mask)
@@ -311,9 +313,6 @@ class MHMFBert(nn.Module):
             a_mask, v_mask = _unless_full(batch.a_mask), _unless_full(batch.v_mask)
         if self.audio_adapter is None or self.vision_adapter is None:
             return self._forward_subset(batch, hidden, text, pooled_text, text_mask, a_mask, v_mask, labels)
-        if batch.acoustic is None or batch.visual is None:
-            raise ValueError(f"mhmf was built with the audio and vision branches but the batch has modalities "
-                             f"{batch.modalities}; build it with modalities={batch.modalities}")
         h_a = self.audio_adapter(batch.acoustic, a_mask)
         h_v = self.vision_adapter(batch.visual, v_mask)
         g_a = self._branch("audio", self.audio_stages, h_a, a_mask, text, pooled_text, text_mask, labels, loss_terms,
@@ -346,10 +345,6 @@ class MHMFBert(nn.Module):
                                                ("audio", self.audio_adapter, self.audio_stages, batch.acoustic, a_mask)):
             if adapter is None:
                 continue
-            if x is None:
-                raise ValueError(f"mhmf was built with the {name} branch but the batch has no "
-                                 f"{'visual' if name == 'vision' else 'acoustic'} features; build it with "
-                                 f"modalities={batch.modalities}")
             h = adapter(x, mask)
             g = self._branch(name, stages, h, mask, text, pooled_text, text_mask, labels, loss_terms, diagnostics)
             branches.append((name, g, h, mask))

@@ -239,3 +239,22 @@ def test_selecting_modalities_of_unrecorded_data_keeps_each_kind():
     # benchmarks.run records the dropped channel's own kind, so the header says "not used", not "real"
     header = bench.channel_title({**selected.info.channel_kinds(), "visual": "simulated"}, "t,a", simulated=True)
     assert header == "real: text; simulated: acoustic; not used: visual (simulated)"
+
+
+def test_batch_require_names_the_model_the_missing_channel_and_the_fix():
+    batch = _batch(("t", "a"))
+    batch.require(("t", "a"), model="tfn")  # present: no error
+    with pytest.raises(ValueError) as info:
+        batch.require(("v", "a", "t"), model="tfn")
+    assert str(info.value) == ("tfn was built with modalities t,a,v but the batch has no visual features; build it "
+                               "with modalities=t,a")
+    with pytest.raises(ValueError, match=r"has no acoustic or visual features; build it with modalities=t$"):
+        _batch(("t",)).require(("t", "a", "v"), model="mhmf")
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if m not in ("text", "mag", "mag_mmsa")])
+def test_a_batch_lacking_a_built_modality_is_refused_before_the_encoder_runs(name, monkeypatch):
+    model = _build(name, modalities=("t", "a", "v"))
+    monkeypatch.setattr(model.encoder, "forward", lambda *a, **k: pytest.fail("the encoder ran"))
+    with pytest.raises(ValueError, match=r"was built with modalities t,a,v but the batch has no visual features"):
+        model(_batch(("t", "a")))

@@ -38,6 +38,17 @@ class MultimodalBatch:
         """Present modalities in ``("t", "a", "v")`` order."""
         return ("t",) + (("a",) if self.acoustic is not None else ()) + (("v",) if self.visual is not None else ())
 
+    def require(self, modalities, *, model: str) -> None:
+        """Refuse, with one ``ValueError``, a batch that lacks a modality ``model`` was built with (``modalities``:
+        letters ``t``/``a``/``v``, any order; text is always required and may be left out)."""
+        missing = [m for m in ("a", "v") if m in modalities and m not in self.modalities]
+        if missing:
+            names = {"a": "acoustic", "v": "visual"}
+            built = ",".join(m for m in "tav" if m == "t" or m in modalities)
+            raise ValueError(f"{model} was built with modalities {built} but "
+                             f"the batch has no {' or '.join(names[m] for m in missing)} features; build it with "
+                             f"modalities={','.join(self.modalities)}")
+
     @property
     def mask(self) -> torch.Tensor:
         return self.attention_mask.bool()
