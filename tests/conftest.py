@@ -14,3 +14,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    """The tiny WordPiece tokenizer of ``data_fixtures`` (ids = positions in its vocabulary), once per module."""
+    from data_fixtures import tiny_tokenizer
+
+    return tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """``FUSIONKIT_CACHE`` inside the test's own ``tmp_path``: no tokenized splits are shared between tests."""
+    monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def refusal(capsys):
+    """``refusal(argv)``: run ``python -m benchmarks.run`` with ``argv``, which must exit 2 with exactly one
+    ``error:`` line on stderr; returns that line."""
+    import benchmarks.run as bench
+
+    def run(argv) -> str:
+        assert bench.main(argv) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1, err
+        return lines[0]
+
+    return run

@@ -12,14 +12,6 @@ SMOKE = ["--dataset", "synthetic", "--seeds", "1", "--epochs", "1", "--batch-siz
          "--tiny-bert", "--quiet"]
 
 
-def _error(capsys, argv):
-    assert bench.main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def private_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
@@ -101,34 +93,34 @@ def test_load_rejects_mismatched_weights(smoke_run, tmp_path):
         fusionkit.load(ckpt)
 
 
-def test_unknown_model(capsys):
-    line = _error(capsys, ["--models", "text,nope", *SMOKE])
+def test_unknown_model(refusal):
+    line = refusal(["--models", "text,nope", *SMOKE])
     assert "unknown model 'nope'" in line and "text" in line and "mhmf" in line
 
 
-def test_planned_but_missing_model(capsys, monkeypatch):
+def test_planned_but_missing_model(refusal, monkeypatch):
     monkeypatch.setattr(bench, "PLANNED_MODELS", bench.PLANNED_MODELS + ("future",))
-    assert "model 'future' is planned but not implemented" in _error(capsys, ["--models", "future", *SMOKE])
+    assert "model 'future' is planned but not implemented" in refusal(["--models", "future", *SMOKE])
 
 
-def test_seeds_zero(capsys):
-    assert "--seeds must be at least 1" in _error(capsys, ["--models", "text", *SMOKE[:2], "--seeds", "0"])
+def test_seeds_zero(refusal):
+    assert "--seeds must be at least 1" in refusal(["--models", "text", *SMOKE[:2], "--seeds", "0"])
 
 
-def test_flag_meaningless_for_every_model(capsys):
-    line = _error(capsys, ["--models", "text", "--no-restitution", *SMOKE])
+def test_flag_meaningless_for_every_model(refusal):
+    line = refusal(["--models", "text", "--no-restitution", *SMOKE])
     assert "--no-restitution has no effect on text" in line
 
 
-def test_bad_layers_and_argparse_errors(capsys):
-    assert "--layers item 'speech=1,2'" in _error(capsys, ["--models", "mhmf", "--layers", "speech=1,2", *SMOKE])
-    assert "invalid int value" in _error(capsys, ["--seeds", "many"])
+def test_bad_layers_and_argparse_errors(refusal):
+    assert "--layers item 'speech=1,2'" in refusal(["--models", "mhmf", "--layers", "speech=1,2", *SMOKE])
+    assert "invalid int value" in refusal(["--seeds", "many"])
 
 
-def test_unwritable_out(capsys, tmp_path):
+def test_unwritable_out(refusal, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    assert "cannot write to --out" in _error(capsys, ["--models", "text", *SMOKE, "--out", str(blocker / "sub")])
+    assert "cannot write to --out" in refusal(["--models", "text", *SMOKE, "--out", str(blocker / "sub")])
 
 
 def test_layer_study_is_table3_scaled_to_depth():
@@ -269,8 +261,8 @@ def test_per_model_settings_reach_only_their_model(tmp_path):
     ("text.lr=nan", "lr must be above 0.0"),
     ("lr=1e-5", "is not MODEL.KEY=VALUE"),
 ])
-def test_bad_per_model_settings(capsys, item, message):
-    assert message in _error(capsys, ["--models", "text", *SMOKE, "--set", item])
+def test_bad_per_model_settings(refusal, item, message):
+    assert message in refusal(["--models", "text", *SMOKE, "--set", item])
 
 
 def test_models_all_lists_the_paper_model_and_its_small_variant():

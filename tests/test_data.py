@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_fixtures import WordByWordTokenizer, tiny_tokenizer, vocab_id
+from data_fixtures import WordByWordTokenizer, vocab_id
 from fusionkit.data import (
     BucketBatchSampler,
     LoadReport,
@@ -20,14 +20,7 @@ from fusionkit.data import (
 from fusionkit.data.segments import RawSegment
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _segment(seg_id, words, label=1.0, d_a=3, d_v=2):

@@ -13,7 +13,6 @@ import torch
 from data_fixtures import (
     content_rows,
     make_content,
-    tiny_tokenizer,
     write_csd,
     write_mag_pickle,
     write_mmsa_pickle,
@@ -28,14 +27,7 @@ MOSI_LABELS = SHARED / "mosi" / "CMU_MOSI_Opinion_Labels.csd"
 needs_mosi_csv = pytest.mark.skipif(not MOSI_CSV.is_file(), reason=f"{MOSI_CSV} not present")
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

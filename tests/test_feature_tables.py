@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_fixtures import content_rows, make_content, tiny_tokenizer, write_segments_csv
+from data_fixtures import content_rows, make_content, write_segments_csv
 from fusionkit.data import DataError, load_splits, make_loader
 from fusionkit.data.__main__ import main as cli
 from fusionkit.data.dataset import parse_modalities
@@ -22,14 +22,7 @@ FRAMES = MOSI / "covarep_frames_ZUXBRvtny7o_9.mat"
 D_TABLE = 5
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import (SEGMENT_COLUMNS, content_rows, make_content, tiny_tokenizer, write_csd, write_mag_pickle,
+from data_fixtures import (SEGMENT_COLUMNS, content_rows, make_content, write_csd, write_mag_pickle,
                            write_mmsa_pickle, write_segments_csv)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,11 +42,6 @@ class Hang(Exception):
 
 def _alarm(signum, frame):
     raise Hang(f"a mutant took more than {SECONDS_PER_MUTANT} s to load")
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return tiny_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 @pytest.fixture(scope="module", autouse=True)

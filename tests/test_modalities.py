@@ -170,14 +170,6 @@ def test_mhmf_drops_the_branch_and_its_gate():
 # ------------------------------------------------------------------------------------------ benchmarks.run
 
 
-def _error(capsys, argv):
-    assert bench.main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 @pytest.mark.slow
 def test_run_with_modalities_records_and_says_what_was_used(tmp_path):
     out = tmp_path / "ta"
@@ -202,11 +194,11 @@ def test_run_with_all_modalities_named_is_identical_to_the_default(tmp_path):
     assert (tmp_path / "a/results.json").read_bytes() == (tmp_path / "b/results.json").read_bytes()
 
 
-def test_run_refuses_before_training(tmp_path, capsys):
-    line = _error(capsys, ["--models", "text,tfn", *SMOKE, "--modalities", "t", "--out", str(tmp_path / "t")])
+def test_run_refuses_before_training(tmp_path, refusal):
+    line = refusal(["--models", "text,tfn", *SMOKE, "--modalities", "t", "--out", str(tmp_path / "t")])
     assert "tfn on modalities t" in line and "text alone" in line
     assert not (tmp_path / "t/text").exists()  # nothing was trained, not even the model that could run
-    line = _error(capsys, ["--models", "text", *SMOKE, "--modalities", "a,v", "--out", str(tmp_path / "x")])
+    line = refusal(["--models", "text", *SMOKE, "--modalities", "a,v", "--out", str(tmp_path / "x")])
     assert "--modalities a,v" in line and "lacks t" in line
 
 
