@@ -1,2 +1,14 @@
-"""Baseline models, each registered as a ``model`` component (one file per model)."""
-from baselines import iccn, lmf, mag_bert, misa, mult, text_only, tfn  # noqa: F401
+"""Baseline models, each registered as a ``model`` component (one file per model).
+
+This package is a fusionkit plug-in: the entry point ``baselines`` of the group ``fusionkit`` (``pyproject.toml``)
+names it, and its hook adds the ``@register`` declarations of its modules.
+"""
+from fusionkit.plugins.hookspecs import hookimpl
+from fusionkit.registry import add_declarations
+
+
+@hookimpl
+def fusionkit_register_components(registry):
+    from baselines import iccn, lmf, mag_bert, misa, mult, text_only, tfn  # noqa: F401 - importing declares them
+
+    add_declarations(registry, "baselines")

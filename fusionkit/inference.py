@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fusionkit.slots import check_installed
-from fusionkit.training.build import ModelBuildError, accepted_kwargs, build_model, from_json_kwargs
+from fusionkit.build import ModelBuildError, accepted_kwargs, build_model, from_json_kwargs
 from fusionkit.training.checkpoint import MODEL_JSON, MODEL_WEIGHTS, CheckpointError, load_model_weights, read_json
 
 

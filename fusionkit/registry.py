@@ -102,12 +102,17 @@ class Registry:
 
 
 # -- built-in declarations --------------------------------------------------------------------------
-# ``@register`` only records the declaration; the built-in plug-in adds the records to the registry.
+# ``@register`` only records the declaration; the plug-in of the declaring package adds the records to the
+# registry (``fusionkit.plugins.builtin`` for fusionkit's blocks, the entry points ``baselines`` and ``recipes``
+# of fusionkit's distribution for its models), see :func:`add_declarations`.
 _BUILTIN_DECLARATIONS: list[tuple[str, str, Callable]] = []
 
 
 def register(name: str, *, kind: str):
-    """Decorator declaring a built-in component (a factory function or an ``nn.Module`` class)."""
+    """Decorator declaring a component of fusionkit's own distribution (a factory or an ``nn.Module`` class).
+
+    The declaration is added to the registry by the plug-in of the package that holds the factory, through
+    :func:`add_declarations`; a third-party plug-in calls ``registry.add`` in its hook instead."""
     _check_kind(kind)
 
     def deco(factory):
@@ -115,6 +120,14 @@ def register(name: str, *, kind: str):
         return factory
 
     return deco
+
+
+def add_declarations(registry: Registry, package: str) -> None:
+    """Add the ``@register`` declarations whose factory is defined in ``package`` (or a module below it)."""
+    for name, kind, factory in list(_BUILTIN_DECLARATIONS):
+        module = getattr(factory, "__module__", "") or ""
+        if module == package or module.startswith(package + "."):
+            registry.add(name, factory, kind=kind)
 
 
 _lock = threading.RLock()

@@ -43,7 +43,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import nn
 
-from fusionkit.training.build import ModelBuildError
+from fusionkit.build import ModelBuildError, model_spec
 
 SlotValue = Union[str, dict]
 
@@ -437,8 +437,6 @@ def model_slots(model: str, *slots: Slot):
 
 def slots_of(model: str) -> dict[str, Slot]:
     """``{slot name: Slot}`` of registered model ``model`` (empty for a model that declares none)."""
-    from fusionkit.training.build import model_spec
-
     factory = model_spec(model).factory
     while not hasattr(factory, "slots") and hasattr(factory, "variant_of"):  # register_variant's factories
         factory = factory.variant_of[0]
@@ -447,8 +445,6 @@ def slots_of(model: str) -> dict[str, Slot]:
 
 def slot_defaults(model: str) -> dict[str, SlotValue]:
     """``{slot: default value}`` of model ``model`` (a variant may fix a slot to another block)."""
-    from fusionkit.training.build import model_spec
-
     params = inspect.signature(model_spec(model).factory).parameters
     defaults = {}
     for name, slot in slots_of(model).items():

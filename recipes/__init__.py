@@ -1,1 +1,14 @@
-"""Model recipes composed from registered blocks."""
+"""Model recipes composed from registered blocks.
+
+This package is a fusionkit plug-in: the entry point ``recipes`` of the group ``fusionkit`` (``pyproject.toml``)
+names it, and its hook adds the ``@register`` declarations of its modules.
+"""
+from fusionkit.plugins.hookspecs import hookimpl
+from fusionkit.registry import add_declarations
+
+
+@hookimpl
+def fusionkit_register_components(registry):
+    from recipes import mhmf_bert  # noqa: F401 - importing declares mhmf and mhmf_small
+
+    add_declarations(registry, "recipes")

@@ -1,4 +1,4 @@
-"""Authors'-layout state dicts ↔ fusionkit modules (fusionkit.convert).
+"""Authors'-layout state dicts ↔ fusionkit modules (baselines.convert).
 
 Each test builds the authors' parameter layout from its module definition (re-declared here, module by module,
 with the authors' attribute names and shapes), fills it with random values, loads it into the fusionkit model,
@@ -12,7 +12,7 @@ from torch import nn
 from transformers import BertModel
 
 import fusionkit
-from fusionkit.convert import ConversionError, from_authors_state_dict, load_authors_state_dict, to_authors_state_dict
+from baselines.convert import ConversionError, from_authors_state_dict, load_authors_state_dict, to_authors_state_dict
 from fusionkit.testing import tiny_bert_config
 
 D_A, D_V = 5, 7

@@ -1,85 +1,15 @@
-"""Building a registered model from keyword arguments, and the ``model.json`` that records how."""
+"""The ``model.json`` that records how a model was built (its composition included).
+
+The building itself lives in :mod:`fusionkit.build`, below the slots; this module sits above them.
+"""
 from __future__ import annotations
 
-import inspect
+from fusionkit.build import (BERT_CONFIG_KEY, ModelBuildError, accepted_kwargs, build_model, from_json_kwargs,
+                             model_spec, to_json_kwargs)
+from fusionkit.slots import resolve_composition
 
-from torch import nn
-
-BERT_CONFIG_KEY = "__transformers_config__"
-
-
-class ModelBuildError(ValueError):
-    """The requested model is unknown, not a ``model`` component, or rejects the given arguments."""
-
-
-def model_spec(name: str):
-    """The registry entry of model ``name``; an unknown name or another kind raises :class:`ModelBuildError`."""
-    from fusionkit.registry import get_registry
-
-    registry = get_registry()
-    models = registry.names("model")
-    if name not in registry:
-        raise ModelBuildError(f"unknown model {name!r}; registered models: {', '.join(models) or '(none)'}")
-    spec = registry.get(name)
-    if spec.kind != "model":
-        raise ModelBuildError(f"{name!r} is a {spec.kind}, not a model; registered models: {', '.join(models)}")
-    return spec
-
-
-def accepted_kwargs(name: str) -> set | None:
-    """Keyword names the factory of model ``name`` accepts (``None``: it takes ``**kwargs``)."""
-    params = inspect.signature(model_spec(name).factory).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
-
-
-def build_model(name: str, kwargs: dict) -> nn.Module:
-    """``fusionkit.create(name, **kwargs)`` for a ``model`` component, with a clear error for bad kwargs."""
-    spec = model_spec(name)
-    accepted = accepted_kwargs(name)
-    if accepted is not None:
-        bad = sorted(set(kwargs) - accepted)
-        if bad:
-            raise ModelBuildError(f"model {name!r} does not accept {', '.join(bad)}; its options are "
-                                  f"{', '.join(sorted(accepted))}")
-    return spec.factory(**kwargs)
-
-
-def to_json_kwargs(kwargs: dict) -> dict:
-    """``kwargs`` as JSON values: a ``transformers`` config becomes its dict, tuples become lists."""
-
-    def convert(key, value):
-        if hasattr(value, "to_dict") and hasattr(value, "model_type"):
-            return {BERT_CONFIG_KEY: value.to_dict()}
-        if isinstance(value, (list, tuple)):
-            return [convert(key, v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): convert(key, v) for k, v in value.items()}
-        if value is None or isinstance(value, (bool, int, float, str)):
-            return value
-        raise ModelBuildError(f"model argument {key}={value!r} cannot be recorded in model.json; pass plain "
-                              f"numbers, strings, lists or a transformers config")
-
-    return {k: convert(k, v) for k, v in kwargs.items()}
-
-
-def from_json_kwargs(kwargs: dict) -> dict:
-    """Inverse of :func:`to_json_kwargs` (lists come back as tuples)."""
-
-    def convert(value):
-        if isinstance(value, dict) and BERT_CONFIG_KEY in value:
-            from transformers import AutoConfig
-
-            cfg = dict(value[BERT_CONFIG_KEY])
-            return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-        if isinstance(value, list):
-            return tuple(convert(v) for v in value)
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
-        return value
-
-    return {k: convert(v) for k, v in kwargs.items()}
+__all__ = ["BERT_CONFIG_KEY", "ModelBuildError", "accepted_kwargs", "build_model", "from_json_kwargs",
+           "model_description", "model_spec", "to_json_kwargs"]
 
 
 def model_description(name: str, kwargs: dict, *, dataset: str | None = None, max_seq_length: int | None = None,
@@ -89,8 +19,6 @@ def model_description(name: str, kwargs: dict, *, dataset: str | None = None, ma
     ``composition``: the block in each slot of the model, ``{slot: {"block", "plugin", "args"}}``
     (:func:`fusionkit.slots.resolve_composition`), so that loading can name a missing plug-in.
     """
-    from fusionkit.slots import resolve_composition
-
     return {
         "format": 1,
         "model": name,

@@ -12,8 +12,8 @@ The baselines compute their authors' forward passes, but some parameters are lai
 
 ::
 
-    authors = fusionkit.convert.to_authors_state_dict(model)        # authors' keys → tensors
-    left = fusionkit.convert.load_authors_state_dict(model, authors)  # loads; returns the keys left unchanged
+    authors = baselines.convert.to_authors_state_dict(model)        # authors' keys → tensors
+    left = baselines.convert.load_authors_state_dict(model, authors)  # loads; returns the keys left unchanged
 
 Keys with no counterpart are listed, never guessed: the "(B)" models' BERT text path has no counterpart in
 the GloVe-based TFN, LMF and MulT checkpoints (``encoder.*`` stays as it is; pass ``skip`` prefixes for other
