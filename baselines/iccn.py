@@ -71,6 +71,7 @@ from fusionkit.slots import (
     model_slots,
     text_encoder_slot,
 )
+from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
 MIN_CCA_BATCH = 2  # covariances need at least two samples
@@ -164,13 +165,10 @@ class ICCN(nn.Module):
 @model_slots("iccn", text_encoder_slot(), ICCN_TEXT_CONV, iccn_sequence_slot("audio_encoder"),
              iccn_sequence_slot("video_encoder"), ICCN_OUTER_PRODUCT, iccn_cnn_slot("audio_cnn"),
              iccn_cnn_slot("video_cnn"), ICCN_HEAD)
+@text_model_factory
 def build_iccn(
+    text: TextModelArgs,
     *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
     d_text: int = 32,
     d_audio: int = 16,
     d_video: int = 16,
@@ -183,8 +181,6 @@ def build_iccn(
     cca_weight: float = 1.0,
     cca_r: float = 1e-3,
     cca_mean: bool = True,
-    modalities: tuple[str, ...] = ("t", "a", "v"),
-    text_encoder: SlotValue = "bert_encoder",
     text_conv: SlotValue = "temporal_conv",
     audio_encoder: SlotValue = "lstm_sequence_encoder",
     video_encoder: SlotValue = "lstm_sequence_encoder",
@@ -197,13 +193,12 @@ def build_iccn(
 
     ``modalities``: the present ones (an absent modality's product, CNN and the DCCA term drop out).
     """
-    present = parse_modalities(modalities)
+    present = parse_modalities(text.modalities)
     if present == ("t",):
         raise ValueError("iccn forms text-based audio/video outer products and text alone leaves none; use "
                          "modalities with a or v (e.g. t,a), or the text-only model 'text'")
     has_a, has_v = "a" in present, "v" in present
-    encoder = build_block(build_iccn, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
-                          config=bert_config)
+    encoder = text.build_encoder(build_iccn)
 
     def matrix_cnn(slot: str, value: SlotValue, width: int) -> nn.Module:
         return build_block(build_iccn, slot, value, height=d_text, width=width, d_out=d_embed,
@@ -214,9 +209,9 @@ def build_iccn(
         encoder=encoder,
         text_conv=build_block(build_iccn, "text_conv", text_conv, d_in=encoder.hidden_size, d_out=d_text,
                               options=dict(kernel_size=text_kernel), sources=dict(kernel_size="text_kernel")),
-        audio_encoder=build_block(build_iccn, "audio_encoder", audio_encoder, d_in=d_acoustic,
+        audio_encoder=build_block(build_iccn, "audio_encoder", audio_encoder, d_in=text.d_acoustic,
                                   d_hidden=d_audio) if has_a else None,
-        video_encoder=build_block(build_iccn, "video_encoder", video_encoder, d_in=d_visual,
+        video_encoder=build_block(build_iccn, "video_encoder", video_encoder, d_in=text.d_visual,
                                   d_hidden=d_video) if has_v else None,
         outer_product=build_block(build_iccn, "outer_product", outer_product,
                                   context=dict(d_text=d_text, d_other=d_audio if has_a else d_video)),

@@ -41,6 +41,7 @@ from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
 from fusionkit.slots import LMF_FUSION, TEXT_SUBNET, SlotValue, build_block, model_slots, text_encoder_slot, \
     vector_subnet_slot
+from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
 
@@ -92,13 +93,10 @@ class LMF(nn.Module):
 @register("lmf", kind="model")
 @model_slots("lmf", text_encoder_slot(), TEXT_SUBNET, vector_subnet_slot("audio_subnet"),
              vector_subnet_slot("video_subnet"), LMF_FUSION)
+@text_model_factory
 def build_lmf(
+    text: TextModelArgs,
     *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
     audio_hidden: int = 32,
     video_hidden: int = 32,
     text_out: int = 64,
@@ -107,8 +105,6 @@ def build_lmf(
     video_dropout: float = 0.3,
     text_dropout: float = 0.3,
     text_pooling: str = "mean",
-    modalities: tuple[str, ...] = ("t", "a", "v"),
-    text_encoder: SlotValue = "bert_encoder",
     text_subnet: SlotValue = "text_subnet",
     audio_subnet: SlotValue = "subnet",
     video_subnet: SlotValue = "subnet",
@@ -118,10 +114,10 @@ def build_lmf(
 
     ``modalities``: the present ones (an absent modality's factor is the constant 1, see the module docstring).
     """
-    modalities = check_fusable("lmf", modalities)
+    modalities = check_fusable("lmf", text.modalities)
     has_a, has_v = "a" in modalities, "v" in modalities
     dims = (audio_hidden,) * has_a + (video_hidden,) * has_v + (text_out,)
     return LMF(
-        **unimodal_blocks(build_lmf, locals()),
+        **unimodal_blocks(build_lmf, text, locals()),
         fusion=build_block(build_lmf, "fusion", fusion, dims=dims, d_out=1, options=dict(rank=rank)),
     )

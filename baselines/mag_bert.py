@@ -52,6 +52,7 @@ from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register, register_variant
 from fusionkit.slots import MAG_GATE, SlotValue, build_block, model_slots, text_encoder_slot
+from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
 POOLINGS = ("auto", "cls", "mean")
@@ -153,19 +154,14 @@ MMSA_TRAIN_DEFAULTS = {
 
 @register("mag", kind="model")
 @model_slots("mag", text_encoder_slot(injection=True), MAG_GATE)
+@text_model_factory
 def build_mag_bert(
+    text: TextModelArgs,
     *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
     beta_shift: float = 1.0,
     dropout: float = 0.5,
     injection_layer: int = 0,
     pooling: str = "auto",
-    modalities: tuple[str, ...] = ("t", "a", "v"),
-    text_encoder: SlotValue = "bert_encoder",
     gate: SlotValue = "multimodal_adaptation_gate",
 ) -> MAGBert:
     """MAG-BERT (Rahman et al., 2020): Multimodal Adaptation Gate injected into a fine-tuned BERT.
@@ -175,34 +171,33 @@ def build_mag_bert(
     ``modalities``: the present ones; an absent modality's term of the gate is absent. MAG shifts the text by the
     nonverbal channels, so text alone is refused (use ``text``).
     """
-    present = parse_modalities(modalities)
+    present = parse_modalities(text.modalities)
     if present == ("t",):
         raise ValueError("MAG-BERT shifts the text by the nonverbal channels and text alone leaves no shift; use "
                          "modalities with a or v (e.g. t,a), or the text-only model 'text'")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r} for MAG-BERT; expected one of {', '.join(POOLINGS)}")
     if pooling == "auto":
-        pooling = "mean" if bert_config is None and declared_pooling(text_model) == "mean" else "cls"
-    if bert_config is not None:
-        config = bert_config
+        pooling = "mean" if text.bert_config is None and declared_pooling(text.text_model) == "mean" else "cls"
+    if text.bert_config is not None:
+        config = text.bert_config
     else:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True)
+        config = AutoConfig.from_pretrained(resolve_text_model(text.text_model), local_files_only=True)
     gate_block = build_block(
-        build_mag_bert, "gate", gate, d_model=config.hidden_size, d_acoustic=d_acoustic if "a" in present else 0,
-        d_visual=d_visual if "v" in present else 0,
+        build_mag_bert, "gate", gate, d_model=config.hidden_size, d_acoustic=text.d_acoustic if "a" in present else 0,
+        d_visual=text.d_visual if "v" in present else 0,
         options=dict(beta_shift=beta_shift, dropout=dropout, layer_norm_eps=1e-5),
     )
-    encoder = build_block(
-        build_mag_bert, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode, config=bert_config,
-        injection=gate_block, injection_layer=injection_layer,
-        context=dict(d_acoustic=d_acoustic if "a" in present else 0, d_visual=d_visual if "v" in present else 0),
+    encoder = text.build_encoder(
+        build_mag_bert, injection=gate_block, injection_layer=injection_layer,
+        context=dict(d_acoustic=text.d_acoustic if "a" in present else 0, d_visual=text.d_visual if "v" in present else 0),
     )
-    pretrained = bert_config is None and encoder_mode != "random"
+    pretrained = text.bert_config is None and text.encoder_mode != "random"
     pooler = None
     if pooling == "cls":
-        pooler = bert_pooler(text_model=text_model, config=encoder.model.config, pretrained=pretrained)
+        pooler = bert_pooler(text_model=text.text_model, config=encoder.model.config, pretrained=pretrained)
     model = MAGBert(
         encoder=encoder,
         pooler=pooler,

@@ -59,6 +59,7 @@ from fusionkit.losses.misa import CMDLoss, DiffLoss, ReconLoss
 from fusionkit.registry import register
 from fusionkit.slots import MISA_FUSION, MISA_SHARED_PRIVATE, SlotValue, build_block, misa_encoder_slot, model_slots, \
     text_encoder_slot
+from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
 
@@ -168,13 +169,10 @@ class MISA(nn.Module):
 @register("misa", kind="model")
 @model_slots("misa", text_encoder_slot(), misa_encoder_slot("visual_encoder"), misa_encoder_slot("acoustic_encoder"),
              MISA_SHARED_PRIVATE, MISA_FUSION)
+@text_model_factory
 def build_misa(
+    text: TextModelArgs,
     *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
     hidden: int = 128,
     dropout: float = 0.5,
     diff_weight: float = 0.3,
@@ -183,8 +181,6 @@ def build_misa(
     use_cmd_sim: bool = True,
     reverse_grad_weight: float = 1.0,
     cmd_moments: int = 5,
-    modalities: tuple[str, ...] = ("t", "a", "v"),
-    text_encoder: SlotValue = "bert_encoder",
     visual_encoder: SlotValue = "misa_sequence_encoder",
     acoustic_encoder: SlotValue = "misa_sequence_encoder",
     shared_private: SlotValue = "misa_shared_private",
@@ -194,12 +190,11 @@ def build_misa(
 
     ``modalities``: the present ones; an absent modality's encoders and loss terms drop out.
     """
-    present = parse_modalities(modalities)
+    present = parse_modalities(text.modalities)
     misa_order = tuple(m for m in MODALITIES if m in present)  # MISA's (t, v, a) order
-    encoder = build_block(build_misa, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
-                          config=bert_config)
-    visual = build_block(build_misa, "visual_encoder", visual_encoder, d_in=d_visual) if "v" in present else None
-    acoustic = build_block(build_misa, "acoustic_encoder", acoustic_encoder, d_in=d_acoustic) \
+    encoder = text.build_encoder(build_misa)
+    visual = build_block(build_misa, "visual_encoder", visual_encoder, d_in=text.d_visual) if "v" in present else None
+    acoustic = build_block(build_misa, "acoustic_encoder", acoustic_encoder, d_in=text.d_acoustic) \
         if "a" in present else None
     discriminator = None
     if not use_cmd_sim:

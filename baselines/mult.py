@@ -53,6 +53,7 @@ from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
 from fusionkit.slots import MULT_CROSSMODAL, MULT_MEMORY, SlotValue, build_block, model_slots, text_encoder_slot
+from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
 MODALITIES = ("l", "a", "v")
@@ -143,13 +144,10 @@ class MulT(nn.Module):
 
 @register("mult", kind="model")
 @model_slots("mult", text_encoder_slot(), MULT_CROSSMODAL, MULT_MEMORY)
+@text_model_factory
 def build_mult(
+    text: TextModelArgs,
     *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
     d_model: int = 30,
     heads: int = 10,
     layers: int = 4,
@@ -163,10 +161,8 @@ def build_mult(
     out_dropout: float = 0.1,
     attn_mask: bool = True,
     targets: tuple[str, ...] = MODALITIES,
-    text_encoder: SlotValue = "bert_encoder",
     crossmodal: SlotValue = "crossmodal_transformer",
     memory: SlotValue = "crossmodal_transformer",
-    modalities: tuple[str, ...] = ("t", "a", "v"),
 ) -> MulT:
     """MulT (Tsai et al., 2019): crossmodal transformers over BERT, audio and vision sequences.
 
@@ -175,18 +171,17 @@ def build_mult(
     targets = tuple(targets)
     if not targets or any(t not in MODALITIES for t in targets) or len(set(targets)) != len(targets):
         raise ValueError(f"targets must be distinct modalities among {MODALITIES} ('l' text, 'a' audio, 'v' vision), got {targets}")
-    present = parse_modalities(modalities)
+    present = parse_modalities(text.modalities)
     if present == ("t",):
         raise ValueError("mult pairs modalities in crossmodal transformers and text alone leaves no pair; use "
                          "modalities with a or v (e.g. t,a), or the text-only model 'text'")
     present = tuple(m for m in MODALITIES if BATCH_MODALITY[m] in present)
     absent_targets = [t for t in targets if t not in present]
     if absent_targets and targets != MODALITIES:
-        raise ValueError(f"targets {targets} include {absent_targets}, which modalities={modalities} lacks")
+        raise ValueError(f"targets {targets} include {absent_targets}, which modalities={text.modalities} lacks")
     targets = tuple(t for t in targets if t in present)
-    encoder = build_block(build_mult, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
-                          config=bert_config)
-    d_in = {"l": encoder.hidden_size, "a": d_acoustic, "v": d_visual}
+    encoder = text.build_encoder(build_mult)
+    d_in = {"l": encoder.hidden_size, "a": text.d_acoustic, "v": text.d_visual}
     source_dropout = {"l": attn_dropout, "a": attn_dropout_a, "v": attn_dropout_v}
     source_param = {"l": "attn_dropout", "a": "attn_dropout_a", "v": "attn_dropout_v"}
     common = dict(relu_dropout=relu_dropout, res_dropout=res_dropout, embed_dropout=embed_dropout, attn_mask=attn_mask)

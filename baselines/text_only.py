@@ -15,6 +15,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
 from fusionkit.slots import HEAD, SlotValue, build_block, model_slots, text_encoder_slot
+from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
 
@@ -38,22 +39,15 @@ class TextOnly(nn.Module):
 
 @register("text", kind="model")
 @model_slots("text", text_encoder_slot(), HEAD)
+@text_model_factory
 def build_text(
+    text: TextModelArgs,
     *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
     dropout: float = 0.1,
-    modalities: tuple[str, ...] = ("t", "a", "v"),
-    text_encoder: SlotValue = "bert_encoder",
     head: SlotValue = "regression_head",
 ) -> TextOnly:
     """Text-only control: fine-tuned BERT, masked mean pool, linear. ``modalities`` does not change it (it reads
     the text only, which every subset has)."""
-    del modalities
-    encoder = build_block(build_text, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
-                          config=bert_config)
+    encoder = text.build_encoder(build_text)
     return TextOnly(encoder=encoder, head=build_block(build_text, "head", head, d_in=encoder.hidden_size,
                                                       options=dict(dropout=dropout)))

@@ -45,6 +45,7 @@ from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
 from fusionkit.slots import TEXT_SUBNET, TFN_FUSION, SlotValue, build_block, model_slots, text_encoder_slot, \
     vector_subnet_slot
+from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
 OUTPUT_RANGE = 6.0  # sigmoid output rescaled to the CMU-MOSI label range (-3, 3)
@@ -138,13 +139,10 @@ class TFN(nn.Module):
 @register("tfn", kind="model")
 @model_slots("tfn", text_encoder_slot(), TEXT_SUBNET, vector_subnet_slot("audio_subnet"),
              vector_subnet_slot("video_subnet"), TFN_FUSION)
+@text_model_factory
 def build_tfn(
+    text: TextModelArgs,
     *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
     audio_hidden: int = 4,
     video_hidden: int = 16,
     text_out: int = 64,
@@ -154,8 +152,6 @@ def build_tfn(
     post_fusion_dropout: float = 0.3,
     post_fusion_dim: int = 32,
     text_pooling: str = "mean",
-    modalities: tuple[str, ...] = ("t", "a", "v"),
-    text_encoder: SlotValue = "bert_encoder",
     text_subnet: SlotValue = "text_subnet",
     audio_subnet: SlotValue = "subnet",
     video_subnet: SlotValue = "subnet",
@@ -167,32 +163,32 @@ def build_tfn(
     """
     if post_fusion_dim <= 0:
         raise ValueError(f"post_fusion_dim must be positive, got {post_fusion_dim}")
-    modalities = check_fusable("tfn", modalities)
+    modalities = check_fusable("tfn", text.modalities)
     has_a, has_v = "a" in modalities, "v" in modalities
     dims = (audio_hidden,) * has_a + (video_hidden,) * has_v + (text_out,)
     return TFN(
-        **unimodal_blocks(build_tfn, locals()),
+        **unimodal_blocks(build_tfn, text, locals()),
         fusion=build_block(build_tfn, "fusion", fusion, dims=dims),
         post_fusion_dim=post_fusion_dim,
         post_fusion_dropout=post_fusion_dropout,
     )
 
 
-def unimodal_blocks(factory, args: dict) -> dict:
+def unimodal_blocks(factory, text: TextModelArgs, args: dict) -> dict:
     """TFN/LMF unimodal stage, in construction order: the text encoder, text / audio / video sub-networks from
-    the factory's arguments ``args`` (its slot values, sizes and parsed ``modalities``; an absent one: ``None``)."""
-    encoder = build_block(factory, "text_encoder", args["text_encoder"], name_or_path=args["text_model"],
-                          mode=args["encoder_mode"], config=args["bert_config"])
+    the shared ``text`` arguments and the factory's own ``args`` (its slot values, sizes and parsed
+    ``modalities``; an absent one: ``None``)."""
+    encoder = text.build_encoder(factory)
     return dict(
         encoder=encoder,
         text_subnet=build_block(factory, "text_subnet", args["text_subnet"], d_in=encoder.hidden_size,
                                 d_out=args["text_out"], options=dict(dropout=args["text_dropout"],
                                                                      pooling=args["text_pooling"]),
                                 sources=dict(dropout="text_dropout", pooling="text_pooling")),
-        audio_subnet=build_block(factory, "audio_subnet", args["audio_subnet"], d_in=args["d_acoustic"],
+        audio_subnet=build_block(factory, "audio_subnet", args["audio_subnet"], d_in=text.d_acoustic,
                                  d_hidden=args["audio_hidden"], options=dict(dropout=args["audio_dropout"]),
                                  sources=dict(dropout="audio_dropout")) if "a" in args["modalities"] else None,
-        video_subnet=build_block(factory, "video_subnet", args["video_subnet"], d_in=args["d_visual"],
+        video_subnet=build_block(factory, "video_subnet", args["video_subnet"], d_in=text.d_visual,
                                  d_hidden=args["video_hidden"], options=dict(dropout=args["video_dropout"]),
                                  sources=dict(dropout="video_dropout")) if "v" in args["modalities"] else None,
     )

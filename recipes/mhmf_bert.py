@@ -106,6 +106,7 @@ from fusionkit.slots import (
     model_slots,
     text_encoder_slot,
 )
+from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
 REFERENCE_DEPTH = 12  # the paper's BERT-base
@@ -367,13 +368,10 @@ class MHMFBert(nn.Module):
 @register("mhmf", kind="model")
 @model_slots("mhmf", text_encoder_slot(), MHMF_SELF_ATTENTION, MHMF_CROSS_ATTENTION, MHMF_MEMORY, MHMF_RESTITUTION,
              MHMF_FUSION, HEAD)
+@text_model_factory
 def build_mhmf(
+    text: TextModelArgs,
     *,
-    text_model: str | None = None,
-    bert_config=None,
-    encoder_mode: str = "finetune",
-    d_acoustic: int = 74,
-    d_visual: int = 47,
     d_fusion: int | None = None,
     heads: int | None = None,
     dropout: float = 0.1,
@@ -394,8 +392,6 @@ def build_mhmf(
     loss_weights: float | Sequence[float] = 0.1,
     loss_classes: str = "polarity",
     num_triplets: int | None = None,
-    modalities: Sequence[str] = ("t", "a", "v"),
-    text_encoder: SlotValue = "bert_encoder",
     self_attention: SlotValue = "self_attention_adapter",
     cross_attention: SlotValue = "cross_attention_adapter",
     memory: SlotValue = "gru_memory",
@@ -420,14 +416,13 @@ def build_mhmf(
     """
     from fusionkit.data.dataset import parse_modalities
 
-    present = parse_modalities(modalities)
+    present = parse_modalities(text.modalities)
     has_a, has_v = "a" in present, "v" in present
-    for name, value in dict(d_acoustic=d_acoustic if has_a else None, d_visual=d_visual if has_v else None,
+    for name, value in dict(d_acoustic=text.d_acoustic if has_a else None, d_visual=text.d_visual if has_v else None,
                             d_fusion=d_fusion, heads=heads, num_stages=num_stages).items():
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, got {name}={value}")
-    encoder = build_block(build_mhmf, "text_encoder", text_encoder, name_or_path=text_model, mode=encoder_mode,
-                          config=bert_config)
+    encoder = text.build_encoder(build_mhmf)
     depth, width = encoder.num_layers, encoder.hidden_size
     # the paper's model: the fusion runs at BERT's width (eq. 6 subtracts G̃ from the BERT layer itself), with
     # BERT's head width
@@ -500,8 +495,8 @@ def build_mhmf(
     return MHMFBert(
         encoder=encoder,
         text_projections=text_projections,
-        audio_adapter=adapter(d_acoustic) if has_a else None,
-        vision_adapter=adapter(d_visual) if has_v else None,
+        audio_adapter=adapter(text.d_acoustic) if has_a else None,
+        vision_adapter=adapter(text.d_visual) if has_v else None,
         audio_stages=stages(audio_layers, restitution_audio) if has_a else nn.ModuleList(),
         vision_stages=stages(vision_layers, restitution_vision) if has_v else nn.ModuleList(),
         gated_fusion=build_block(

@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -72,12 +73,17 @@ def _wrong(hint, name: str, default):
         return st.one_of(numbers, st.sampled_from(["2.5", "1e300"]), st.integers(-10**6, ints_low - 1).map(str))
     if matches(True, hint) is True:  # bool
         return st.one_of(WORDS, st.integers(0, 5).map(str), st.just("[true]"))
+    if typing.get_origin(hint) is typing.Literal:  # one of fixed choices: another string, a number, a list
+        return st.one_of(st.integers(-5, 5).map(str), st.just("[1, 2]"), st.just("true"),
+                         st.sampled_from(["zz_not_a_choice", "Mean", "finetune2"]))
     if matches("a", hint) is True and matches(["a"], hint) is not True:  # str: a number, a list, a non-choice
         return st.one_of(st.integers(-5, 5).map(str), st.just("[1, 2]"), st.just("true"),
                          st.sampled_from(["zz_not_a_choice", "Mean", "finetune2"]))
-    if matches([1], hint) is True:  # a list of integers (layer indices)
-        return st.one_of(WORDS, st.just("[1.5, 2]"), st.lists(st.integers(-5, 0), min_size=1, max_size=3).map(_json),
-                         st.just("[99, 99]"), st.just("[1]"), st.just("[1, 1, 1, 1, 1, 1, 1, 1, 1]"))
+    if matches([1], hint) is True:  # a list of integers (layer indices, or sizes such as iccn's cnn_channels)
+        wrong = st.one_of(WORDS, st.just("[1.5, 2]"), st.lists(st.integers(-5, 0), min_size=1, max_size=3).map(_json))
+        if "layers" not in name:  # out-of-range or repeated indices are wrong only for layer indices
+            return wrong
+        return st.one_of(wrong, st.just("[99, 99]"), st.just("[1]"), st.just("[1, 1, 1, 1, 1, 1, 1, 1, 1]"))
     if matches(["a"], hint) is True:  # a list of strings
         return st.one_of(st.just("[1]"), st.just('["x"]'), st.just("[]"), st.just('"abc"'), WORDS)
     raise AssertionError(f"no wrong values for {name}: {describe(hint)}")
