@@ -61,14 +61,17 @@ from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
 from fusionkit.slots import (
-    ICCN_HEAD,
-    ICCN_OUTER_PRODUCT,
-    ICCN_TEXT_CONV,
-    SlotValue,
+    PROBE_BATCH,
     build_block,
-    iccn_cnn_slot,
-    iccn_sequence_slot,
+    head_slot,
     model_slots,
+    probe_mask,
+    probe_seq,
+    probe_tensor,
+    sequence_slot,
+    shape_problem,
+    Slot,
+    SlotValue,
     text_encoder_slot,
 )
 from fusionkit.text_model import TextModelArgs, text_model_factory
@@ -159,6 +162,39 @@ class ICCN(nn.Module):
             embedding = cnn(self.outer_product(h_t, encoder(x, mask), mask))
         features = torch.cat([embedding, masked_mean(hidden, mask)], dim=-1)
         return ModelOutput(prediction=self.head(features), loss_terms={}, features=features)
+
+# -- slots: iccn's replaceable blocks and their contracts ------------------------------------------------------
+def _outer_product(block, kw, ctx):
+    d_t, d_o = ctx["d_text"], ctx["d_other"]
+    return shape_problem(block(probe_seq(d_t), probe_seq(d_o), probe_mask()), (PROBE_BATCH, d_t, d_o))
+
+
+def _matrix_cnn(block, kw, ctx):
+    matrix = probe_tensor(kw["height"], kw["width"])
+    return shape_problem(block(matrix), (PROBE_BATCH, kw["d_out"]))
+
+
+ICCN_TEXT_CONV = sequence_slot("text_conv", kind="adapter", default="temporal_conv", keywords=("d_in", "d_out"),
+                               returns="(B, T, d_out), zero at padded steps", options=("kernel_size",))
+
+
+def iccn_sequence_slot(name: str) -> Slot:
+    return sequence_slot(name, kind="adapter", default="lstm_sequence_encoder", keywords=("d_in", "d_hidden"),
+                         returns="(B, T, d_hidden), word-aligned with the text")
+
+
+ICCN_OUTER_PRODUCT = Slot("outer_product", "fusion", "text_based_outer_product", (),
+                          "forward(text (B, T, d_t), other (B, T, d_o), mask (B, T))", "(B, d_t, d_o)",
+                          note="one block, used for audio and for video", dry_run=_outer_product)
+
+
+def iccn_cnn_slot(name: str) -> Slot:
+    return Slot(name, "adapter", "outer_product_cnn", ("height", "width", "d_out"),
+                "forward(matrix (B, height, width))", "(B, d_out)", options=("channels", "dropout"),
+                dry_run=_matrix_cnn)
+
+
+ICCN_HEAD = head_slot(options=("d_hidden", "dropout"))
 
 
 @register("iccn", kind="model")

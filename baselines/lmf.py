@@ -33,14 +33,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.tfn import check_fusable, unimodal_blocks, unimodal_vectors
+from baselines.tfn import TEXT_SUBNET, check_fusable, unimodal_blocks, unimodal_vectors, vector_subnet_slot
 from fusionkit.components.low_rank_fusion import LowRankFusion
 from fusionkit.components.subnet import SubNet, TextSubNet
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
-from fusionkit.slots import LMF_FUSION, TEXT_SUBNET, SlotValue, build_block, model_slots, text_encoder_slot, \
-    vector_subnet_slot
+from fusionkit.slots import build_block, model_slots, SlotValue, text_encoder_slot, vector_fusion_slot
 from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
@@ -88,6 +87,12 @@ class LMF(nn.Module):
         vectors = unimodal_vectors(self, batch)
         prediction = self.fusion(*vectors).squeeze(-1)
         return ModelOutput(prediction=prediction, loss_terms={}, features=torch.cat(vectors, -1))
+
+# -- slots: lmf's replaceable blocks and their contracts -------------------------------------------------------
+LMF_FUSION = vector_fusion_slot(
+    "fusion", default="low_rank_fusion", keywords=("dims", "d_out"), out_key="d_out",
+    call="forward(audio (B, d_a), video (B, d_v), text (B, d_t)) with dims=(d_a, d_v, d_t)",
+    returns="(B, d_out) with d_out=1, the prediction itself", options=("rank",))
 
 
 @register("lmf", kind="model")

@@ -51,7 +51,18 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register, register_variant
-from fusionkit.slots import MAG_GATE, SlotValue, build_block, model_slots, text_encoder_slot
+from fusionkit.slots import (
+    PROBE_BATCH,
+    PROBE_LEN,
+    build_block,
+    model_slots,
+    present_seq,
+    probe_seq,
+    shape_problem,
+    Slot,
+    SlotValue,
+    text_encoder_slot,
+)
 from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
@@ -150,6 +161,19 @@ MMSA_TRAIN_DEFAULTS = {
     "patience": 8,
     "select_metric": "loss",
 }
+
+# -- slots: mag's replaceable blocks and their contracts -------------------------------------------------------
+def _gate(block, kw, ctx):
+    d = kw["d_model"]
+    out = block(probe_seq(d), present_seq(kw["d_acoustic"]), present_seq(kw["d_visual"]))  # width 0: absent, None
+    return shape_problem(out, (PROBE_BATCH, PROBE_LEN, d))
+
+
+MAG_GATE = Slot("gate", "fusion", "multimodal_adaptation_gate", ("d_model", "d_acoustic", "d_visual"),
+                "forward(z (B, T, d_model), acoustic (B, T, d_acoustic), visual (B, T, d_visual))", "(B, T, d_model)",
+                options=("beta_shift", "dropout", "layer_norm_eps"),
+                note="it runs inside the text encoder on its hidden states (injection); an absent modality has "
+                     "width 0 and comes as None", dry_run=_gate)
 
 
 @register("mag", kind="model")

@@ -57,8 +57,20 @@ from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.losses.misa import CMDLoss, DiffLoss, ReconLoss
 from fusionkit.registry import register
-from fusionkit.slots import MISA_FUSION, MISA_SHARED_PRIVATE, SlotValue, build_block, misa_encoder_slot, model_slots, \
-    text_encoder_slot
+from fusionkit.slots import (
+    PROBE_BATCH,
+    build_block,
+    model_slots,
+    present_vec,
+    probe_mask,
+    probe_seq,
+    probe_vec,
+    shape_problem,
+    Slot,
+    SlotValue,
+    text_encoder_slot,
+    width_attr,
+)
 from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
@@ -164,6 +176,60 @@ class MISA(nn.Module):
             weights = {"diff": self.diff_weight, "sim": self.sim_weight, "recon": self.recon_weight}
             loss_terms = {name: weights[name] * value for name, value in raw.items()}
         return ModelOutput(prediction=fused.prediction.squeeze(-1), loss_terms=loss_terms, features=fused.fused)
+
+# -- slots: misa's replaceable blocks and their contracts ------------------------------------------------------
+def _sequence_encoder(block, kw, ctx):
+    width = width_attr(block, "out_dim")
+    if isinstance(width, str):
+        return width
+    return shape_problem(block(probe_seq(kw["d_in"]), probe_mask()), (PROBE_BATCH, width))
+
+
+def _shared_private(block, kw, ctx):
+    visual, acoustic = present_vec(kw["d_visual"]), present_vec(kw["d_acoustic"])
+    count = 1 + (visual is not None) + (acoustic is not None)
+    out = block(probe_vec(kw["d_text"]), visual, acoustic)
+    for name in ("projected", "private", "shared", "recon"):
+        parts = getattr(out, name, None)
+        if not isinstance(parts, tuple) or len(parts) != count:
+            return f"its output has no field {name!r} holding a tuple of the {count} present modalities (t, v, a order)"
+        for part in parts:
+            problem = shape_problem(part, (PROBE_BATCH, kw["hidden"]), f"field {name!r}")
+            if problem:
+                return problem
+    return None
+
+
+def _misa_fusion(block, kw, ctx):
+    h, count = kw["hidden"], ctx.get("num_modalities", 3)
+    out = block(tuple(probe_vec(h) for _ in range(count)), tuple(probe_vec(h) for _ in range(count)))
+    if not hasattr(out, "prediction") or not hasattr(out, "fused"):
+        return "its output has no fields 'prediction' and 'fused'"
+    problem = shape_problem(out.prediction, (PROBE_BATCH, kw["d_out"]), "field 'prediction'")
+    if problem:
+        return problem
+    fused = out.fused
+    if not isinstance(fused, torch.Tensor) or fused.dim() != 2 or fused.shape[0] != PROBE_BATCH:
+        return f"its field 'fused' should be (B, F), got {getattr(fused, 'shape', type(fused).__name__)}"
+    return None
+
+
+def misa_encoder_slot(name: str) -> Slot:
+    return Slot(name, "adapter", "misa_sequence_encoder", ("d_in",), "forward(x (B, T, d_in), mask (B, T))",
+                "(B, out_dim)", note="it has an int attribute out_dim", dry_run=_sequence_encoder)
+
+
+MISA_SHARED_PRIVATE = Slot("shared_private", "adapter", "misa_shared_private",
+                           ("d_text", "d_visual", "d_acoustic", "hidden"),
+                           "forward(text (B, d_text), visual (B, d_visual), acoustic (B, d_acoustic))",
+                           "SharedPrivateOutput(projected, private, shared, recon: (t, v, a) tuples of (B, hidden))",
+                           options=("modalities",),
+                           note="an absent modality has width 0 and comes as None; the tuples hold the present "
+                                "ones only", dry_run=_shared_private)
+MISA_FUSION = Slot("fusion", "fusion", "misa_fusion", ("hidden", "d_out"),
+                   "forward(private (t, v, a) of (B, hidden), shared (t, v, a) of (B, hidden))",
+                   "(prediction (B, d_out), fused (B, F)) with d_out=1", options=("dropout",),
+                   note="the tuples hold the present modalities only", dry_run=_misa_fusion)
 
 
 @register("misa", kind="model")

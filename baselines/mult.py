@@ -52,7 +52,19 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
-from fusionkit.slots import MULT_CROSSMODAL, MULT_MEMORY, SlotValue, build_block, model_slots, text_encoder_slot
+from fusionkit.slots import (
+    PROBE_BATCH,
+    PROBE_LEN,
+    build_block,
+    cross_attention_slot,
+    model_slots,
+    probe_mask,
+    probe_seq,
+    shape_problem,
+    Slot,
+    SlotValue,
+    text_encoder_slot,
+)
 from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
@@ -140,6 +152,20 @@ class MulT(nn.Module):
         hidden = self.proj2(F.dropout(F.relu(self.proj1(last_hs)), p=self.out_dropout, training=self.training))
         prediction = self.out_layer(hidden + last_hs).squeeze(-1)
         return ModelOutput(prediction=prediction, loss_terms={}, features=last_hs)
+
+# -- slots: mult's replaceable blocks and their contracts ------------------------------------------------------
+def _self_memory(block, kw, ctx):
+    d = kw["dim"]
+    return shape_problem(block(probe_seq(d), mask=probe_mask()), (PROBE_BATCH, PROBE_LEN, d))
+
+
+MULT_OPTIONS = ("heads", "layers", "attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "attn_mask")
+MULT_CROSSMODAL = cross_attention_slot("crossmodal", kind="adapter", default="crossmodal_transformer", d_key="dim",
+                                       options=MULT_OPTIONS, note="one block per (target, source) pair")
+MULT_MEMORY = Slot("memory", "adapter", "crossmodal_transformer", ("dim",),
+                   "forward(x (B, T, dim), mask=mask (B, T)) with dim = (present modalities − 1) · d_model", "(B, T, dim)",
+                   options=MULT_OPTIONS + ("self_attention",), note="one block per target modality",
+                   dry_run=_self_memory)
 
 
 @register("mult", kind="model")

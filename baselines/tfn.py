@@ -43,8 +43,19 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
-from fusionkit.slots import TEXT_SUBNET, TFN_FUSION, SlotValue, build_block, model_slots, text_encoder_slot, \
-    vector_subnet_slot
+from fusionkit.slots import (
+    PROBE_BATCH,
+    build_block,
+    model_slots,
+    probe_mask,
+    probe_seq,
+    probe_vec,
+    shape_problem,
+    Slot,
+    SlotValue,
+    text_encoder_slot,
+    vector_fusion_slot,
+)
 from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
 
@@ -134,6 +145,31 @@ class TFN(nn.Module):
         y_3 = torch.sigmoid(self.post_fusion_layer_3(y_2))
         prediction = (y_3 * self.output_range + self.output_shift).squeeze(-1)
         return ModelOutput(prediction=prediction, loss_terms={}, features=y_2)
+
+# -- slots: tfn and lmf's replaceable blocks and their contracts -----------------------------------------------
+def _vector_subnet(block, kw, ctx):
+    return shape_problem(block(probe_vec(kw["d_in"])), (PROBE_BATCH, kw["d_hidden"]))
+
+
+def _text_subnet(block, kw, ctx):
+    return shape_problem(block(probe_seq(kw["d_in"]), probe_mask()), (PROBE_BATCH, kw["d_out"]))
+
+
+# the text and vector sub-networks are shared by tfn and lmf (lmf imports them from here)
+TEXT_SUBNET = Slot("text_subnet", "adapter", "text_subnet", ("d_in", "d_out"),
+                   "forward(hidden (B, T, d_in), mask (B, T))", "(B, d_out)", options=("dropout", "pooling"),
+                   dry_run=_text_subnet)
+
+
+def vector_subnet_slot(name: str) -> Slot:
+    return Slot(name, "adapter", "subnet", ("d_in", "d_hidden"), "forward(x (B, d_in)) on the masked time average",
+                "(B, d_hidden)", options=("dropout",), dry_run=_vector_subnet)
+
+
+TFN_FUSION = vector_fusion_slot(
+    "fusion", default="tensor_fusion", keywords=("dims",),
+    call="forward(audio (B, d_a), video (B, d_v), text (B, d_t)) with dims=(d_a, d_v, d_t)", returns="(B, out_dim)",
+    note="it has an int attribute out_dim (the post-fusion network's input width)")
 
 
 @register("tfn", kind="model")

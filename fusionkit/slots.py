@@ -10,10 +10,15 @@ From Python: ``fusionkit.create("mhmf", fusion="my_fusion")`` or ``fusion={"name
 from the command line: ``--set mhmf.fusion=my_fusion`` or ``--set 'mhmf.fusion={"name": "my_fusion", "k": 1}'``
 (JSON).
 
-Each :class:`Slot` below is the one place where a slot's contract is written down: the registry kind of the
-blocks that fit, the constructor keywords the model passes (``keywords``; a slot value may not override them),
-the factory options the model forwards when the block takes them (``options``), and the forward signature with
-its shapes. Mask convention everywhere: ``mask (B, T)`` bool, ``True`` = real token (``None`` = all real).
+Each :class:`Slot` is the one place where a slot's contract is written down: the registry kind of the blocks
+that fit, the constructor keywords the model passes (``keywords``; a slot value may not override them), the
+factory options the model forwards when the block takes them (``options``), and the forward signature with its
+shapes. A model declares its slots **in its own module** (``baselines/tfn.py``, ``recipes/mhmf_bert.py``, a
+plug-in's file), from the reusable contract kinds below (:func:`sequence_slot`, :func:`cross_attention_slot`,
+:func:`vector_fusion_slot`, :func:`head_slot`, :func:`text_encoder_slot`; each kind is one call signature) or as a
+:class:`Slot` of its own with its own dry run, written with the probe helpers (:func:`probe_seq`,
+:func:`probe_mask`, :func:`shape_problem`, …). This module holds the mechanism only. Mask convention everywhere:
+``mask (B, T)`` bool, ``True`` = real token (``None`` = all real).
 
 A block other than the slot's default is dry-run once, at build time, on tiny tensors against the contract
 (in eval mode, without gradients, with the global RNG state restored); a block that does not fit — wrong
@@ -24,18 +29,16 @@ without a dry run.
 A model factory (built-in or from a plug-in) declares its slots with :func:`model_slots` — each slot is also a
 keyword of the factory, defaulting to the slot's default block — and builds each block with :func:`build_block`::
 
-    @register("my_model", kind="model")
+    @register("my_model", kind="model")          # a plug-in adds the factory with registry.add(...) instead
     @model_slots("my_model", text_encoder_slot(), HEAD)
-    def build_my_model(*, text_model=None, bert_config=None, encoder_mode="finetune", dropout=0.1,
-                       text_encoder: SlotValue = "bert_encoder", head: SlotValue = "regression_head"):
-        encoder = build_block(build_my_model, "text_encoder", text_encoder, name_or_path=text_model,
-                              mode=encoder_mode, config=bert_config)
+    @text_model_factory                            # the shared text_model, bert_config, ... (fusionkit.text_model)
+    def build_my_model(text: TextModelArgs, *, dropout: float = 0.1, head: SlotValue = "regression_head"):
+        encoder = text.build_encoder(build_my_model)
         head = build_block(build_my_model, "head", head, d_in=encoder.hidden_size, options=dict(dropout=dropout))
         return MyModel(encoder=encoder, head=head)
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
@@ -86,29 +89,54 @@ class Slot:
 
 
 # -- tiny inputs for dry runs -------------------------------------------------------------------------------
-# the device of the block under test: "meta" when a model is built on the meta device (shapes only)
-_probe_device = torch.device("cpu")
+# A model's own contracts (in its module) write their dry runs with these helpers: every probe tensor is drawn
+# from a fixed generator on the CPU and moved to the device of the block under test.
+_probe_device = torch.device("cpu")  # "meta" when a model is built on the meta device (shapes only)
 
 
-def _gen() -> torch.Generator:
+def probe_generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-def _mask(length: int) -> torch.Tensor:
+def probe_mask(length: int = PROBE_LEN) -> torch.Tensor:
+    """``(PROBE_BATCH, length)`` bool, True = real; the second sample's last step is padding."""
     mask = torch.ones(PROBE_BATCH, length, dtype=torch.bool, device="cpu")
     mask[1, -1] = False
     return mask.to(_probe_device)
 
 
-def _seq(d: int, length: int = PROBE_LEN) -> torch.Tensor:
-    return torch.randn(PROBE_BATCH, length, d, generator=_gen(), device="cpu").to(_probe_device)
+def probe_seq(d: int, length: int = PROBE_LEN) -> torch.Tensor:
+    """``(PROBE_BATCH, length, d)`` random features."""
+    return torch.randn(PROBE_BATCH, length, d, generator=probe_generator(), device="cpu").to(_probe_device)
 
 
-def _vec(d: int) -> torch.Tensor:
-    return torch.randn(PROBE_BATCH, d, generator=_gen(), device="cpu").to(_probe_device)
+def probe_vec(d: int) -> torch.Tensor:
+    """``(PROBE_BATCH, d)`` random features."""
+    return torch.randn(PROBE_BATCH, d, generator=probe_generator(), device="cpu").to(_probe_device)
 
 
-def _shape_problem(out: Any, expected: tuple[int, ...], what: str = "output") -> str | None:
+def probe_tensor(*shape: int) -> torch.Tensor:
+    """``(PROBE_BATCH, *shape)`` random values."""
+    return torch.randn(PROBE_BATCH, *shape, generator=probe_generator(), device="cpu").to(_probe_device)
+
+
+def probe_ids(length: int = PROBE_LEN) -> torch.Tensor:
+    """``(PROBE_BATCH, length)`` token ids in 1000..1999."""
+    return torch.randint(1000, 2000, (PROBE_BATCH, length), generator=probe_generator(), device="cpu").to(_probe_device)
+
+
+def present_vec(d: int) -> torch.Tensor | None:
+    """A probe vector, or ``None`` for an absent modality (width 0), as the models pass it."""
+    return probe_vec(d) if d else None
+
+
+def present_seq(d: int) -> torch.Tensor | None:
+    """A probe sequence, or ``None`` for an absent modality (width 0)."""
+    return probe_seq(d) if d else None
+
+
+def shape_problem(out: Any, expected: tuple[int, ...], what: str = "output") -> str | None:
+    """``None`` when ``out`` is a finite tensor of shape ``expected``; otherwise what is wrong with it."""
     if not isinstance(out, torch.Tensor):
         return f"its {what} is a {type(out).__name__}, not a tensor of shape {expected}"
     if tuple(out.shape) != expected:
@@ -118,182 +146,99 @@ def _shape_problem(out: Any, expected: tuple[int, ...], what: str = "output") ->
     return None
 
 
-def _width_attr(block: nn.Module, attr: str) -> int | str:
+def width_attr(block: nn.Module, attr: str) -> int | str:
+    """The block's positive int attribute ``attr``, or the problem (a string)."""
     value = getattr(block, attr, None)
     if not isinstance(value, int) or value <= 0:
         return f"it has no positive integer attribute {attr!r}"
     return value
 
 
-# -- dry runs, one per contract -----------------------------------------------------------------------------
-def _sequence_to_sequence(d_in_key: str | None, d_out_key: str, with_mask: bool = True):
-    """``forward(x (B, T, d_in), mask) -> (B, T, d_out)``; ``d_in_key=None``: input width = output width."""
+# -- contract kinds: each is one call signature, with its dry run ----------------------------------------------
+# A model declares its slots from these (or writes a Slot of its own, with its own dry run, in its module).
+def sequence_slot(name: str, *, kind: str, default: str, keywords: tuple[str, str], call: str | None = None,
+                  returns: str | None = None, options: tuple[str, ...] = (), note: str = "") -> Slot:
+    """Sequence → sequence: ``forward(x (B, T, d_in), mask (B, T)) -> (B, T, d_out)``.
+
+    ``keywords``: the names of the input and the output width among the constructor keywords, e.g.
+    ``("d_in", "d_model")``."""
+    d_in_key, d_out_key = keywords
 
     def run(block, kw, ctx):
-        d_out = kw[d_out_key]
-        x = _seq(kw[d_in_key] if d_in_key else d_out)
-        out = block(x, _mask(PROBE_LEN)) if with_mask else block(x)
-        return _shape_problem(out, (PROBE_BATCH, PROBE_LEN, d_out))
+        out = block(probe_seq(kw[d_in_key]), probe_mask())
+        return shape_problem(out, (PROBE_BATCH, PROBE_LEN, kw[d_out_key]))
 
-    return run
+    call = call or f"forward(x (B, T, {d_in_key}), mask (B, T))"
+    return Slot(name, kind, default, keywords, call, returns or f"(B, T, {d_out_key})", options=options, note=note,
+                dry_run=run)
 
 
-def _cross(d_key: str):
-    """``forward(target (B, T, d), source (B, S, d_source), target_mask, source_mask) -> (B, T, d)``."""
+def cross_attention_slot(name: str, *, kind: str, default: str, d_key: str, call: str | None = None,
+                         options: tuple[str, ...] = (), note: str = "") -> Slot:
+    """Cross-attention: ``forward(target (B, T, d), source (B, S, d), target_mask (B, T), source_mask (B, S))
+    -> (B, T, d)`` with ``d = kw[d_key]``."""
 
     def run(block, kw, ctx):
         d = kw[d_key]
         d_source = kw.get("d_source") or d
-        out = block(_seq(d), _seq(d_source, PROBE_SOURCE_LEN), _mask(PROBE_LEN), _mask(PROBE_SOURCE_LEN))
-        return _shape_problem(out, (PROBE_BATCH, PROBE_LEN, d))
+        out = block(probe_seq(d), probe_seq(d_source, PROBE_SOURCE_LEN), probe_mask(), probe_mask(PROBE_SOURCE_LEN))
+        return shape_problem(out, (PROBE_BATCH, PROBE_LEN, d))
 
-    return run
-
-
-def _memory(block, kw, ctx):
-    d = kw["dim"]
-    return _shape_problem(block(_seq(d), _seq(d)), (PROBE_BATCH, PROBE_LEN, d))
+    call = call or (f"forward(x (B, T, {d_key}), source (B, S, {d_key}), mask (B, T), source_mask (B, S))")
+    return Slot(name, kind, default, (d_key,), call, f"(B, T, {d_key})", options=options, note=note, dry_run=run)
 
 
-def _self_memory(block, kw, ctx):
-    d = kw["dim"]
-    return _shape_problem(block(_seq(d), mask=_mask(PROBE_LEN)), (PROBE_BATCH, PROBE_LEN, d))
-
-
-def _restitution(block, kw, ctx):
-    d = kw["dim"]
-    out = block(_seq(d), _seq(d), _mask(PROBE_LEN))
-    for name in ("fused", "relevant", "irrelevant"):
-        if not hasattr(out, name):
-            return f"its output has no field {name!r} (expected a NamedTuple with fused, relevant, irrelevant)"
-        problem = _shape_problem(getattr(out, name), (PROBE_BATCH, PROBE_LEN, d), f"field {name!r}")
-        if problem:
-            return problem
-    return None
-
-
-def _mhmf_restitution(block, kw, ctx):
-    problem = _restitution(block, kw, ctx)
-    if problem:
-        return problem
-    out = block(_seq(kw["dim"]), _seq(kw["dim"]), _mask(PROBE_LEN))
-    if not hasattr(out, "attention"):
-        return "its output has no field 'attention' (B, dim), the gate mhmf reports in its diagnostics"
-    return _shape_problem(out.attention, (PROBE_BATCH, kw["dim"]), "field 'attention'")
-
-
-def _four_stream_fusion(block, kw, ctx):
-    d = kw["dim"]
-    out = block(_seq(d), _seq(d), _seq(d), _seq(d))
-    return _shape_problem(out, (PROBE_BATCH, PROBE_LEN, d))
-
-
-def _head(block, kw, ctx):
-    return _shape_problem(block(_vec(kw["d_in"])), (PROBE_BATCH,))
-
-
-def _vector_subnet(block, kw, ctx):
-    return _shape_problem(block(_vec(kw["d_in"])), (PROBE_BATCH, kw["d_hidden"]))
-
-
-def _text_subnet(block, kw, ctx):
-    return _shape_problem(block(_seq(kw["d_in"]), _mask(PROBE_LEN)), (PROBE_BATCH, kw["d_out"]))
-
-
-def _vector_fusion(out_key: str | None):
-    """``forward(*vectors (B, d_m)) -> (B, D)`` with ``D = kw[out_key]`` or the block's ``out_dim``."""
+def vector_fusion_slot(name: str, *, default: str, keywords: tuple[str, ...], call: str, returns: str,
+                       out_key: str | None = None, options: tuple[str, ...] = (), note: str = "") -> Slot:
+    """Vector fusion: ``forward(*vectors (B, d_m)) -> (B, D)`` with widths ``kw["dims"]`` and ``D = kw[out_key]``
+    (``out_key=None``: the block's int attribute ``out_dim``)."""
 
     def run(block, kw, ctx):
         if out_key is None:
-            width = _width_attr(block, "out_dim")
+            width = width_attr(block, "out_dim")
             if isinstance(width, str):
                 return width
         else:
             width = kw[out_key]
-        out = block(*(_vec(d) for d in kw["dims"]))
-        return _shape_problem(out, (PROBE_BATCH, width))
+        return shape_problem(block(*(probe_vec(d) for d in kw["dims"])), (PROBE_BATCH, width))
 
-    return run
-
-
-def _sequence_encoder(block, kw, ctx):
-    width = _width_attr(block, "out_dim")
-    if isinstance(width, str):
-        return width
-    return _shape_problem(block(_seq(kw["d_in"]), _mask(PROBE_LEN)), (PROBE_BATCH, width))
+    return Slot(name, "fusion", default, keywords, call, returns, options=options, note=note, dry_run=run)
 
 
-def _present_vec(d: int) -> torch.Tensor | None:
-    """A probe vector, or ``None`` for an absent modality (width 0), as the models pass it."""
-    return _vec(d) if d else None
+def head_slot(name: str = "head", *, default: str = "regression_head", options: tuple[str, ...] = ("dropout",)) -> Slot:
+    """Head: ``forward(x (B, d_in)) -> (B,)``."""
+
+    def run(block, kw, ctx):
+        return shape_problem(block(probe_vec(kw["d_in"])), (PROBE_BATCH,))
+
+    return Slot(name, "head", default, ("d_in",), "forward(x (B, d_in))", "(B,)", options=options, dry_run=run)
 
 
-def _present_seq(d: int) -> torch.Tensor | None:
-    return _seq(d) if d else None
-
-
-def _shared_private(block, kw, ctx):
-    visual, acoustic = _present_vec(kw["d_visual"]), _present_vec(kw["d_acoustic"])
-    count = 1 + (visual is not None) + (acoustic is not None)
-    out = block(_vec(kw["d_text"]), visual, acoustic)
-    for name in ("projected", "private", "shared", "recon"):
-        parts = getattr(out, name, None)
-        if not isinstance(parts, tuple) or len(parts) != count:
-            return f"its output has no field {name!r} holding a tuple of the {count} present modalities (t, v, a order)"
-        for part in parts:
-            problem = _shape_problem(part, (PROBE_BATCH, kw["hidden"]), f"field {name!r}")
-            if problem:
-                return problem
-    return None
-
-
-def _misa_fusion(block, kw, ctx):
-    h, count = kw["hidden"], ctx.get("num_modalities", 3)
-    out = block(tuple(_vec(h) for _ in range(count)), tuple(_vec(h) for _ in range(count)))
-    if not hasattr(out, "prediction") or not hasattr(out, "fused"):
-        return "its output has no fields 'prediction' and 'fused'"
-    problem = _shape_problem(out.prediction, (PROBE_BATCH, kw["d_out"]), "field 'prediction'")
-    if problem:
-        return problem
-    fused = out.fused
-    if not isinstance(fused, torch.Tensor) or fused.dim() != 2 or fused.shape[0] != PROBE_BATCH:
-        return f"its field 'fused' should be (B, F), got {getattr(fused, 'shape', type(fused).__name__)}"
-    return None
-
-
-def _gate(block, kw, ctx):
-    d = kw["d_model"]
-    out = block(_seq(d), _present_seq(kw["d_acoustic"]), _present_seq(kw["d_visual"]))  # width 0: absent, None
-    return _shape_problem(out, (PROBE_BATCH, PROBE_LEN, d))
-
-
-def _encoder(block, kw, ctx):
-    for attr in ("hidden_size", "num_layers"):
-        value = _width_attr(block, attr)
-        if isinstance(value, str):
-            return value
-    ids = torch.randint(1000, 2000, (PROBE_BATCH, PROBE_LEN), generator=_gen(), device="cpu").to(_probe_device)
-    mask = _mask(PROBE_LEN)
-    extra = {}
-    if kw.get("injection") is not None:
-        extra["injection_inputs"] = {"acoustic": _present_seq(ctx["d_acoustic"]),
-                                     "visual": _present_seq(ctx["d_visual"])}
-    out = block(ids, mask, torch.zeros_like(ids), **extra)
-    states = getattr(out, "hidden_states", None)
-    if not isinstance(states, tuple) or len(states) != block.num_layers + 1:
-        return f"its output has no 'hidden_states' tuple of num_layers + 1 = {block.num_layers + 1} tensors"
-    return _shape_problem(getattr(out, "last_hidden_state", None), (PROBE_BATCH, PROBE_LEN, block.hidden_size),
-                          "field 'last_hidden_state'")
-
-
-# -- the contracts ------------------------------------------------------------------------------------------
 ENCODER_CALL = "forward(input_ids (B, T), attention_mask (B, T), token_type_ids (B, T))"
 ENCODER_RETURNS = "EncoderOutput(hidden_states: num_layers + 1 tensors (B, T, hidden_size), last_hidden_state)"
 ENCODER_NOTE = "it has int attributes hidden_size and num_layers"
 
 
+def _encoder(block, kw, ctx):
+    for attr in ("hidden_size", "num_layers"):
+        value = width_attr(block, attr)
+        if isinstance(value, str):
+            return value
+    ids = probe_ids()
+    extra = {}
+    if kw.get("injection") is not None:
+        extra["injection_inputs"] = {"acoustic": present_seq(ctx["d_acoustic"]),
+                                     "visual": present_seq(ctx["d_visual"])}
+    out = block(ids, probe_mask(), torch.zeros_like(ids), **extra)
+    states = getattr(out, "hidden_states", None)
+    if not isinstance(states, tuple) or len(states) != block.num_layers + 1:
+        return f"its output has no 'hidden_states' tuple of num_layers + 1 = {block.num_layers + 1} tensors"
+    return shape_problem(getattr(out, "last_hidden_state", None), (PROBE_BATCH, PROBE_LEN, block.hidden_size),
+                         "field 'last_hidden_state'")
+
+
 def text_encoder_slot(*, injection: bool = False) -> Slot:
-    """The text encoder slot of every model (``injection``: also takes MAG's ``injection`` module)."""
+    """Encoder: the text encoder slot of every model (``injection``: it also takes MAG's ``injection`` module)."""
     keywords = ("name_or_path", "mode", "config") + (("injection", "injection_layer") if injection else ())
     call = ENCODER_CALL[:-1] + ", injection_inputs={'acoustic', 'visual'})" if injection else ENCODER_CALL
     note = ENCODER_NOTE + (" and model.config (a transformers config: hidden_size, hidden_dropout_prob, "
@@ -302,122 +247,7 @@ def text_encoder_slot(*, injection: bool = False) -> Slot:
                 dry_run=_encoder)
 
 
-HEAD = Slot("head", "head", "regression_head", ("d_in",), "forward(x (B, d_in))", "(B,)", options=("dropout",),
-            dry_run=_head)
-
-# TFN and LMF
-TEXT_SUBNET = Slot("text_subnet", "adapter", "text_subnet", ("d_in", "d_out"),
-                   "forward(hidden (B, T, d_in), mask (B, T))", "(B, d_out)", options=("dropout", "pooling"),
-                   dry_run=_text_subnet)
-
-
-def vector_subnet_slot(name: str) -> Slot:
-    return Slot(name, "adapter", "subnet", ("d_in", "d_hidden"), "forward(x (B, d_in)) on the masked time average",
-                "(B, d_hidden)", options=("dropout",), dry_run=_vector_subnet)
-
-
-TFN_FUSION = Slot("fusion", "fusion", "tensor_fusion", ("dims",),
-                  "forward(audio (B, d_a), video (B, d_v), text (B, d_t)) with dims=(d_a, d_v, d_t)", "(B, out_dim)",
-                  note="it has an int attribute out_dim (the post-fusion network's input width)",
-                  dry_run=_vector_fusion(None))
-LMF_FUSION = Slot("fusion", "fusion", "low_rank_fusion", ("dims", "d_out"),
-                  "forward(audio (B, d_a), video (B, d_v), text (B, d_t)) with dims=(d_a, d_v, d_t)",
-                  "(B, d_out) with d_out=1, the prediction itself", options=("rank",), dry_run=_vector_fusion("d_out"))
-
-# MulT
-MULT_OPTIONS = ("heads", "layers", "attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "attn_mask")
-MULT_CROSSMODAL = Slot("crossmodal", "adapter", "crossmodal_transformer", ("dim",),
-                       "forward(x (B, T, dim), source (B, S, dim), mask (B, T), source_mask (B, S))", "(B, T, dim)",
-                       options=MULT_OPTIONS, note="one block per (target, source) pair", dry_run=_cross("dim"))
-MULT_MEMORY = Slot("memory", "adapter", "crossmodal_transformer", ("dim",),
-                   "forward(x (B, T, dim), mask=mask (B, T)) with dim = (present modalities − 1) · d_model", "(B, T, dim)",
-                   options=MULT_OPTIONS + ("self_attention",), note="one block per target modality",
-                   dry_run=_self_memory)
-
-# MISA
-def misa_encoder_slot(name: str) -> Slot:
-    return Slot(name, "adapter", "misa_sequence_encoder", ("d_in",), "forward(x (B, T, d_in), mask (B, T))",
-                "(B, out_dim)", note="it has an int attribute out_dim", dry_run=_sequence_encoder)
-
-
-MISA_SHARED_PRIVATE = Slot("shared_private", "adapter", "misa_shared_private",
-                           ("d_text", "d_visual", "d_acoustic", "hidden"),
-                           "forward(text (B, d_text), visual (B, d_visual), acoustic (B, d_acoustic))",
-                           "SharedPrivateOutput(projected, private, shared, recon: (t, v, a) tuples of (B, hidden))",
-                           options=("modalities",),
-                           note="an absent modality has width 0 and comes as None; the tuples hold the present "
-                                "ones only", dry_run=_shared_private)
-MISA_FUSION = Slot("fusion", "fusion", "misa_fusion", ("hidden", "d_out"),
-                   "forward(private (t, v, a) of (B, hidden), shared (t, v, a) of (B, hidden))",
-                   "(prediction (B, d_out), fused (B, F)) with d_out=1", options=("dropout",),
-                   note="the tuples hold the present modalities only", dry_run=_misa_fusion)
-
-# MAG-BERT
-MAG_GATE = Slot("gate", "fusion", "multimodal_adaptation_gate", ("d_model", "d_acoustic", "d_visual"),
-                "forward(z (B, T, d_model), acoustic (B, T, d_acoustic), visual (B, T, d_visual))", "(B, T, d_model)",
-                options=("beta_shift", "dropout", "layer_norm_eps"),
-                note="it runs inside the text encoder on its hidden states (injection); an absent modality has "
-                     "width 0 and comes as None", dry_run=_gate)
-
-
-# MHMF-BERT
-ADAPTER_OPTIONS = ("num_layers", "heads", "dropout", "attn_dropout", "ffn_dropout", "ffn_ratio")
-MHMF_SELF_ATTENTION = Slot("self_attention", "adapter", "self_attention_adapter", ("d_in", "d_model"),
-                           "forward(x (B, T, d_in), mask (B, T) or None)", "(B, T, d_model), zero at padded steps",
-                           options=ADAPTER_OPTIONS, note="one block per modality (audio, vision)",
-                           dry_run=_sequence_to_sequence("d_in", "d_model"))
-MHMF_CROSS_ATTENTION = Slot("cross_attention", "adapter", "cross_attention_adapter", ("d_model",),
-                            "forward(target (B, T, d_model), source (B, S, d_model) a projected BERT layer, "
-                            "target_mask (B, T) or None, source_mask (B, S) or None)",
-                            "(B, T, d_model)", options=ADAPTER_OPTIONS, note="one block per branch and stage",
-                            dry_run=_cross("d_model"))
-MHMF_MEMORY = Slot("memory", "memory", "gru_memory", ("dim",), "forward(x (B, T, dim), state (B, T, dim))",
-                   "(B, T, dim) the new state", note="one block per branch and stage", dry_run=_memory)
-MHMF_RESTITUTION = Slot(
-    "restitution", "fusion", "restitution", ("dim",),
-    "forward(text (B, T, dim) or (B, dim) when unaligned, memory (B, T, dim), mask (B, T) or None)",
-    "NamedTuple(fused, relevant, irrelevant: (B, T, dim), attention: (B, dim))", options=("reduction",),
-    note="one block per branch and stage; false: the ablation without restitution", optional=True,
-    dry_run=_mhmf_restitution,
-)
-MHMF_FUSION = Slot("fusion", "fusion", "gated_fusion", ("dim",),
-                   "forward(g_vision, h_vision, g_audio, h_audio), each (B, T, dim) (aligned) or (B, dim) (unaligned, "
-                   "pooled)", "(B, T, dim) (or (B, dim))", dry_run=_four_stream_fusion)
-
-
-# ICCN
-def _outer_product(block, kw, ctx):
-    d_t, d_o = ctx["d_text"], ctx["d_other"]
-    return _shape_problem(block(_seq(d_t), _seq(d_o), _mask(PROBE_LEN)), (PROBE_BATCH, d_t, d_o))
-
-
-def _matrix_cnn(block, kw, ctx):
-    matrix = torch.randn(PROBE_BATCH, kw["height"], kw["width"], generator=_gen(), device="cpu").to(_probe_device)
-    return _shape_problem(block(matrix), (PROBE_BATCH, kw["d_out"]))
-
-
-ICCN_TEXT_CONV = Slot("text_conv", "adapter", "temporal_conv", ("d_in", "d_out"),
-                      "forward(x (B, T, d_in), mask (B, T))", "(B, T, d_out), zero at padded steps",
-                      options=("kernel_size",), dry_run=_sequence_to_sequence("d_in", "d_out"))
-
-
-def iccn_sequence_slot(name: str) -> Slot:
-    return Slot(name, "adapter", "lstm_sequence_encoder", ("d_in", "d_hidden"), "forward(x (B, T, d_in), mask (B, T))",
-                "(B, T, d_hidden), word-aligned with the text", dry_run=_sequence_to_sequence("d_in", "d_hidden"))
-
-
-ICCN_OUTER_PRODUCT = Slot("outer_product", "fusion", "text_based_outer_product", (),
-                          "forward(text (B, T, d_t), other (B, T, d_o), mask (B, T))", "(B, d_t, d_o)",
-                          note="one block, used for audio and for video", dry_run=_outer_product)
-
-
-def iccn_cnn_slot(name: str) -> Slot:
-    return Slot(name, "adapter", "outer_product_cnn", ("height", "width", "d_out"),
-                "forward(matrix (B, height, width))", "(B, d_out)", options=("channels", "dropout"),
-                dry_run=_matrix_cnn)
-
-
-ICCN_HEAD = dataclasses.replace(HEAD, options=("d_hidden", "dropout"))
+HEAD = head_slot()
 
 
 # -- per-model declarations ---------------------------------------------------------------------------------

@@ -96,14 +96,17 @@ from fusionkit.losses.restitution import RestitutionLoss, expected_margins, sent
 from fusionkit.registry import register, register_variant
 from fusionkit.slots import (
     HEAD,
-    MHMF_CROSS_ATTENTION,
-    MHMF_FUSION,
-    MHMF_MEMORY,
-    MHMF_RESTITUTION,
-    MHMF_SELF_ATTENTION,
-    SlotValue,
+    PROBE_BATCH,
+    PROBE_LEN,
     build_block,
+    cross_attention_slot,
     model_slots,
+    probe_mask,
+    probe_seq,
+    sequence_slot,
+    shape_problem,
+    Slot,
+    SlotValue,
     text_encoder_slot,
 )
 from fusionkit.text_model import TextModelArgs, text_model_factory
@@ -363,6 +366,54 @@ class MHMFBert(nn.Module):
             diagnostics["restitution/floor_at_gate_half"] = torch.tensor(RESTITUTION_FLOOR_AT_HALF)
         return ModelOutput(prediction=self.head(features), loss_terms=loss_terms, features=features,
                            diagnostics=diagnostics or None)
+
+# -- slots: mhmf's replaceable blocks and their contracts ------------------------------------------------------
+def _memory_fits(block, kw, ctx):
+    d = kw["dim"]
+    return shape_problem(block(probe_seq(d), probe_seq(d)), (PROBE_BATCH, PROBE_LEN, d))
+
+
+def _restitution_fits(block, kw, ctx):
+    d = kw["dim"]
+    out = block(probe_seq(d), probe_seq(d), probe_mask())
+    for name in ("fused", "relevant", "irrelevant"):
+        if not hasattr(out, name):
+            return f"its output has no field {name!r} (expected a NamedTuple with fused, relevant, irrelevant)"
+        problem = shape_problem(getattr(out, name), (PROBE_BATCH, PROBE_LEN, d), f"field {name!r}")
+        if problem:
+            return problem
+    if not hasattr(out, "attention"):
+        return "its output has no field 'attention' (B, dim), the gate mhmf reports in its diagnostics"
+    return shape_problem(out.attention, (PROBE_BATCH, d), "field 'attention'")
+
+
+def _four_stream_fusion_fits(block, kw, ctx):
+    d = kw["dim"]
+    out = block(probe_seq(d), probe_seq(d), probe_seq(d), probe_seq(d))
+    return shape_problem(out, (PROBE_BATCH, PROBE_LEN, d))
+
+
+ADAPTER_OPTIONS = ("num_layers", "heads", "dropout", "attn_dropout", "ffn_dropout", "ffn_ratio")
+MHMF_SELF_ATTENTION = sequence_slot("self_attention", kind="adapter", default="self_attention_adapter",
+                                    keywords=("d_in", "d_model"), call="forward(x (B, T, d_in), mask (B, T) or None)",
+                                    returns="(B, T, d_model), zero at padded steps", options=ADAPTER_OPTIONS,
+                                    note="one block per modality (audio, vision)")
+MHMF_CROSS_ATTENTION = cross_attention_slot(
+    "cross_attention", kind="adapter", default="cross_attention_adapter", d_key="d_model",
+    call="forward(target (B, T, d_model), source (B, S, d_model) a projected BERT layer, target_mask (B, T) or None, "
+         "source_mask (B, S) or None)", options=ADAPTER_OPTIONS, note="one block per branch and stage")
+MHMF_MEMORY = Slot("memory", "memory", "gru_memory", ("dim",), "forward(x (B, T, dim), state (B, T, dim))",
+                   "(B, T, dim) the new state", note="one block per branch and stage", dry_run=_memory_fits)
+MHMF_RESTITUTION = Slot(
+    "restitution", "fusion", "restitution", ("dim",),
+    "forward(text (B, T, dim) or (B, dim) when unaligned, memory (B, T, dim), mask (B, T) or None)",
+    "NamedTuple(fused, relevant, irrelevant: (B, T, dim), attention: (B, dim))", options=("reduction",),
+    note="one block per branch and stage; false: the ablation without restitution", optional=True,
+    dry_run=_restitution_fits,
+)
+MHMF_FUSION = Slot("fusion", "fusion", "gated_fusion", ("dim",),
+                   "forward(g_vision, h_vision, g_audio, h_audio), each (B, T, dim) (aligned) or (B, dim) (unaligned, "
+                   "pooled)", "(B, T, dim) (or (B, dim))", dry_run=_four_stream_fusion_fits)
 
 
 @register("mhmf", kind="model")
