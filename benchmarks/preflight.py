@@ -211,7 +211,7 @@ def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_
     """Build every variant's model once and resolve its training settings; raise :class:`UsageError` on the
     first that fails. ``sources[model][key]``: how the user gave option ``key`` (``--set mhmf.heads=3``)."""
     from fusionkit.training import ModelBuildError, TrainConfig
-    from fusionkit.training.engine import _build_kwargs
+    from fusionkit.planning import data_build_kwargs
 
     checked = []
     for variant in variants:
@@ -220,7 +220,7 @@ def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_
             given.setdefault(key, f"{key}={_shown(value)}")
         try:
             # the engine's build arguments: the data's feature sizes (and modalities) added
-            kwargs = _build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
+            kwargs = data_build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
             model = _build_cheaply(variant.model, kwargs)
         except ModelBuildError as e:
             raise UsageError(str(e)) from None

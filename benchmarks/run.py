@@ -33,19 +33,16 @@ import numpy as np
 from benchmarks import paper_tables as paper
 from benchmarks.preflight import check_option, preflight
 from fusionkit.cli import ArgumentParser, UsageError, run_cli
-from fusionkit.training.config import SCHEDULES, TASK_LOSSES
+from fusionkit.training.config import settable
 
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
 PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mhmf_small", "mag", "mag_mmsa", "misa", "iccn", "mult", "lmf", "tfn",
                                    "text")
 STUDIES = ("finetune", "layers", "restitution")
 ENCODER_MODES = ("finetune", "frozen", "random")
-# Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive).
-SETTABLE = {"lr": (float, 0.0, False), "encoder_lr": (float, 0.0, False), "weight_decay": (float, 0.0, True),
-            "epochs": (int, 1, True), "batch_size": (int, 1, True), "warmup": (float, 0.0, True),
-            "grad_clip": (float, 0.0, True), "patience": (int, 1, True),
-            # text settings: (str, allowed values, None)
-            "schedule": (str, SCHEDULES, None), "loss": (str, TASK_LOSSES, None)}
+# Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive)
+# or (str, allowed values, None); derived from the limits of TrainConfig's fields (fusionkit.training.config.LIMITS).
+SETTABLE = settable()
 METRIC_LABELS = {"acc2_has0": "Acc2 has0", "acc2_non0": "Acc2 non0", "f1_has0": "F1 has0", "f1_non0": "F1 non0",
                  "acc7": "Acc7", "acc5": "Acc5", "mae": "MAE", "corr": "Corr"}
 
@@ -401,7 +398,7 @@ def check_modalities(variants: list, data, model_kwargs: dict) -> None:
 
     from fusionkit.training import ModelBuildError
     from fusionkit.training.build import build_model
-    from fusionkit.training.engine import _build_kwargs
+    from fusionkit.planning import data_build_kwargs
 
     config = model_kwargs.get("bert_config")
     if config is None:
@@ -415,7 +412,7 @@ def check_modalities(variants: list, data, model_kwargs: dict) -> None:
         for variant in variants:
             kwargs = {**model_kwargs, **variant.kwargs, "bert_config": config}
             try:
-                build_model(variant.model, _build_kwargs(data, kwargs, variant.model))
+                build_model(variant.model, data_build_kwargs(data, kwargs, variant.model))
             except (ModelBuildError, ValueError) as e:
                 raise UsageError(f"{variant.label} on modalities {','.join(data.info.modalities)}: {e}") from None
     finally:
@@ -487,11 +484,11 @@ def check_compositions(variants: list[Variant], model_kwargs: dict, data) -> dic
     contract) is refused before anything is written or trained."""
     from fusionkit.slots import non_default, resolve_composition
     from fusionkit.training import build_model
-    from fusionkit.training.engine import _build_kwargs
+    from fusionkit.planning import data_build_kwargs
 
     compositions = {}
     for variant in variants:
-        kwargs = _build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
+        kwargs = data_build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
         compositions[variant.label] = resolve_composition(variant.model, kwargs)
         if non_default(variant.model, kwargs):
             build_model(variant.model, kwargs)

@@ -19,6 +19,7 @@ __all__ = [
     "hookimpl",
     "list_components",
     "load",
+    "plan",
     "register",
     "reset_registry",
 ]
@@ -29,3 +30,10 @@ def load(checkpoint_dir, **kwargs):
     from fusionkit.inference import load as _load
 
     return _load(checkpoint_dir, **kwargs)
+
+
+def plan(model: str, data=None, **options):
+    """Check ``options`` for ``model`` on ``data`` once and dry-run it; see :func:`fusionkit.planning.plan`."""
+    from fusionkit.planning import plan as _plan
+
+    return _plan(model, data, **options)

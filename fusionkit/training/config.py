@@ -134,16 +134,13 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
-        def positive(name, allow_zero=False):
+        for name, limit in LIMITS.items():
+            if limit.choices is not None:
+                continue  # the choices are checked below, with their own messages
             value = getattr(self, name)
-            if value is None or value < 0 or (value == 0 and not allow_zero):
-                bound = "≥ 0" if allow_zero else "> 0"
-                raise ValueError(f"TrainConfig.{name} must be {bound}, got {value!r}")
-
-        for name in ("lr", "batch_size", "eval_batch_size", "epochs", "patience", "log_every"):
-            positive(name)
-        for name in ("encoder_lr", "weight_decay", "grad_clip", "save_every", "save_interval"):
-            positive(name, allow_zero=True)
+            if value is None or value < limit.low or (value == limit.low and not limit.inclusive):
+                raise ValueError(f"TrainConfig.{name} must be {'≥' if limit.inclusive else '>'} {limit.low:g}, "
+                                 f"got {value!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"TrainConfig.warmup is a fraction of the optimizer steps in [0, 1), got {self.warmup!r}")
         if self.schedule not in SCHEDULES:
@@ -168,6 +165,55 @@ class TrainConfig:
         if d["out_dir"] is not None:
             d["out_dir"] = str(d["out_dir"])
         return d
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values a numeric training setting accepts (``low``, ``inclusive``) or its ``choices``; ``settable``: a
+    per-model setting of the command line (``--set MODEL.KEY=VALUE``)."""
+
+    kind: type
+    low: float = 0
+    inclusive: bool = True
+    choices: tuple[str, ...] | None = None
+    settable: bool = False
+
+
+# The one table of training-setting limits: :meth:`TrainConfig.validate` checks them and the command line's
+# settable keys (``benchmarks.run``'s ``--set``) derive from it (:func:`settable`). The integer settings that
+# count something start at 1 ("> 0" for an int).
+LIMITS: dict[str, Limit] = {
+    "lr": Limit(float, 0.0, inclusive=False, settable=True),
+    "encoder_lr": Limit(float, 0.0, settable=True),
+    "weight_decay": Limit(float, 0.0, settable=True),
+    "epochs": Limit(int, 0, inclusive=False, settable=True),
+    "batch_size": Limit(int, 0, inclusive=False, settable=True),
+    "warmup": Limit(float, 0.0, settable=True),  # and below 1: a fraction of the steps (validate)
+    "grad_clip": Limit(float, 0.0, settable=True),
+    "patience": Limit(int, 0, inclusive=False, settable=True),
+    "schedule": Limit(str, choices=SCHEDULES, settable=True),
+    "loss": Limit(str, choices=TASK_LOSSES, settable=True),
+    "eval_batch_size": Limit(int, 0, inclusive=False),
+    "log_every": Limit(int, 0, inclusive=False),
+    "save_every": Limit(int, 0.0),
+    "save_interval": Limit(float, 0.0),
+}
+
+
+def settable() -> dict[str, tuple]:
+    """``{key: (type, smallest allowed value, inclusive)}`` (numbers; an int's smallest value is 1) or
+    ``{key: (str, choices, None)}`` for every training setting the command line may set per model."""
+    out = {}
+    for name, limit in LIMITS.items():
+        if not limit.settable:
+            continue
+        if limit.choices is not None:
+            out[name] = (str, limit.choices, None)
+        elif limit.kind is int and not limit.inclusive:
+            out[name] = (int, int(limit.low) + 1, True)
+        else:
+            out[name] = (limit.kind, limit.low, limit.inclusive)
+    return out
 
 
 def select_lower_is_better(metric: str) -> bool:

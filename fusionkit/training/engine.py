@@ -32,16 +32,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fusionkit.metrics import compute_metrics
+from fusionkit.planning import Plan, data_build_kwargs
 from fusionkit.training import checkpoint as ckpt
 from fusionkit.training import distributed as dist_utils
-from fusionkit.training.build import ModelBuildError, accepted_kwargs, build_model, model_description
+from fusionkit.training.build import build_model, model_description
 from fusionkit.training.config import TrainConfig, select_lower_is_better
 from fusionkit.training.encoder_cache import attach_encoder_cache
 from fusionkit.training.optim import build_optimizer, build_scheduler
 from fusionkit.training.precision import (autocast, backward_and_step, grad_scaler, resolve_precision,
                                           scaler_state)
 
-ALL_MODALITIES = ("t", "a", "v")
 
 LAST_DIR = "last"
 BEST_DIR = "best"
@@ -328,29 +328,11 @@ class _Run:
             setattr(self, k, v)
 
 
-def _build_kwargs(data, model_kwargs: dict, model_name: str | None = None) -> dict:
-    kwargs = dict(model_kwargs)
-    kwargs.setdefault("d_acoustic", data.info.d_acoustic)
-    kwargs.setdefault("d_visual", data.info.d_visual)
-    if kwargs["d_acoustic"] != data.info.d_acoustic or kwargs["d_visual"] != data.info.d_visual:
-        raise ValueError(f"model_kwargs set d_acoustic={kwargs['d_acoustic']}, d_visual={kwargs['d_visual']} but "
-                         f"dataset {data.info.name!r} has {data.info.d_acoustic} and {data.info.d_visual}")
-    modalities = tuple(getattr(data.info, "modalities", ALL_MODALITIES))
-    if modalities != ALL_MODALITIES:  # with every modality the build arguments stay as they were
-        kwargs.setdefault("modalities", modalities)
-        if tuple(kwargs["modalities"]) != modalities:
-            raise ValueError(f"model_kwargs set modalities={kwargs['modalities']} but the data has {modalities}")
-        if model_name is not None:
-            accepted = accepted_kwargs(model_name)
-            if accepted is not None and "modalities" not in accepted:
-                raise ModelBuildError(f"model {model_name!r} cannot run without the "
-                                      f"{' and '.join(m for m in ALL_MODALITIES if m not in modalities)} modality: it "
-                                      f"has no 'modalities' option; use data with every modality (t,a,v)")
-    return kwargs
+_build_kwargs = data_build_kwargs  # the former private name
 
 
 def train_and_evaluate(
-    model_name: str,
+    model_name: str | Plan,
     data,
     config: TrainConfig | None = None,
     model_kwargs: dict | None = None,
@@ -358,6 +340,9 @@ def train_and_evaluate(
     on_step: Callable[[dict], None] | None = None,
 ) -> RunResult:
     """Train registered model ``model_name`` on ``data`` (a :class:`fusionkit.data.LoadedData`) and test it.
+
+    ``model_name`` may be a :class:`fusionkit.planning.Plan` (``fusionkit.plan(name, data, **options)``), whose
+    checked arguments are used as they are (then ``model_kwargs`` must be empty).
 
     ``model_kwargs`` go to the model factory (``text_model``, ``bert_config``, ``encoder_mode``, hyper-
     parameters); ``d_acoustic`` / ``d_visual`` are taken from the dataset. ``on_step`` is called after every
@@ -379,7 +364,13 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     from fusionkit.data import make_loader
 
     config = config or TrainConfig()
-    build_kwargs = _build_kwargs(data, model_kwargs or {}, model_name)
+    if isinstance(model_name, Plan):
+        if model_kwargs:
+            raise ValueError("pass the model options to fusionkit.plan(...), not model_kwargs, when training a Plan")
+        build_kwargs = dict(data_build_kwargs(data, model_name.kwargs, model_name.model))  # refuses other data sizes
+        model_name = model_name.model
+    else:
+        build_kwargs = data_build_kwargs(data, model_kwargs or {}, model_name)
     ctx = dist_utils.setup(config.device or "auto")
     seed = config.seed if config.seed is not None else 0
     seed_everything(seed)
