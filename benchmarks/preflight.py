@@ -190,20 +190,7 @@ class Checked:
     model: str
     train: dict  # the resolved training settings (TrainConfig fields that change the result)
     train_defaults: dict  # the model's own ``train_defaults``
-
-
-def _build_cheaply(model: str, kwargs: dict):
-    """Build on the meta device; a model that cannot be built there is built for real on the CPU."""
-    import torch
-
-    from fusionkit.training.build import build_model
-
-    try:
-        with torch.device("meta"):
-            return build_model(model, kwargs)
-    except BUILD_ERRORS:
-        pass  # decide on a real build: the meta device lacks some operations (and from_pretrained)
-    return build_model(model, kwargs)
+    plan: typing.Any = None  # the fusionkit.planning.Plan the row is trained with
 
 
 def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_model: dict, sources: dict,
@@ -211,7 +198,7 @@ def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_
     """Build every variant's model once and resolve its training settings; raise :class:`UsageError` on the
     first that fails. ``sources[model][key]``: how the user gave option ``key`` (``--set mhmf.heads=3``)."""
     from fusionkit.training import ModelBuildError, TrainConfig
-    from fusionkit.planning import data_build_kwargs
+    from fusionkit.planning import plan
 
     checked = []
     for variant in variants:
@@ -219,9 +206,8 @@ def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_
         for key, value in variant.kwargs.items():
             given.setdefault(key, f"{key}={_shown(value)}")
         try:
-            # the engine's build arguments: the data's feature sizes (and modalities) added
-            kwargs = data_build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
-            model = _build_cheaply(variant.model, kwargs)
+            # the data's feature sizes (and modalities) merged, options checked, one build on the meta device
+            planned = plan(variant.model, data, **{**model_kwargs, **variant.kwargs})
         except ModelBuildError as e:
             raise UsageError(str(e)) from None
         except BUILD_ERRORS as e:
@@ -231,14 +217,13 @@ def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_
             raise UsageError(f"model {variant.model!r}{row} cannot be built with "
                              f"{', '.join(given.values())}: {e}") from None
         # training holds weights, gradients and AdamW's two moments: about 4x the weights
-        needed = TRAINING_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
+        needed = TRAINING_COPIES * planned.parameter_bytes
         memory = _physical_memory()
         if given and memory and needed > memory:  # e.g. a width of 10**6: fine on meta, not in RAM
             raise UsageError(f"model {variant.model!r} with {', '.join(given.values())} needs about "
                              f"{needed / 2 ** 30:.1f} GiB to train (weights, gradients, AdamW state), more than this "
                              f"machine's {memory / 2 ** 30:.1f} GiB of memory; choose smaller sizes")
-        defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
-        del model
+        defaults = dict(planned.train_defaults)
         train = {**train_overrides, **per_model.get(variant.model, {})}
         try:
             cfg = TrainConfig(**train).resolve(defaults)
@@ -253,7 +238,7 @@ def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_
                              f"{world_size} processes; pass --batch-size or --set {variant.model}.batch_size=N "
                              f"with N a multiple of {world_size}")
         checked.append(Checked(label=variant.label, model=variant.model, train=_result_settings(cfg),
-                               train_defaults=defaults))
+                               train_defaults=defaults, plan=planned))
     return checked
 
 

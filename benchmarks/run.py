@@ -453,8 +453,10 @@ def check_resumable(variant: Variant, seed: int, data, args, model_kwargs: dict,
     return spec
 
 
-def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir: Path, train_overrides: dict):
-    """Train (or, with --resume, reuse) one variant/seed; returns the ``result.json`` content."""
+def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir: Path, train_overrides: dict,
+            plan=None):
+    """Train (or, with --resume, reuse) one variant/seed; returns the ``result.json`` content. ``plan``: the row's
+    :class:`fusionkit.planning.Plan` from the preflight (its checked arguments are trained as they are)."""
     from fusionkit.training import TrainConfig, train_and_evaluate
     from fusionkit.training.checkpoint import atomic_write_json, read_json
 
@@ -469,7 +471,8 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     config = TrainConfig(seed=seed, out_dir=run_dir, resume=args.resume, quiet=args.quiet, device=args.device,
                          num_threads=args.threads, precision=args.precision_resolved,
                          save_interval=args.save_interval, **train_overrides)
-    result = train_and_evaluate(variant.model, data, config, {**model_kwargs, **variant.kwargs})
+    result = train_and_evaluate(plan if plan is not None else variant.model, data, config,
+                                None if plan is not None else {**model_kwargs, **variant.kwargs})
     if args.study == "restitution" and is_main_process() and result.test_fused is not None:
         from benchmarks import studies
 
@@ -478,21 +481,10 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     return read_json(done)
 
 
-def check_compositions(variants: list[Variant], model_kwargs: dict, data) -> dict[str, dict]:
-    """Each variant's resolved composition (slot → block, plug-in, args). A variant with a block other than a
-    slot's default is built once here, so that a block that does not fit its slot (dry run against the slot's
-    contract) is refused before anything is written or trained."""
-    from fusionkit.slots import non_default, resolve_composition
-    from fusionkit.training import build_model
-    from fusionkit.planning import data_build_kwargs
-
-    compositions = {}
-    for variant in variants:
-        kwargs = data_build_kwargs(data, {**model_kwargs, **variant.kwargs}, variant.model)
-        compositions[variant.label] = resolve_composition(variant.model, kwargs)
-        if non_default(variant.model, kwargs):
-            build_model(variant.model, kwargs)
-    return compositions
+def check_compositions(checked: list) -> dict[str, dict]:
+    """Each row's resolved composition (slot → block, plug-in, args), from its plan: the preflight's plan already
+    dry-ran every block other than a slot's default against the slot's contract, before anything is written."""
+    return {info.label: info.plan.composition for info in checked}
 
 
 def summarize(runs: list[dict], labels: list[str]) -> dict:
@@ -731,12 +723,7 @@ def _main(argv) -> int:
                             sources=set_sources(args.sets), world_size=int(os.environ.get("WORLD_SIZE", "1")))
     except TextModelNotFound as e:
         raise UsageError(str(e)) from None
-    from fusionkit.training import ModelBuildError
-
-    try:  # a block that does not fit its slot is refused here, before the output directory is touched
-        compositions = check_compositions(variants, model_kwargs, data)
-    except (ModelBuildError, TextModelNotFound) as e:
-        raise UsageError(str(e)) from None
+    compositions = check_compositions(checked)
     if args.resume:  # a finished or interrupted run with other settings is refused before any run starts
         for variant in variants:
             for seed in range(args.seeds):
@@ -766,6 +753,7 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
     from fusionkit.training import ModelBuildError
 
     seeds = list(range(args.seeds))
+    plans = {info.label: info.plan for info in checked}
     runs, run_dirs = [], {}
     for variant in variants:
         for seed in seeds:
@@ -774,7 +762,7 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
                 print(f"[run] {variant.label} seed {seed} → {run_dir}", file=sys.stderr)
             try:
                 result = run_one(variant, seed, data, args, model_kwargs, run_dir,
-                                 {**train_overrides, **per_model.get(variant.model, {})})
+                                 {**train_overrides, **per_model.get(variant.model, {})}, plans.get(variant.label))
             except (ModelBuildError, TextModelNotFound) as e:
                 raise UsageError(str(e)) from None
             except ValueError as e:  # a model factory rejecting its settings, e.g. --layers out of range

@@ -27,7 +27,8 @@ from fusionkit.slots import resolve_composition
 
 ALL_MODALITIES = ("t", "a", "v")
 # what a build on the meta device may raise for a model that needs real tensors (then it is built on the CPU)
-_META_ERRORS = (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError, AssertionError)
+_META_ERRORS = (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError, KeyError, AssertionError,
+                ZeroDivisionError, OverflowError)
 
 
 def data_build_kwargs(data, model_kwargs: dict, model_name: str | None = None) -> dict:
@@ -63,7 +64,7 @@ class Plan:
 
     model: the registered model name. kwargs: the factory's arguments, data sizes merged. composition:
     ``{slot: {"block", "plugin", "args"}}``. train_defaults: the model's own training recipe (without ``seed``).
-    num_parameters: the model's parameter count (from the meta build). dataset: the name of the data planned for.
+    num_parameters / parameter_bytes: the model's parameter count and size (from the meta build). dataset: the name of the data planned for.
     """
 
     model: str
@@ -71,6 +72,7 @@ class Plan:
     composition: dict
     train_defaults: dict = field(default_factory=dict)
     num_parameters: int = 0
+    parameter_bytes: int = 0
     dataset: str | None = None
 
     def build(self) -> nn.Module:
@@ -109,6 +111,7 @@ def plan(model: str, data=None, **options) -> Plan:
     built = _build_on_meta(model, kwargs)
     defaults = {k: v for k, v in dict(getattr(built, "train_defaults", {}) or {}).items() if k != "seed"}
     count = sum(p.numel() for p in built.parameters())
+    size = sum(p.numel() * p.element_size() for p in built.parameters())
     del built
     return Plan(model=model, kwargs=kwargs, composition=composition, train_defaults=defaults, num_parameters=count,
-                dataset=getattr(getattr(data, "info", None), "name", None))
+                parameter_bytes=size, dataset=getattr(getattr(data, "info", None), "name", None))
