@@ -43,8 +43,6 @@ ENCODER_MODES = ("finetune", "frozen", "random")
 # Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive)
 # or (str, allowed values, None); derived from the limits of TrainConfig's fields (fusionkit.training.config.LIMITS).
 SETTABLE = settable()
-METRIC_LABELS = {"acc2_has0": "Acc2 has0", "acc2_non0": "Acc2 non0", "f1_has0": "F1 has0", "f1_non0": "F1 non0",
-                 "acc7": "Acc7", "acc5": "Acc5", "mae": "MAE", "corr": "Corr"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -577,7 +575,7 @@ def channel_title(channels: dict | None, modalities: str | None, simulated: bool
 
 
 def render_markdown(results: dict) -> str:
-    from fusionkit.metrics import METRICS
+    from fusionkit.metrics import METRICS, metric_label
 
     title = channel_title(results.get("channels"), results.get("modalities"), results["simulated"])
     n = len(results["seeds"])
@@ -594,7 +592,7 @@ def render_markdown(results: dict) -> str:
     if train or results["config"].get("per_model"):
         lines += ["Everything else: each model's own `train_defaults`.", ""]
     lines += composition_lines(results["config"].get("variants") or {})
-    header = ["Model"] + [METRIC_LABELS[m] for m in METRICS]
+    header = ["Model"] + [metric_label(m) for m in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     flags = results.get("flags") or {}
     for label, metrics in results["summary"].items():

@@ -142,6 +142,17 @@ _FUNCTIONS: dict[str, Callable[..., float]] = {
 }
 
 
+# Each function carries its table label (``metric.label``), so a renderer never keeps its own copy.
+for _fn, _label in zip(_FUNCTIONS.values(), ("Acc2 has0", "Acc2 non0", "F1 has0", "F1 non0", "Acc7", "Acc5", "MAE",
+                                            "Corr")):
+    _fn.label = _label
+
+
+def metric_label(name: str) -> str:
+    """The table label of metric ``name`` (``"Acc2 has0"``, ``"MAE"``, …)."""
+    return get_metric(name).label
+
+
 def get_metric(name: str) -> Callable[..., float]:
     """The metric function called ``name``; an unknown name raises ``KeyError`` listing the known names."""
     try:

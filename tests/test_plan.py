@@ -89,3 +89,11 @@ def test_settable_keys_derive_from_the_limits_and_validate_enforces_them():
         with pytest.raises(ValueError, match=key):
             TrainConfig(**{key: below}).resolve()
     assert math.isclose(settable()["lr"][1], 0.0) and settable()["epochs"] == (int, 1, True)
+
+
+def test_every_metric_carries_its_table_label():
+    from fusionkit.metrics import METRICS, get_metric, metric_label
+
+    labels = [metric_label(m) for m in METRICS]
+    assert labels[:2] == ["Acc2 has0", "Acc2 non0"] and metric_label("mae") == "MAE"
+    assert len(set(labels)) == len(METRICS) and all(get_metric(m).label == metric_label(m) for m in METRICS)
