@@ -2,7 +2,8 @@
 from fusionkit.training.build import ModelBuildError, accepted_kwargs, build_model, model_description
 from fusionkit.training.checkpoint import CheckpointError
 from fusionkit.training.config import GLOBAL_DEFAULTS, TrainConfig
-from fusionkit.training.engine import EvalOutput, RunResult, TrainingInterrupted, evaluate, train_and_evaluate
+from fusionkit.training.engine import (EvalOutput, RunResult, TrainerCallback, TrainerState, TrainingInterrupted, evaluate,
+                                      train_and_evaluate)
 
 __all__ = [
     "GLOBAL_DEFAULTS",
@@ -11,6 +12,8 @@ __all__ = [
     "ModelBuildError",
     "RunResult",
     "TrainConfig",
+    "TrainerCallback",
+    "TrainerState",
     "TrainingInterrupted",
     "accepted_kwargs",
     "build_model",

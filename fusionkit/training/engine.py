@@ -24,7 +24,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -331,6 +331,33 @@ class _Run:
 _build_kwargs = data_build_kwargs  # the former private name
 
 
+@dataclass
+class TrainerState:
+    """What a :class:`TrainerCallback` sees at the end of an epoch (HF Trainer style).
+
+    epoch: epochs finished (1-based count). global_step: optimizer steps so far. history: the ``log.jsonl``
+    entries so far (the last one is this epoch's). best_epoch / best_value: the selected epoch and its
+    ``select_metric`` value. should_stop: set it to ``True`` to stop after this epoch, like early stopping (the
+    checkpoint then records the stop, so a resumed run does not continue).
+    """
+
+    model_name: str
+    epoch: int
+    global_step: int
+    history: list
+    best_epoch: int
+    best_value: float | None
+    should_stop: bool = False
+
+
+class TrainerCallback:
+    """Hooks of the training loop; subclass and override what you need. Called on every process (under DDP a
+    ``should_stop`` decision must be the same on every rank)."""
+
+    def on_epoch_end(self, state: TrainerState) -> None:
+        """After validation and model selection, before the epoch's checkpoint is written."""
+
+
 def train_and_evaluate(
     model_name: str | Plan,
     data,
@@ -338,6 +365,7 @@ def train_and_evaluate(
     model_kwargs: dict | None = None,
     *,
     on_step: Callable[[dict], None] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> RunResult:
     """Train registered model ``model_name`` on ``data`` (a :class:`fusionkit.data.LoadedData`) and test it.
 
@@ -346,7 +374,8 @@ def train_and_evaluate(
 
     ``model_kwargs`` go to the model factory (``text_model``, ``bert_config``, ``encoder_mode``, hyper-
     parameters); ``d_acoustic`` / ``d_visual`` are taken from the dataset. ``on_step`` is called after every
-    optimizer step with ``{"epoch", "step", "batch", "loss", "samples_seen"}`` (progress hooks, tests).
+    optimizer step with ``{"epoch", "step", "batch", "loss", "samples_seen"}`` (progress hooks, tests);
+    ``callbacks``: :class:`TrainerCallback` objects whose ``on_epoch_end`` runs after every epoch.
     Returns a :class:`RunResult`; with ``config.out_dir`` it also writes checkpoints, ``log.jsonl``,
     ``result.json``, ``test_predictions.csv`` and ``curve.png`` there (rank 0 only).
     """
@@ -354,13 +383,13 @@ def train_and_evaluate(
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        return _train_and_evaluate(model_name, data, config, model_kwargs, on_step)
+        return _train_and_evaluate(model_name, data, config, model_kwargs, on_step, tuple(callbacks))
     finally:  # leave the process as we found it (tests and notebooks run several things in one process)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
 
-def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunResult:
+def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbacks=()) -> RunResult:
     from fusionkit.data import make_loader
 
     config = config or TrainConfig()
@@ -559,6 +588,12 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 run.stopped_early = run.bad_epochs >= cfg.patience
             run.epoch += 1
             run.batches_done = 0
+            if callbacks:
+                state = TrainerState(model_name=model_name, epoch=run.epoch, global_step=run.global_step,
+                                     history=list(run.history), best_epoch=run.best_epoch, best_value=run.best_value)
+                for callback in callbacks:
+                    callback.on_epoch_end(state)
+                run.stopped_early = run.stopped_early or state.should_stop
             if writes:
                 ckpt.atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(h, sort_keys=True) + "\n"
                                                                     for h in run.history).encode())
