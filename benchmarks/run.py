@@ -23,14 +23,14 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import paper_tables as paper
+from benchmarks import studies
+from benchmarks.studies import ENCODER_MODES, Variant, scale_layers, table3_variants  # noqa: F401 - re-exported
 from benchmarks.preflight import check_option, preflight
 from fusionkit.cli import ArgumentParser, UsageError, run_cli
 from fusionkit.training.config import settable
@@ -38,8 +38,6 @@ from fusionkit.training.config import settable
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
 PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mhmf_small", "mag", "mag_mmsa", "misa", "iccn", "mult", "lmf", "tfn",
                                    "text")
-STUDIES = ("finetune", "layers", "restitution")
-ENCODER_MODES = ("finetune", "frozen", "random")
 # Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive)
 # or (str, allowed values, None); derived from the limits of TrainConfig's fields (fusionkit.training.config.LIMITS).
 SETTABLE = settable()
@@ -75,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-restitution", action="store_true", help="mhmf ablation without restitution")
     p.add_argument("--layers", nargs="+", metavar="MODALITY=L1,L2", default=None,
                    help="BERT layers (1-based, of the encoder in use) per fusion stage, e.g. audio=4,6 vision=3,5")
-    p.add_argument("--study", choices=STUDIES, default=None,
+    p.add_argument("--study", choices=sorted(studies.STUDIES), default=None,
                    help="paper studies with mhmf: finetune (§4.2), layers (Table 3), restitution (Fig. 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
@@ -97,19 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
     return p
-
-
-@dataclass
-class Variant:
-    """One row of the table: a model with fixed extra build arguments."""
-
-    label: str
-    model: str
-    kwargs: dict = field(default_factory=dict)
-
-    @property
-    def dirname(self) -> str:
-        return re.sub(r"[^A-Za-z0-9._=-]+", "_", self.label).strip("_")
 
 
 # -- argument handling -------------------------------------------------------------------------------------
@@ -233,23 +218,15 @@ def encoder_depth(text_model: str | None, tiny: bool) -> int:
     return AutoConfig.from_pretrained(resolve_text_model(text_model), local_files_only=True).num_hidden_layers
 
 
-def scale_layers(layers, depth: int, reference: int = 12) -> tuple[int, ...]:
-    try:
-        from recipes.mhmf_bert import scale_layers as recipe_scale
-
-        return tuple(recipe_scale(layers, depth, reference))
-    except ImportError:  # same rule as the recipe: round half up, at least 1
-        return tuple(max(1, (2 * l * depth + reference) // (2 * reference)) for l in layers)
-
-
 def plan_variants(args, depth_fn) -> list[Variant]:
     """The table rows: models × ablation flags, or a study's variants of mhmf."""
     from fusionkit.training import accepted_kwargs
 
     if args.study is not None:
-        if args.models not in (None, "mhmf", "all"):
-            raise UsageError(f"--study {args.study} runs mhmf only; drop --models {args.models}")
-        models = resolve_models("mhmf")
+        model = studies.STUDIES[args.study].model
+        if args.models not in (None, model, "all"):
+            raise UsageError(f"--study {args.study} runs {model} only; drop --models {args.models}")
+        models = resolve_models(model)
     else:
         models = resolve_models(args.models)
     flags = {}
@@ -275,55 +252,18 @@ def plan_variants(args, depth_fn) -> list[Variant]:
     for key, (flag, _) in flags.items():
         if not any(a is None or key in a for a in accepted.values()):
             raise UsageError(f"{flag} has no effect on {', '.join(models)}: none of them accepts {key!r}")
-    if args.study in ("finetune", "layers", "restitution"):
+    study = studies.STUDIES[args.study] if args.study is not None else None
+    if study is not None:
         for key, (flag, _) in flags.items():
-            study_key = {"finetune": "encoder_mode", "restitution": "restitution"}.get(args.study)
-            if key == study_key or (args.study == "layers" and key.endswith("_layers")):
+            if study.varies(key):
                 raise UsageError(f"{flag} conflicts with --study {args.study}, which varies it itself")
 
     def base(model):
         return {k: v for k, (_, v) in flags.items() if accepted[model] is None or k in accepted[model]}
 
-    if args.study is None:
+    if study is None:
         return [Variant(label=m, model=m, kwargs=base(m)) for m in models]
-    common = base("mhmf")
-    if args.study == "finetune":
-        return [Variant(f"mhmf[{mode}]", "mhmf", {**common, "encoder_mode": mode}) for mode in ENCODER_MODES]
-    if args.study == "restitution":
-        return [Variant("mhmf", "mhmf", {**common, "restitution": True}),
-                Variant("mhmf[no restitution]", "mhmf", {**common, "restitution": False})]
-    variants, _ = table3_variants(depth_fn(), common)
-    return variants
-
-
-def table3_variants(depth: int, common: dict) -> tuple[list[Variant], list[dict]]:
-    """The paper's Table 3 rows scaled to an encoder of ``depth`` layers (:func:`scale_layers`).
-
-    Returns the variants to train (one per distinct layer choice) and one record per paper row: its printed
-    and scaled layers, the variant label that measures it, and notes where scaling changed its meaning (two
-    stages on one layer; the same layers as an earlier row, which is then measured once and reported for both).
-    """
-    variants, rows, label_of = [], [], {}
-    for row in paper.TABLE3:
-        a = scale_layers(row["audio"], depth, paper.TABLE3_DEPTH)
-        v = scale_layers(row["vision"], depth, paper.TABLE3_DEPTH)
-        notes = []
-        for modality, given, scaled in (("audio", row["audio"], a), ("vision", row["vision"], v)):
-            if len(set(scaled)) < len(set(given)):
-                notes.append(f"{modality} {{{','.join(map(str, given))}}} collapses to layer {scaled[0]} at depth "
-                             f"{depth}: both stages read the same layer")
-        if (a, v) in label_of:
-            first = label_of[(a, v)]
-            notes.append(f"same layers as experiment {first[1]} at depth {depth}: measured once, by {first[0]}")
-            label = first[0]
-        else:
-            label = f"mhmf[T3.{row['experiment']} audio={','.join(map(str, a))} vision={','.join(map(str, v))}]"
-            label_of[(a, v)] = (label, row["experiment"])
-            variants.append(Variant(label, "mhmf", {**common, "audio_layers": a, "vision_layers": v}))
-        rows.append({"experiment": row["experiment"], "paper_audio": row["printed"][0],
-                     "paper_vision": row["printed"][1], "audio": list(a), "vision": list(v), "label": label,
-                     "paper_acc2": row["acc2"], "notes": notes})
-    return variants, rows
+    return study.variants(base(study.model), depth_fn)
 
 
 def is_main_process() -> bool:
@@ -471,11 +411,8 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
                          save_interval=args.save_interval, **train_overrides)
     result = train_and_evaluate(plan if plan is not None else variant.model, data, config,
                                 None if plan is not None else {**model_kwargs, **variant.kwargs})
-    if args.study == "restitution" and is_main_process() and result.test_fused is not None:
-        from benchmarks import studies
-
-        np.save(run_dir / studies.FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
-        np.save(run_dir / studies.LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
+    if args.study is not None and is_main_process():
+        studies.STUDIES[args.study].after_run(result, run_dir)
     return read_json(done)
 
 
@@ -792,19 +729,18 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
     }
     if not main_process:
         return 0
-    from benchmarks import studies
     from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
 
-    if args.study == "layers":
-        depth = encoder_depth(args.text_model, args.tiny_bert)
-        results["study_results"] = {"depth": depth, "table3": table3_variants(depth, {})[1]}
-    elif args.study == "restitution":
-        results["study_results"] = {"restitution": studies.analyse_restitution(run_dirs)}
+    study = studies.STUDIES[args.study] if args.study is not None else None
+    if study is not None:
+        analysis = study.analyse(run_dirs, lambda: encoder_depth(args.text_model, args.tiny_bert))
+        if analysis is not None:
+            results["study_results"] = analysis
 
     atomic_write_json(out / "results.json", results)
     atomic_write_bytes(out / "results.md", render_markdown(results).encode())
-    if args.study == "restitution":
-        studies.plot_tsne({label: by_seed[seeds[0]] for label, by_seed in run_dirs.items()}, out / "tsne.png", seeds[0])
+    if study is not None:
+        study.finish(run_dirs, out, seeds[0])
     print(render_markdown(results))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}", file=sys.stderr)
     return 0

@@ -3,6 +3,12 @@ plain results table, and how it is printed beside the paper's numbers.
 
 * ``finetune`` (§4.2): BERT random / frozen / fine-tuned inside ``mhmf``; the paper's Acc2 printed beside ours.
 * ``layers`` (Table 3): the paper's five layer choices scaled to the encoder's depth; the paper's Acc2 beside ours.
+A study is a :class:`Study` object registered in :data:`STUDIES` with :func:`register_study`: its model, the
+options it varies, its variants (table rows), what it keeps of each run, its analysis and its rendering.
+``benchmarks.run`` has no study names in it: ``--study NAME`` looks the object up here. A new study (tuning,
+probes, …) subclasses :class:`Study` in its own module, registers an instance with
+``register_study(MyStudy())``, and that module is imported at the end of this one.
+
 * ``restitution`` (§4.3, Fig. 4): with vs without restitution; the restitution diagnostics (train split, last
   epoch; test split), the expected triplet margins of ``F``, ``F+``, ``F−`` on the test split, silhouettes of the
   polarity classes on the fused features ``F`` (the gated fusion's output, not its concatenation with BERT's last
@@ -11,15 +17,118 @@ plain results table, and how it is printed beside the paper's numbers.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from benchmarks import paper_tables as paper
 
+ENCODER_MODES = ("finetune", "frozen", "random")
 FUSED_FILE = "test_fused.npy"
 LABELS_FILE = "test_labels.npy"
 MARGIN_VIEWS = ("F", "F+", "F-")
+
+
+@dataclass
+class Variant:
+    """One row of the table: a model with fixed extra build arguments."""
+
+    label: str
+    model: str
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def dirname(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._=-]+", "_", self.label).strip("_")
+
+
+
+
+def scale_layers(layers, depth: int, reference: int = 12) -> tuple[int, ...]:
+    try:
+        from recipes.mhmf_bert import scale_layers as recipe_scale
+
+        return tuple(recipe_scale(layers, depth, reference))
+    except ImportError:  # same rule as the recipe: round half up, at least 1
+        return tuple(max(1, (2 * l * depth + reference) // (2 * reference)) for l in layers)
+
+
+def table3_variants(depth: int, common: dict) -> tuple[list[Variant], list[dict]]:
+    """The paper's Table 3 rows scaled to an encoder of ``depth`` layers (:func:`scale_layers`).
+
+    Returns the variants to train (one per distinct layer choice) and one record per paper row: its printed
+    and scaled layers, the variant label that measures it, and notes where scaling changed its meaning (two
+    stages on one layer; the same layers as an earlier row, which is then measured once and reported for both).
+    """
+    variants, rows, label_of = [], [], {}
+    for row in paper.TABLE3:
+        a = scale_layers(row["audio"], depth, paper.TABLE3_DEPTH)
+        v = scale_layers(row["vision"], depth, paper.TABLE3_DEPTH)
+        notes = []
+        for modality, given, scaled in (("audio", row["audio"], a), ("vision", row["vision"], v)):
+            if len(set(scaled)) < len(set(given)):
+                notes.append(f"{modality} {{{','.join(map(str, given))}}} collapses to layer {scaled[0]} at depth "
+                             f"{depth}: both stages read the same layer")
+        if (a, v) in label_of:
+            first = label_of[(a, v)]
+            notes.append(f"same layers as experiment {first[1]} at depth {depth}: measured once, by {first[0]}")
+            label = first[0]
+        else:
+            label = f"mhmf[T3.{row['experiment']} audio={','.join(map(str, a))} vision={','.join(map(str, v))}]"
+            label_of[(a, v)] = (label, row["experiment"])
+            variants.append(Variant(label, "mhmf", {**common, "audio_layers": a, "vision_layers": v}))
+        rows.append({"experiment": row["experiment"], "paper_audio": row["printed"][0],
+                     "paper_vision": row["printed"][1], "audio": list(a), "vision": list(v), "label": label,
+                     "paper_acc2": row["acc2"], "notes": notes})
+    return variants, rows
+
+
+# -- studies as objects -----------------------------------------------------------------------------------------
+class Study:
+    """One ``--study``: override what differs from these defaults.
+
+    name: the ``--study`` value. model: the registered model it runs. varies(key): whether the study sets model
+    option ``key`` itself (a flag setting it too is refused). variants(common, depth_fn): the table rows, each
+    built with ``common`` (the command line's options) plus its own; ``depth_fn()`` gives the text encoder's
+    depth. after_run(result, run_dir): keep what the analysis needs of one run (rank 0). analyse(run_dirs,
+    depth_fn): ``results.json``'s ``study_results`` (``None``: none). finish(run_dirs, out, seed): extra files
+    (plots) once ``results.json`` is written. render(results): Markdown lines after the main table.
+    """
+
+    name: str = ""
+    model: str = "mhmf"
+
+    def varies(self, key: str) -> bool:
+        return False
+
+    def variants(self, common: dict, depth_fn: Callable[[], int]) -> list[Variant]:
+        raise NotImplementedError
+
+    def after_run(self, result, run_dir: Path) -> None:
+        return None
+
+    def analyse(self, run_dirs: dict, depth_fn: Callable[[], int]) -> dict | None:
+        return None
+
+    def finish(self, run_dirs: dict, out: Path, seed: int) -> None:
+        return None
+
+    def render(self, results: dict) -> list[str]:
+        return []
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register_study(study: Study) -> Study:
+    """Add ``study`` to :data:`STUDIES` under ``study.name`` (a taken name is an error)."""
+    if not study.name or study.name in STUDIES:
+        raise ValueError(f"study name {study.name!r} is empty or already registered ({', '.join(STUDIES)})")
+    STUDIES[study.name] = study
+    return study
 
 
 def _mean_std(values) -> tuple[float, float | None]:
@@ -110,14 +219,8 @@ def plot_tsne(run_dirs: dict[str, Path], path: Path, seed: int) -> None:
 # -- rendering ------------------------------------------------------------------------------------------------
 def render(results: dict) -> list[str]:
     """Markdown lines of the study's own tables (empty when ``results`` is not a study)."""
-    study = results["config"].get("study")
-    if study == "finetune":
-        return _render_finetune(results)
-    if study == "layers":
-        return _render_layers(results)
-    if study == "restitution":
-        return _render_restitution(results)
-    return []
+    study = STUDIES.get(results["config"].get("study"))
+    return study.render(results) if study is not None else []
 
 
 def _render_finetune(results: dict) -> list[str]:
@@ -177,3 +280,69 @@ def _render_restitution(results: dict) -> list[str]:
         lines.append("| " + " | ".join([f"`{label}`"] + [_pm(c) if c else "–" for c in cells]) + " |")
     lines += ["", "`tsne.png`: t-SNE of the fused test features F of the first seed, per variant."]
     return lines
+
+
+# -- the paper's studies ----------------------------------------------------------------------------------------
+class FinetuneStudy(Study):
+    """§4.2: BERT random / frozen / fine-tuned inside mhmf."""
+
+    name = "finetune"
+
+    def varies(self, key):
+        return key == "encoder_mode"
+
+    def variants(self, common, depth_fn):
+        return [Variant(f"mhmf[{mode}]", "mhmf", {**common, "encoder_mode": mode}) for mode in ENCODER_MODES]
+
+    def render(self, results):
+        return _render_finetune(results)
+
+
+class LayersStudy(Study):
+    """Table 3: the paper's layer choices scaled to the encoder's depth."""
+
+    name = "layers"
+
+    def varies(self, key):
+        return key.endswith("_layers")
+
+    def variants(self, common, depth_fn):
+        return table3_variants(depth_fn(), common)[0]
+
+    def analyse(self, run_dirs, depth_fn):
+        depth = depth_fn()
+        return {"depth": depth, "table3": table3_variants(depth, {})[1]}
+
+    def render(self, results):
+        return _render_layers(results)
+
+
+class RestitutionStudy(Study):
+    """§4.3, Fig. 4: with vs without restitution, diagnostics, margins, silhouettes and t-SNE."""
+
+    name = "restitution"
+
+    def varies(self, key):
+        return key == "restitution"
+
+    def variants(self, common, depth_fn):
+        return [Variant("mhmf", "mhmf", {**common, "restitution": True}),
+                Variant("mhmf[no restitution]", "mhmf", {**common, "restitution": False})]
+
+    def after_run(self, result, run_dir):
+        if result.test_fused is not None:
+            np.save(run_dir / FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
+            np.save(run_dir / LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
+
+    def analyse(self, run_dirs, depth_fn):
+        return {"restitution": analyse_restitution(run_dirs)}
+
+    def finish(self, run_dirs, out, seed):
+        plot_tsne({label: by_seed[seed] for label, by_seed in run_dirs.items()}, out / "tsne.png", seed)
+
+    def render(self, results):
+        return _render_restitution(results)
+
+
+for _study in (FinetuneStudy(), LayersStudy(), RestitutionStudy()):
+    register_study(_study)
