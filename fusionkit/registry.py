@@ -48,12 +48,47 @@ def _check_kind(kind: str) -> None:
         raise RegistryError(f"unknown component kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    resolve: Callable  # (root: Path) -> fusionkit.data.api.Source
+    read: Callable  # (source, *, seed, report) -> {split: [RawSegment]}
+    plugin: str
+
+
+class DatasetTable:
+    """Datasets added by plug-ins (hook ``fusionkit_register_datasets``): ``datasets.add(name, resolve=, read=)``."""
+
+    def __init__(self, owner: "Registry") -> None:
+        self._owner = owner
+        self._specs: dict[str, DatasetSpec] = {}
+
+    def add(self, name: str, *, resolve: Callable, read: Callable, override: bool = False) -> None:
+        if not isinstance(name, str) or not name or name != name.lower():
+            raise RegistryError(f"dataset name must be a non-empty lower-case string, got {name!r}")
+        if not callable(resolve) or not callable(read):
+            raise RegistryError(f"dataset {name!r}: resolve and read must be callables")
+        taken = self._specs.get(name)
+        if taken is not None and not override:
+            raise RegistryError(f"dataset name {name!r} from plug-in {self._owner._current_plugin!r} is already "
+                                f"registered by plug-in {taken.plugin!r}; choose another name or pass override=True")
+        self._specs[name] = DatasetSpec(name, resolve, read, self._owner._current_plugin)
+
+    def get(self, name: str) -> DatasetSpec | None:
+        return self._specs.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+
 class Registry:
-    """Name → factory table handed to plug-ins (``registry.add(name, factory, kind=...)``)."""
+    """Name → factory table handed to plug-ins (``registry.add(name, factory, kind=...)``), and the plug-ins'
+    datasets (``registry.datasets``)."""
 
     def __init__(self) -> None:
         self._specs: dict[str, ComponentSpec] = {}
         self._current_plugin = "fusionkit"
+        self.datasets = DatasetTable(self)
 
     # -- used by plug-ins -------------------------------------------------------------------------
     def add(self, name: str, factory: Callable, *, kind: str, override: bool = False) -> None:

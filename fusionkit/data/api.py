@@ -168,10 +168,26 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
         description = (SIM_DESCRIPTION.format(corpus=path.name, d_v=dims[1]) if simulated
                        else f"{path.name} with real features")
         return Source(name=path.stem, format=fmt, path=path, simulated=simulated, dims=dims, description=description)
+    added = _plugin_datasets()
+    spec = added.get(key) if key not in DATASET_NAMES else None
+    if spec is not None:  # a dataset a plug-in added (hook fusionkit_register_datasets)
+        source = spec.resolve(data_root(data_root_dir))
+        source.format, source.extra = PLUGIN_FORMAT, {**source.extra, "dataset": key}
+        return source
+    names = ", ".join((*DATASET_NAMES, *added.names()))
     if "/" in text or os.sep in text or Path(text).suffix:
         raise DataError(f"data file {text!r} does not exist; pass an existing file or one of the dataset names: "
-                        f"{', '.join(DATASET_NAMES)}")
-    raise DataError(f"unknown dataset {text!r}; expected one of {', '.join(DATASET_NAMES)} or a path to a data file")
+                        f"{names}")
+    raise DataError(f"unknown dataset {text!r}; expected one of {names} or a path to a data file")
+
+
+PLUGIN_FORMAT = "plugin"
+
+
+def _plugin_datasets():
+    from fusionkit.registry import get_registry
+
+    return get_registry().datasets
 
 
 def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[dict, bool]:
@@ -180,6 +196,8 @@ def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[di
 
     if source.format == "synthetic":
         raw = readers.read_synthetic(seed=seed)
+    elif source.format == PLUGIN_FORMAT:
+        raw = _plugin_datasets().get(source.extra["dataset"]).read(source, seed=seed, report=report)
     elif source.format == "feature_table":
         from fusionkit.data.feature_tables import join_features, read_feature_table
         from fusionkit.data.segments_csv import read_segments_csv

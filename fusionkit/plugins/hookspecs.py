@@ -15,3 +15,17 @@ def fusionkit_register_components(registry):
     ``kind`` is one of ``adapter``, ``memory``, ``fusion``, ``loss``, ``encoder``, ``head``, ``model``.
     Re-using a name that is already taken raises unless ``override=True`` is passed.
     """
+
+
+@hookspec
+def fusionkit_register_datasets(datasets):
+    """Add datasets by name: ``datasets.add(name, resolve=..., read=...)``.
+
+    ``resolve(root: Path) -> fusionkit.data.api.Source``: where the data is (``root``: the data directory,
+    ``FUSIONKIT_DATA``), raising :class:`fusionkit.data.DataError` naming what to put where when it is missing; the
+    returned ``Source`` says whether its channels are simulated. ``read(source, *, seed, report) -> {split:
+    [RawSegment]}`` with the splits ``train``, ``valid`` and ``test``. ``fusionkit.data.load_splits(name)`` then
+    loads it like a built-in dataset (tokenized, cached, subsampled). A built-in dataset name cannot be taken.
+    The cache key is the content of ``source.path`` (a file or a directory); a source without a path is cached by
+    name and seed only, so pass ``cache=False`` while its reader changes.
+    """

@@ -93,11 +93,13 @@ def build_registry() -> Registry:
     ordered += [(n, p) for n, p in pm.list_name_plugin() if plugin_name(n) != BUILTIN_PLUGIN]
     for name, plugin in ordered:
         impl = getattr(plugin, "fusionkit_register_components", None)
-        if impl is None:
-            continue
+        datasets = getattr(plugin, "fusionkit_register_datasets", None)
         registry._current_plugin = plugin_name(name)
         try:
-            impl(registry=registry)
+            if impl is not None:
+                impl(registry=registry)
+            if datasets is not None:
+                datasets(datasets=registry.datasets)
         finally:
             registry._current_plugin = BUILTIN_PLUGIN
     return registry
