@@ -37,7 +37,7 @@ CMU-MOSI row, and its trainer): MAG dropout (``dropout_prob``) 0.3, the [CLS] po
 for every parameter, no weight decay, no warm-up, a constant learning rate, an L1 loss and early stopping on
 the validation loss after 8 epochs without improvement. It exists so that results can be compared with
 MMSA's published tables; ``mag`` keeps the authors' recipe. On ``mosi-sim`` (4 epochs, MiniLM-L6) the two
-recipes differ by far more than the seed spread, see the README's results section.
+recipes differ by far more than the seed spread, see docs/results.md.
 
 Absent modalities (``modalities``, e.g. ``("t", "a")``): the gate is built without the absent modality, whose
 term of ``H`` is then absent (see :mod:`fusionkit.components.mag`). Text alone is refused (nothing shifts it).

@@ -68,7 +68,7 @@ Choices where the paper leaves room (each an option of :func:`build_mhmf`):
   the validation MAE fell from 0.959 to 0.844. The scale changes no computation, only the optimizer's step on
   those parameters; ``gate_init`` (bias of W2 at ``logit(gate_init)``) is available but left at PyTorch's
   default, since which side of 0.5 helps depends on whether the text residual separates the classes better
-  than G̃ (on ``mosi-sim`` it does not: margins README, "Restitution").
+  than G̃ (on ``mosi-sim`` it does not: margins in docs/results.md, "The restitution at work").
 * **Unaligned input** (``batch.aligned`` False: audio/vision with their own lengths and masks): the
   cross-attention adapters take separate target/source masks; the restitution needs a common time axis for
   ``H_t − G̃``, so it receives the masked mean of ``H_t^l`` (broadcast over the modality's time steps).
