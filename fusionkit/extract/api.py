@@ -64,6 +64,10 @@ def extract(*, audio, words, out, openface=None, feature_set: str = "eGeMAPSv02"
         raise ExtractError(str(exc)) from None
     audio_files = find_files(audio, AUDIO_SUFFIXES, "audio")
     face_files = find_files(openface, (".csv",), "openface") if openface is not None else None
+    if Path(audio).is_file() and len(source.segments) == 1:  # one clip: its timings whatever their file's name
+        source.segments = {Path(audio).stem: next(iter(source.segments.values()))}
+        if face_files is not None and len(face_files) == 1:
+            face_files = {Path(audio).stem: next(iter(face_files.values()))}
     jobs, failed = plan_jobs(audio_files, source.segments, face_files)
     out = Path(out)
     try:
@@ -86,7 +90,7 @@ def extract(*, audio, words, out, openface=None, feature_set: str = "eGeMAPSv02"
     if not parts:
         first = next(iter(failed.values()), "no segments")
         raise ExtractError(f"no segment could be extracted ({len(failed)} failed; first: {first}); see "
-                           f"{out / ERRORS}")
+                           f"{out / ERRORS}", failed=failed)
     tables = {m: write_tables(out, parts, m, csv_too=csv) for m in MODALITIES if m in parts[0].features}
     write_segment_words(out, parts)
     if pkl_segments is not None:

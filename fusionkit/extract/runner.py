@@ -29,7 +29,13 @@ MODALITIES = ("acoustic", "visual")
 
 
 class ExtractError(ValueError):
-    """A problem with the command as a whole (not one file): printed as one ``error:`` line."""
+    """A problem with the command as a whole (not one file): printed as one ``error:`` line.
+
+    ``failed``: the per-file messages when every file failed."""
+
+    def __init__(self, message: str, failed: dict | None = None) -> None:
+        super().__init__(message)
+        self.failed = failed or {}
 
 
 @dataclass
