@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".w64", ".caf")
-FFMPEG_SUFFIXES = (".mp3", ".m4a", ".aac", ".opus", ".wma", ".mp4", ".mkv", ".webm", ".mov", ".avi", ".mpg",
+FFMPEG_SUFFIXES = (".mp3", ".m4a", ".mka", ".aac", ".opus", ".wma", ".mp4", ".mkv", ".webm", ".mov", ".avi", ".mpg",
                    ".mpeg", ".flv", ".3gp")
 AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES + FFMPEG_SUFFIXES
 MIN_SAMPLE_RATE = 8000  # narrow-band (telephone) speech; below it the eGeMAPS spectral bands do not exist
