@@ -14,8 +14,14 @@ class FeatureSetError(ValueError):
     """An unknown feature set or level; the message lists the valid names."""
 
 
+INSTALL = "pip install 'fusionkit[extract]' (opensmile, soundfile, scipy)"
+
+
 def feature_sets() -> list:
-    import opensmile
+    try:
+        import opensmile
+    except ImportError:
+        raise FeatureSetError(f"openSMILE is not installed; {INSTALL}") from None
 
     return [f.name for f in opensmile.FeatureSet]
 

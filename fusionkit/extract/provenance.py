@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -55,10 +56,10 @@ def versions() -> dict:
 
 
 def write_provenance(out: Path, data: dict) -> Path:
-    from fusionkit.training.checkpoint import atomic_write_json
-
     data = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **data}
-    atomic_write_json(out / PROVENANCE, data)
+    tmp = out / (PROVENANCE + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, out / PROVENANCE)  # never a half-written provenance
     return out / PROVENANCE
 
 

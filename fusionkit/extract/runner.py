@@ -44,6 +44,7 @@ class Job:
     audio: str
     words: list
     openface: str | None = None
+    inputs: dict | None = None  # sha256 of the inputs, once computed
 
 
 @dataclass
@@ -164,7 +165,7 @@ def load_part(parts: Path, job: Job, config: ExtractConfig, inputs: dict) -> Par
 
 def _run_job(job: Job, config: ExtractConfig, parts: str | None) -> tuple[str, Part | None, str | None]:
     try:
-        inputs = _inputs(job)
+        inputs = job.inputs or _inputs(job)
         part = process(job, config)
         part.inputs = inputs
         if parts is not None:
@@ -189,6 +190,7 @@ def run_jobs(jobs: list, config: ExtractConfig, *, parts: Path | None, workers: 
                 failed[job.segment] = f"segment {job.segment!r}: {exc}"
                 continue
             part = load_part(parts, job, config, inputs)
+            job.inputs = inputs
         if part is not None:
             done[job.segment] = part
             reused += 1
