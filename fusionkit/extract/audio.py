@@ -71,7 +71,11 @@ def _declared_wav_frames(path: Path) -> tuple[int, int] | None:
 
 
 def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+    try:
+        import soundfile as sf
+    except ImportError:
+        raise AudioError("soundfile is not installed; pip install 'fusionkit[extract]' (opensmile, soundfile, "
+                         "scipy)") from None
 
     declared = _declared_wav_frames(path) if path.suffix.lower() in (".wav", ".wave") else None
     if declared is not None and declared[1] < declared[0]:
