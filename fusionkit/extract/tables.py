@@ -82,8 +82,7 @@ def write_segment_words(out: Path, parts: list) -> Path:
 def write_mmsa_pickle(out: Path, parts: list, segments_csv, *, max_words: int | None = None) -> Path:
     """An MMSA-style aligned pickle (``{split: {raw_text, id, audio, vision, regression_labels}}``, features
     zero-padded at the back to the longest segment) with labels and splits from ``segments_csv``."""
-    import pickle
-
+    from fusionkit.data.pickles import dump_pickle
     from fusionkit.data.segments_csv import SPLIT_ALIASES, read_rows
 
     rows = {r["segment_id"].strip(): r for r in read_rows(Path(segments_csv))}
@@ -107,9 +106,4 @@ def write_mmsa_pickle(out: Path, parts: list, segments_csv, *, max_words: int | 
                     arr[i, : len(f)] = f
             part[key] = arr
         data[split] = part
-    path = out / "aligned.pkl"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        pickle.dump(data, fh, protocol=4)
-    os.replace(tmp, path)
-    return path
+    return dump_pickle(out / "aligned.pkl", data)
