@@ -9,6 +9,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from extract_fixtures import ESPEAK, NO_ESPEAK, spoken_clip, tone, write_openface, write_words_csv
 from fusionkit.extract import (AudioError, ExtractError, OpenFaceError, Word, WordsError, check_timings, extract,
@@ -44,6 +46,26 @@ def test_word_means_by_hand():
     np.testing.assert_allclose(means[2], [7.0, 40.0])
     np.testing.assert_array_equal(means[[1, 3, 4]], 0.0)
     assert bad == 1
+
+
+@given(st.integers(1, 30), st.integers(1, 8), st.integers(0, 10_000), st.booleans())
+@settings(max_examples=80, deadline=None)
+def test_word_means_equal_brute_force(n, m, seed, fixed_length):
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.uniform(0, 3, n))
+    lengths = np.full(n, 0.06) if fixed_length else rng.uniform(0.005, 0.3, n)  # openSMILE / arbitrary frames
+    frames = np.stack([starts, starts + lengths], axis=1)
+    feats = rng.normal(size=(n, 3))
+    feats[rng.uniform(size=feats.shape) < 0.1] = np.nan
+    w0 = rng.uniform(0, 3, m)
+    words = np.stack([w0, w0 + rng.uniform(0, 0.5, m)], axis=1)
+    means, counts, _ = word_means(feats, frames, words)
+    for j, (a, b) in enumerate(words):
+        hit = (frames[:, 1] > a) & (frames[:, 0] < b)
+        assert counts[j] == hit.sum()
+        for d in range(3):
+            vals = feats[hit, d][np.isfinite(feats[hit, d])]
+            assert means[j, d] == pytest.approx(vals.mean() if len(vals) else 0.0, abs=1e-5)
 
 
 def test_check_timings_repairs_and_refusals():
@@ -147,7 +169,12 @@ def test_ffmpeg_decodes_other_containers(tmp_path):
     tone(tmp_path / "t.wav", 1.0, sr=16000)
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "t.wav"), str(tmp_path / "t.mka")], check=True)
     signal, info = read_audio(tmp_path / "t.mka")
-    assert info.decoder == "ffmpeg" and abs(info.duration - 1.0) < 0.05
+    assert info.decoder == "ffmpeg" and abs(info.duration - 1.0) < 0.05 and info.resampled_from is None
+    tone(tmp_path / "st.wav", 1.0, sr=22050, channels=2)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "st.wav"), str(tmp_path / "st.mka")], check=True)
+    signal, info = read_audio(tmp_path / "st.mka", sample_rate=16000)
+    assert info.channels == 2 and info.downmixed and info.resampled_from == 22050
+    assert len(signal) == pytest.approx(16000, abs=400)
 
 
 # -- speech from espeak-ng -----------------------------------------------------------------------------------
@@ -347,6 +374,9 @@ def test_round_trip_extract_train_predict(tmp_path, monkeypatch, capsys, isolate
     assert main(["predict", "RUN/tfn/seed0", "--audio", "new.wav", "--words", "new.csv"]) == 0
     out = capsys.readouterr().out.strip().split("\t")
     assert out[0] == "new" and math.isfinite(float(out[1]))
+    assert main(["predict", "RUN/tfn/seed0", "--audio", "clips", "--words", "words.csv"]) == 0  # the folder form
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == sorted(sentences)
     # refusals: words outside the audio, another feature set — one error line each, non-zero exit
     write_words_csv(tmp_path / "late.csv", [("new", "really", 9.0, 9.5)])
     for extra in (["--words", "late.csv"], ["--words", "new.csv", "--feature-set", "ComParE_2016"],

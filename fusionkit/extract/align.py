@@ -76,9 +76,16 @@ def word_means(features: np.ndarray, frames: np.ndarray, words: np.ndarray) -> t
     values = np.where(finite, features, 0.0)
     csum = np.concatenate([np.zeros((1, d)), np.cumsum(values, axis=0)])
     ccount = np.concatenate([np.zeros((1, d), np.int64), np.cumsum(finite, axis=0)])
-    ends = np.maximum.accumulate(frames[:, 1])
     timed = np.isfinite(words).all(axis=1)
     w = np.where(timed[:, None], words, 0.0)
+    if (np.diff(frames[:, 1]) < 0).any():
+        # frames of unequal length, one inside another: the overlapping frames of a word need not be contiguous
+        hit = (frames[None, :, 1] > w[:, None, 0]) & (frames[None, :, 0] < w[:, None, 1]) & timed[:, None]
+        per_feature = hit.astype(np.int64) @ finite.astype(np.int64)
+        sums = hit.astype(np.float64) @ values
+        means = np.where(per_feature > 0, sums / np.maximum(per_feature, 1), 0.0)
+        return means.astype(np.float32), hit.sum(axis=1).astype(np.int64), int((~finite).sum())
+    ends = frames[:, 1]  # fixed-length frames (openSMILE, OpenFace): the overlapping frames are a contiguous run
     lo = np.searchsorted(ends, w[:, 0], side="right")
     hi = np.maximum(np.searchsorted(frames[:, 0], w[:, 1], side="left"), lo)
     lo, hi = np.where(timed, lo, 0), np.where(timed, hi, 0)

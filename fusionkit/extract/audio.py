@@ -90,6 +90,7 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _read_ffmpeg(path: Path, sample_rate: int) -> tuple[np.ndarray, int]:
+    """Decoded by ffmpeg straight to ``sample_rate``; returns the samples and the stream's own rate."""
     binary = shutil.which("ffmpeg")
     if binary is None:
         raise AudioError(f"audio {str(path)!r}: {path.suffix or 'this'} files are decoded with ffmpeg, which is not "
@@ -100,25 +101,28 @@ def _read_ffmpeg(path: Path, sample_rate: int) -> tuple[np.ndarray, int]:
     if proc.returncode != 0:
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise AudioError(f"audio {str(path)!r}: ffmpeg cannot decode it ({msg[-1] if msg else proc.returncode})")
-    channels = _ffmpeg_channels(binary, path)
+    channels, source_rate = _ffprobe(binary, path)
     data = np.frombuffer(proc.stdout, dtype="<f4")
     if channels > 1:
         data = data[: len(data) - len(data) % channels].reshape(-1, channels)
     else:
         data = data.reshape(-1, 1)
-    return data.astype(np.float32), sample_rate
+    return data.astype(np.float32), source_rate or sample_rate
 
 
-def _ffmpeg_channels(binary: str, path: Path) -> int:
+def _ffprobe(binary: str, path: Path) -> tuple[int, int | None]:
+    """``(channels, sample rate)`` of the first audio stream (``(1, None)`` when ffprobe is unavailable)."""
     probe = shutil.which("ffprobe") or binary.replace("ffmpeg", "ffprobe")
     if Path(probe).is_file():
-        proc = subprocess.run([probe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=channels",
-                               "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+        proc = subprocess.run([probe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+                               "stream=channels,sample_rate", "-of", "default=noprint_wrappers=1", str(path)],
+                              capture_output=True, text=True)
+        fields = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
         try:
-            return max(int(proc.stdout.strip().splitlines()[0]), 1)
-        except (ValueError, IndexError):
+            return max(int(fields.get("channels", 1)), 1), int(fields["sample_rate"])
+        except (KeyError, ValueError):
             pass
-    return 1
+    return 1, None
 
 
 def resample(signal: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -142,7 +146,7 @@ def read_audio(path, *, sample_rate: int = 16000) -> tuple[np.ndarray, AudioInfo
         decoder = "soundfile"
     elif suffix in FFMPEG_SUFFIXES:
         data, sr = _read_ffmpeg(path, sample_rate)
-        decoder = "ffmpeg"
+        decoder = "ffmpeg"  # already at sample_rate (ffmpeg's resampler); sr is the stream's own rate
     else:
         raise AudioError(f"audio {str(path)!r}: unknown audio suffix {suffix!r}; use one of "
                          f"{', '.join(AUDIO_SUFFIXES)}")
@@ -155,10 +159,12 @@ def read_audio(path, *, sample_rate: int = 16000) -> tuple[np.ndarray, AudioInfo
         raise AudioError(f"audio {str(path)!r} holds NaN/inf samples; export it again as PCM WAV")
     channels = int(data.shape[1])
     mono = data.mean(axis=1) if channels > 1 else data[:, 0]
+    rate_now = sample_rate if decoder == "ffmpeg" else sr
     info = AudioInfo(path=str(path), sample_rate=sample_rate, source_rate=sr, channels=channels,
-                     duration=len(mono) / sr, decoder=decoder, downmixed=channels > 1)
+                     duration=len(mono) / rate_now, decoder=decoder, downmixed=channels > 1)
     if sr != sample_rate:
-        mono = resample(mono, sr, sample_rate)
+        if decoder == "soundfile":
+            mono = resample(mono, sr, sample_rate)
         info.resampled_from = sr
     return np.ascontiguousarray(mono, dtype=np.float32), info
 
