@@ -379,8 +379,11 @@ def test_round_trip_extract_train_predict(tmp_path, monkeypatch, capsys, isolate
     assert [ln.split("\t")[0] for ln in lines] == sorted(sentences)
     # refusals: words outside the audio, another feature set — one error line each, non-zero exit
     write_words_csv(tmp_path / "late.csv", [("new", "really", 9.0, 9.5)])
+    assert main(["extract", "--audio", "clips", "--words", "words.csv", "--out", "OTHER", "--quiet",
+                 "--feature-set", "ComParE_2016"]) == 0
     for extra in (["--words", "late.csv"], ["--words", "new.csv", "--feature-set", "ComParE_2016"],
-                  ["--words", "new.csv", "--openface", "new.csv"]):
+                  ["--words", "new.csv", "--openface", "new.csv"], ["--words", "new.csv", "--provenance", "OTHER"]):
         assert main(["predict", "RUN/tfn/seed0", "--audio", "new.wav", *extra]) == 2
         err = capsys.readouterr().err
         assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
+        assert "Traceback" not in err
