@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from fusionkit.extract.align import check_timings, clip_mean, word_means
 from fusionkit.extract.audio import AUDIO_SUFFIXES, AudioError, read_audio
 from fusionkit.extract.openface import OpenFaceError, read_openface
 from fusionkit.extract.provenance import ExtractConfig, sha256
-from fusionkit.extract.words import Word, WordsError
+from fusionkit.extract.words import WordsError
 
 PARTS = ".parts"
 MODALITIES = ("acoustic", "visual")
@@ -255,14 +254,8 @@ def plan_jobs(audio: dict, words: dict, openface: dict | None) -> tuple[list, di
                            f"audio file <segment_id>.wav")
     failed = {s: f"segment {s!r}: word timings but no audio file <segment_id>.wav (or another audio suffix)"
               for s in sorted(set(words) - set(audio))}
-    failed.update({s: f"segment {s!r}: audio {str(audio[s])!r} has no word timings" for s in sorted(set(audio) - set(words))})
+    failed.update({s: f"segment {s!r}: audio {str(audio[s])!r} has no word timings"
+                   for s in sorted(set(audio) - set(words))})
     jobs = [Job(segment=s, audio=str(audio[s]), words=words[s],
                 openface=None if openface is None or s not in openface else str(openface[s])) for s in both]
     return jobs, failed
-
-
-def now() -> float:
-    return time.perf_counter()
-
-
-__all__ = ["Job", "Part", "ExtractError", "process", "run_jobs", "find_files", "plan_jobs", "AUDIO_SUFFIXES", "Word"]
