@@ -14,8 +14,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] in ("extract", "predict"):  # features from clips, scores for new clips
+        from fusionkit.extract.cli import main as extract_main
+
+        return extract_main(list(args_in))
     parser = ArgumentParser(prog="python -m fusionkit")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("extract", help="word-aligned features from clips and word timings (docs/extraction.md)")
+    sub.add_parser("predict", help="score new clips with a run trained on extracted features")
     p_list = sub.add_parser("list", help="list registered components and each model's slots")
     p_list.add_argument("--kind", default=None, help="only this kind")
     p_show = sub.add_parser("show", help="a model's slots and their contracts, or one component")

@@ -188,6 +188,9 @@ def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[di
         tables = {m: read_feature_table(p) for m, p in source.features.items()}
         join_features(raw, tables, layout=source.extra.get("segment_features", "repeat"), report=report)
         source.extra["feature_names"] = {m: t.names for m, t in tables.items()}
+        if any(t.word_level for t in tables.values()):  # word-level tables (python -m fusionkit extract)
+            source.description = source.description.replace("; one vector per segment", "; word-level rows: " + ", ".join(
+                m for m, t in sorted(tables.items()) if t.word_level))
     else:
         if source.format in ("pickle", "mag_pickle") and source.extra.get("corpus") in DIMS:
             source.extra["mag_dims"] = DIMS[source.extra["corpus"]]  # MAG-BERT's COVAREP/FACET sizes

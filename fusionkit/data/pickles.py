@@ -206,3 +206,15 @@ def read_mmsa_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
                                        aligned=not unaligned))
         out[split] = segments
     return out
+
+
+def dump_pickle(path, data) -> Path:
+    """Write ``data`` (builtin containers and numpy arrays only, so :func:`safe_load` reads it back) atomically."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        pickle.dump(data, fh, protocol=4)
+    os.replace(tmp, path)
+    return path
