@@ -57,7 +57,7 @@ EXAMPLES["multimodal_adaptation_gate"] = dict(
     no_grad=(),
 )
 
-for _name in ("tfn", "lmf", "mag", "mag_mmsa", "iccn"):
+for _name in ("tfn", "lmf", "mag", "mag_mmsa", "iccn", "iccn_e2e"):
     EXAMPLES[_name] = dict(build=lambda n=_name: _model(n), run=lambda m: m(_batch()), no_grad=())
 
 

@@ -13,10 +13,10 @@ import fusionkit
 from fusionkit.testing import random_batch, tiny_bert_config
 
 D_A, D_V = 5, 7
-MODELS = ("mhmf", "mhmf_small", "mag", "mag_mmsa", "misa", "mult", "lmf", "tfn", "iccn", "text")
+MODELS = ("mhmf", "mhmf_small", "mag", "mag_mmsa", "misa", "mult", "lmf", "tfn", "iccn", "iccn_e2e", "text")
 SUBSETS = (("t", "a"), ("t", "v"), ("t",))
 # models that fuse or pair modalities refuse text alone (nothing to fuse); ``text`` and ``mhmf`` run on it
-TEXT_ALONE_REFUSED = {"mag", "mag_mmsa", "mult", "lmf", "tfn", "iccn"}
+TEXT_ALONE_REFUSED = {"mag", "mag_mmsa", "mult", "lmf", "tfn", "iccn", "iccn_e2e"}
 SMOKE = ["--dataset", "synthetic", "--seeds", "1", "--epochs", "1", "--batch-size", "8", "--max-samples", "16",
          "--tiny-bert", "--quiet"]
 
@@ -147,12 +147,12 @@ def test_mag_gate_without_vision_is_the_acoustic_term_alone():
     assert torch.allclose(gate.shift(z, a, None), alpha[..., None] * h)
 
 
-def test_iccn_keeps_one_text_based_embedding_and_drops_dcca():
-    model = _build("iccn", modalities=("t", "v"))
+def test_iccn_e2e_keeps_one_text_based_embedding_and_drops_dcca():
+    model = _build("iccn_e2e", modalities=("t", "v"))
     assert model.audio_encoder is None and model.audio_cnn is None
     out, _ = _run(model, _batch(("t", "v")))
     assert not out.loss_terms and out.features.shape == (4, 8 + 32)  # [e_v; text], no DCCA partner
-    full, _ = _run(_build("iccn"), _batch())
+    full, _ = _run(_build("iccn_e2e"), _batch())
     assert set(full.loss_terms) == {"dcca"} and full.features.shape == (4, 2 * 8 + 32)
 
 

@@ -1,4 +1,4 @@
-"""ICCN(B) and its blocks: outer products by hand, padding invariance, the DCCA term, CLI training."""
+"""iccn_e2e (the end-to-end ICCN variant) and its blocks: outer products by hand, padding invariance, the DCCA term, CLI training."""
 import json
 from dataclasses import replace
 
@@ -14,7 +14,7 @@ D_A, D_V = 5, 7
 
 def _model(**kw):
     torch.manual_seed(0)
-    return fusionkit.create("iccn", bert_config=tiny_bert_config(), d_acoustic=D_A, d_visual=D_V, **kw)
+    return fusionkit.create("iccn_e2e", bert_config=tiny_bert_config(), d_acoustic=D_A, d_visual=D_V, **kw)
 
 
 def test_outer_product_by_hand():
@@ -83,13 +83,13 @@ def test_unaligned_batch_is_refused():
 
 
 @pytest.mark.slow
-def test_iccn_trains_through_benchmarks_run(tmp_path, monkeypatch):
+def test_iccn_e2e_trains_through_benchmarks_run(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "iccn"
-    assert "iccn" in bench.resolve_models("all")
-    assert bench.main(["--models", "iccn", "--dataset", "synthetic", "--seeds", "1", "--epochs", "1", "--batch-size",
+    out = tmp_path / "iccn_e2e"
+    assert "iccn_e2e" in bench.resolve_models("all")
+    assert bench.main(["--models", "iccn_e2e", "--dataset", "synthetic", "--seeds", "1", "--epochs", "1", "--batch-size",
                        "8", "--max-samples", "16", "--tiny-bert", "--quiet", "--out", str(out)]) == 0
-    log = [json.loads(line) for line in (out / "iccn" / "seed0" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (out / "iccn_e2e" / "seed0" / "log.jsonl").read_text().splitlines()]
     epochs = [entry for entry in log if "epoch" in entry and "train_loss" in entry]
     assert epochs and "dcca" in json.dumps(epochs[-1])
-    assert "| iccn ⚠ |" in (out / "results.md").read_text()  # one epoch: flagged as still improving
+    assert "| iccn_e2e ⚠ |" in (out / "results.md").read_text()  # one epoch: flagged as still improving
