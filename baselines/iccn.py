@@ -85,7 +85,7 @@ from fusionkit.slots import (
     model_slots,
     text_encoder_slot,
 )
-from fusionkit.training.stages import TrainingStage
+from fusionkit.training.stages import NO_EARLY_STOPPING, TrainingStage
 from fusionkit.types import ModelOutput
 
 MIN_CCA_BATCH = 2  # covariances need at least two samples
@@ -97,7 +97,7 @@ DCCA_STAGE = TrainingStage(
     defaults={**_PLAIN, "lr": 3e-4, "batch_size": 350, "epochs": 10},
     # no early stopping (they train a fixed number of epochs); the whole validation split in one batch, so its
     # DCCA loss is the split's, not an average over batches
-    fixed={"patience": 10 ** 6, "eval_batch_size": 10 ** 6},
+    fixed={"patience": NO_EARLY_STOPPING, "eval_batch_size": 10 ** 6},
     optimizer="rmsprop", select="dcca")
 DOWNSTREAM_STAGE = TrainingStage(
     "downstream", "regressor on [e_a; e_v; t] with the stage-1 weights frozen",
@@ -265,9 +265,10 @@ def build_iccn(
     head: SlotValue = "iccn_regressor",
     cca_loss: SlotValue = "dcca_loss",
 ) -> ICCN:
-    """ICCN(B) (Sun et al., 2020) as the first author's code builds it, trained in two stages (DCCA, then the
-    regressor on frozen embeddings), both selected on validation; the published numbers may have been selected
-    on test (see the module docstring).
+    """ICCN(B) (Sun et al., 2020) as the first author's code builds it: a DCCA stage, then a regressor.
+
+    Two stages (DCCA on the training split, then the regressor on frozen embeddings), both selected on
+    validation; the published numbers may have been selected on test (see the module docstring).
 
     ``modalities``: the present ones (an absent audio/video drops its product, its CNN and the DCCA stage).
     """

@@ -449,7 +449,8 @@ ICCN_VECTOR_PRODUCT = Slot("product", "fusion", "vector_outer_product", (),
 
 def iccn_product_cnn_slot(name: str) -> Slot:
     return Slot(name, "adapter", "iccn_product_cnn", ("height", "width", "d_out"),
-                "forward(matrix (B, height, width))", "(B, d_out)", options=("channels",), dry_run=_matrix_cnn)
+                "forward(matrix (B, height, width))", "(B, d_out)", options=("channels", "stages"),
+                dry_run=_matrix_cnn)
 
 
 ICCN_REGRESSOR = Slot("head", "head", "iccn_regressor", ("d_in",), "forward(x (B, d_in)) with x = [e_a; e_v; text]",

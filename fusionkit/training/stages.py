@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop")
+NO_EARLY_STOPPING = 10 ** 6  # a stage's patience at least this large: it trains every epoch
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,11 @@ class TrainingStage:
 
     def summary(self) -> str:
         settings = {**self.defaults, **self.fixed}
+        if settings.get("patience", 0) >= NO_EARLY_STOPPING:
+            settings["patience"] = "none (no early stopping)"
         shown = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "eval_batch_size")
-        selection = f"validation {self.select} (lower)" if self.select else "validation select_metric"
+        selection = (f"validation {self.select} (lower is better)" if self.select
+                     else "validation select_metric (mae unless set)")
         return f"{self.name}: {self.description}; {self.optimizer}, {shown}; selected on {selection}"
 
 
