@@ -23,6 +23,7 @@ its ``last/`` (mid-epoch included), later stages start fresh.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -105,7 +106,10 @@ def run_stages(train_one: Callable, model_name: str, data, config, model_kwargs,
     for index, stage in enumerate(stages):
         model.enter_stage(stage.name)
         cfg = replace(config, out_dir=stage_dir(config.out_dir, index, len(stages), stage))
-        results[stage.name] = train_one(model_name, data, cfg, model_kwargs, on_step, model=model, stage=stage)
+        with warnings.catch_warnings():
+            if stage.select:  # a stage selected on a diagnostic may predict a constant (e.g. zeros): no warning
+                warnings.filterwarnings("ignore", message="Pearson correlation is undefined")
+            results[stage.name] = train_one(model_name, data, cfg, model_kwargs, on_step, model=model, stage=stage)
     final = results[stages[-1].name]
     final.stage_results = results
     return final
