@@ -23,8 +23,10 @@ def _batch(batch_size=6, **kw):
 
 
 # -- the CNN ----------------------------------------------------------------------------------------------
-# the authors' fc_dim constants: MY(768, 74, 35, 50, 6303, …) and Conv_CCA's ConvNet(fc_dim=9741 / 4584)
-@pytest.mark.parametrize("height, width, fc_dim", [(768, 50, 6303), (768, 74, 9741), (768, 35, 4584)])
+# the authors' fc_dim constants: MY(768, 74, 35, 50, 6303, …) for 768 × 50, Conv_CCA's ConvNet(fc_dim=9741 / 4584)
+# for raw 768 × 74 / 768 × 35 products; Conv_CCAA's 6303 is also the size of a raw 768 × 47 (MOSI FACET) product
+@pytest.mark.parametrize("height, width, fc_dim", [(768, 50, 6303), (768, 74, 9741), (768, 35, 4584),
+                                                   (768, 47, 6303)])
 def test_cnn_flatten_size_matches_the_authors_fc_dim(height, width, fc_dim):
     assert strided_cnn_flatten_size(height, width) == fc_dim
     cnn = fusionkit.create("iccn_product_cnn", height=height, width=width, d_out=50).eval()
