@@ -180,14 +180,14 @@ def test_an_absent_modality_drops_its_branch_and_the_dcca_stage(present, kept):
 
 
 # -- the engine runs the stages ----------------------------------------------------------------------------
-def _train(tmp_path, **cfg):
+def _train(tmp_path, on_step=None, **cfg):
     from fusionkit.data import load_splits
     from fusionkit.encoders.bert import load_tokenizer
     from fusionkit.training import TrainConfig, train_and_evaluate
 
     data = load_splits("synthetic", tokenizer=load_tokenizer(), max_samples=24, seed=0)
     config = TrainConfig(**{"seed": 0, "out_dir": tmp_path, "epochs": 2, "batch_size": 8, "quiet": True, **cfg})
-    return data, train_and_evaluate("iccn", data, config, {"bert_config": tiny_bert_config()})
+    return data, train_and_evaluate("iccn", data, config, {"bert_config": tiny_bert_config()}, on_step=on_step)
 
 
 @pytest.mark.slow
@@ -238,3 +238,29 @@ def test_show_lists_the_stages_and_the_authors_sizes(capsys):
                      "Conv2d(→3, 3×3, stride 2, pad 1) → BatchNorm", "→ 50-d embedding", "top-k 20",
                      "6303 for 768×50"):
         assert expected in text, expected
+
+
+@pytest.mark.slow
+def test_interrupted_downstream_stage_resumes_mid_epoch_to_the_same_result(tmp_path):
+    calls = []
+    small = dict(epochs=1, batch_size=4, save_every=1)
+    _, reference = _train(tmp_path / "reference", on_step=calls.append, **small)
+    stage1_steps = reference.stage_results["dcca"].history[-1]["step"]
+    assert len(calls) > stage1_steps + 2
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_stage_two(info, seen=[]):  # noqa: B006 - a counter across calls
+        seen.append(info)
+        if len(seen) == stage1_steps + 2:  # stage 2, epoch 1, after step 1 was checkpointed
+            raise Stop
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(Stop):
+        _train(out, on_step=stop_in_stage_two, **small)
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert state["identity"]["stage"] == "downstream" and state["run"]["batches_done"] == 1
+    _, resumed = _train(out, resume=True, **small)
+    assert [h["valid"] for h in resumed.history] == [h["valid"] for h in reference.history]
+    assert np.array_equal(resumed.test_predictions, reference.test_predictions)
