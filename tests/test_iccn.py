@@ -157,6 +157,24 @@ def test_downstream_stage_freezes_the_embeddings_and_their_batchnorm():
         model.enter_stage("joint")
 
 
+def test_unaligned_audio_and_video_with_their_own_lengths_and_padding():
+    model = _model().eval()
+    batch = _batch(batch_size=3)
+    g = torch.Generator().manual_seed(2)
+    audio, video = torch.randn(3, 6, D_A, generator=g), torch.randn(3, 4, D_V, generator=g)
+    a_mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [True] * 5 + [False]])
+    v_mask = torch.tensor([[True] * 4, [True] * 2 + [False] * 2, [True] * 4])
+    unaligned = replace(batch, acoustic=audio, visual=video, acoustic_mask=a_mask, visual_mask=v_mask)
+    # the same utterances padded further (and with other values at the padded steps)
+    padded = replace(unaligned, acoustic=torch.cat([audio * a_mask[..., None], torch.randn(3, 2, D_A, generator=g)], 1),
+                     acoustic_mask=torch.cat([a_mask, torch.zeros(3, 2, dtype=torch.bool)], 1))
+    with torch.no_grad():
+        out, out_padded = model(unaligned), model(padded)
+    assert out.prediction.shape == (3,)
+    assert torch.allclose(out.features, out_padded.features, atol=1e-6)
+    assert torch.allclose(out.prediction, out_padded.prediction, atol=1e-6)
+
+
 # -- absent modalities -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("present, kept", [(("t", "a"), "audio"), (("t", "v"), "video")])
 def test_an_absent_modality_drops_its_branch_and_the_dcca_stage(present, kept):
