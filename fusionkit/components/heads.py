@@ -29,8 +29,11 @@ class RegressionHead(nn.Module):
 
 @register("iccn_regressor", kind="head")
 class ICCNRegressor(nn.Module):
-    """The ICCN authors' downstream regressor: ``Linear(d_in → d_hidden) → ReLU → Linear(d_hidden → d_hidden) →
-    ReLU → Dropout → Linear(d_hidden → 1)`` (dropout only before the last layer, as in their ``Regressor``)."""
+    """The ICCN authors' downstream regressor: two ReLU layers of ``d_hidden``, dropout, then one output.
+
+    ``Linear(d_in → d_hidden) → ReLU → Linear(d_hidden → d_hidden) → ReLU → Dropout → Linear(d_hidden → 1)``
+    (dropout only before the last layer, as in their ``Regressor``).
+    """
 
     def __init__(self, *, d_in: int, d_hidden: int = 512, dropout: float = 0.1) -> None:
         super().__init__()

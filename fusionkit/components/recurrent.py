@@ -1,4 +1,5 @@
-"""``lstm_sequence_encoder`` — a unidirectional LSTM over a padded sequence, returning every step."""
+"""``lstm_sequence_encoder`` — a unidirectional LSTM over a padded sequence, returning every step; and
+``projected_lstm`` — the ICCN authors' 1×1 projection then LSTM, returning the last hidden state."""
 from __future__ import annotations
 
 import torch
