@@ -609,6 +609,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=N
         if out_dir is not None and not run.finished:
             run.finished = True
             save_last(with_optimizer=False)
+        dist_utils.barrier(ctx)
         return stages.intermediate_result(run, out_dir if writes else None, model_name, stage, cfg,
                                           checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None)
     test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx,
