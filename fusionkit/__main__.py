@@ -81,6 +81,9 @@ def _show(registry, name: str) -> int:
             if slot.note:
                 print(f"    note        {slot.note}")
         print("\nmask convention: (B, T) bool, True = real token; None = no padding")
+        summary = getattr(spec.factory, "summary", None)  # e.g. a staged model's stages and sizes
+        if callable(summary):
+            print("\n" + summary())
         return 0
     try:
         print(f"constructor: {spec.name}{inspect.signature(spec.factory)}")

@@ -420,6 +420,47 @@ def iccn_cnn_slot(name: str) -> Slot:
 ICCN_HEAD = dataclasses.replace(HEAD, options=("d_hidden", "dropout"))
 
 
+# ICCN as its authors built it (model iccn; the slots above are iccn_e2e's)
+def _vector_encoder(block, kw, ctx):
+    return _shape_problem(block(_seq(kw["d_in"]), _mask(PROBE_LEN)), (PROBE_BATCH, kw["d_hidden"]))
+
+
+def _vector_outer_product(block, kw, ctx):
+    d_t, d_o = ctx["d_text"], ctx["d_other"]
+    return _shape_problem(block(_vec(d_t), _vec(d_o)), (PROBE_BATCH, d_t, d_o))
+
+
+def _two_view_loss(block, kw, ctx):
+    d = ctx["d_embed"]
+    out = block(torch.randn(4, d, generator=_gen()).to(_probe_device),
+                torch.randn(4, d, generator=torch.Generator().manual_seed(1)).to(_probe_device))
+    return _shape_problem(out, ())
+
+
+def iccn_vector_encoder_slot(name: str) -> Slot:
+    return Slot(name, "adapter", "projected_lstm", ("d_in", "d_hidden"), "forward(x (B, T, d_in), mask (B, T))",
+                "(B, d_hidden), one vector per utterance", dry_run=_vector_encoder)
+
+
+ICCN_VECTOR_PRODUCT = Slot("product", "fusion", "vector_outer_product", (),
+                           "forward(text (B, d_t), other (B, d_o))", "(B, d_t, d_o)",
+                           note="one block, used for t⊗a and t⊗v", dry_run=_vector_outer_product)
+
+
+def iccn_product_cnn_slot(name: str) -> Slot:
+    return Slot(name, "adapter", "iccn_product_cnn", ("height", "width", "d_out"),
+                "forward(matrix (B, height, width))", "(B, d_out)", options=("channels", "stages"),
+                dry_run=_matrix_cnn)
+
+
+ICCN_REGRESSOR = Slot("head", "head", "iccn_regressor", ("d_in",), "forward(x (B, d_in)) with x = [e_a; e_v; text]",
+                      "(B,)", options=("d_hidden", "dropout"), note="trained in the downstream stage only",
+                      dry_run=_head)
+ICCN_CCA_LOSS = Slot("cca_loss", "loss", "dcca_loss", (), "forward(h1 (N, d_embed), h2 (N, d_embed))",
+                     "() scalar, lower = more correlated", options=("r1", "r2", "top_k", "eps"),
+                     note="the DCCA stage's objective", dry_run=_two_view_loss)
+
+
 # -- per-model declarations ---------------------------------------------------------------------------------
 def model_slots(model: str, *slots: Slot):
     """Decorator for the factory of model ``model``: declares its slots (each one a keyword of the factory)."""

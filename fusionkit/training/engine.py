@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from fusionkit.metrics import compute_metrics
 from fusionkit.training import checkpoint as ckpt
 from fusionkit.training import distributed as dist_utils
+from fusionkit.training import stages
 from fusionkit.training.build import ModelBuildError, accepted_kwargs, build_model, model_description
 from fusionkit.training.config import TrainConfig, select_lower_is_better
 from fusionkit.training.encoder_cache import attach_encoder_cache
@@ -66,6 +67,7 @@ class RunResult:
     test_predictions / test_labels: ``(N,)`` arrays in test-split order; test_features: ``(N, d)``; test_ids.
     test_diagnostics: test-split means of the model's ``ModelOutput.diagnostics`` (empty when it has none).
     test_fused: ``(N, d_f)`` pooled fusion-block outputs (``ModelOutput.fused``), ``None`` when not defined.
+    stage_results: for a model trained in stages (:mod:`fusionkit.training.stages`), every stage's result.
     """
 
     best_epoch: int
@@ -79,6 +81,7 @@ class RunResult:
     test_ids: list = field(default_factory=list)
     test_diagnostics: dict = field(default_factory=dict)
     test_fused: np.ndarray | None = None
+    stage_results: dict = field(default_factory=dict)  # staged models: {stage name: RunResult}, in order
 
 
 @dataclass
@@ -375,7 +378,7 @@ def train_and_evaluate(
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
 
-def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunResult:
+def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=None, stage=None) -> RunResult:
     from fusionkit.data import make_loader
 
     config = config or TrainConfig()
@@ -383,13 +386,18 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     ctx = dist_utils.setup(config.device or "auto")
     seed = config.seed if config.seed is not None else 0
     seed_everything(seed)
-    model = build_model(model_name, build_kwargs)
+    if model is None:
+        model = build_model(model_name, build_kwargs)
+        if stages.model_stages(model):  # trained stage by stage, each through this loop
+            return stages.run_stages(_train_and_evaluate, model_name, data, config, model_kwargs, on_step, model)
     defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
+    if stage is not None:
+        config, defaults = stages.stage_config(config, stage, defaults)
     cfg = TrainConfig(**{**config.to_dict(), "seed": seed}).resolve(defaults)
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, ctx.device))
     _configure_torch(cfg, ctx)
     model.to(ctx.device)
-    if cfg.cache_encoder:
+    if cfg.cache_encoder and getattr(getattr(model, "encoder", None), "hidden_state_cache", None) is None:
         attach_encoder_cache(model)
 
     train_ds = data.splits["train"]
@@ -409,7 +417,10 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     if steps_per_epoch == 0:
         raise ValueError(f"the training split of {data.info.name!r} is empty")
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
+    if stage is not None:
+        optimizer = stages.build_stage_optimizer(model, stage, cfg)
+    else:
+        optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup=cfg.warmup, schedule=cfg.schedule)
     scaler = grad_scaler(cfg.precision, ctx.device)
     net = model
@@ -425,6 +436,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                                     aligned=getattr(data.info, "aligned", True))
     identity = {"model": model_name, "model_json": description, "config": _identity_config(cfg),
                 "train_size": len(train_ds), "world_size": ctx.world}
+    if stage is not None:
+        identity["stage"] = stage.name
     generators = module_generators(model)
     run = _Run()
     best_state: dict | None = None
@@ -438,7 +451,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
         _clear_run_dir(out_dir)
     dist_utils.barrier(ctx)
 
-    lower = select_lower_is_better(cfg.select_metric)
+    lower = True if stage is not None and stage.select else select_lower_is_better(cfg.select_metric)
     show = _show_bars(cfg, ctx)
     sums_on_device = _LossSums()
     read_every_step = ctx.device.type != "cuda"
@@ -538,7 +551,10 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
             count = max(totals[2], 1.0)
             valid = evaluate(model, data.splits["valid"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
                              ctx=ctx, loss=cfg.loss, precision=cfg.precision)
-            value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
+            if stage is not None and stage.select:
+                value = stages.selection_value(stage, valid.diagnostics)
+            else:
+                value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
             improved = run.best_value is None or (value < run.best_value if lower else value > run.best_value)
             seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
             run.history.append({
@@ -553,6 +569,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
                 "seconds": round(seconds, 3),
                 "improved": bool(improved),
+                **({"stage": stage.name} if stage is not None else {}),
             })
             train_diagnostics = _gather_diagnostics(ctx, run.epoch_sums.get("diagnostics", {}))
             if train_diagnostics or valid.diagnostics:
@@ -588,6 +605,13 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
     if best_state is None:
         raise RuntimeError("no epoch finished, so no weights were selected")
     model.load_state_dict(best_state)
+    if stage is not None and stage is not stages.model_stages(model)[-1]:  # an earlier stage: no test split
+        if out_dir is not None and not run.finished:
+            run.finished = True
+            save_last(with_optimizer=False)
+        dist_utils.barrier(ctx)
+        return stages.intermediate_result(run, out_dir if writes else None, model_name, stage, cfg,
+                                          checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None)
     test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx,
                     loss=cfg.loss, precision=cfg.precision)
     result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
