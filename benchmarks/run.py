@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text encoder: local path or cached Hugging Face name (default: the bundled MiniLM-L6)")
     p.add_argument("--out", default=None, help="output directory (default: runs/<dataset>)")
     p.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the finished or interrupted runs already in --out (without it, or --resume, an --out "
+                        "holding runs is refused)")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N training examples")
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE", dest="sets",
                    help="a training setting (" + ", ".join(SETTABLE) + ") or a model option (any argument of the "
@@ -704,6 +707,9 @@ def _main(argv) -> int:
             check_free(out)  # a busy --out is refused at once; the lock itself is taken after the checks
         except LockHeld as e:
             raise UsageError(str(e)) from None
+        from benchmarks.outdir import check_overwrite
+
+        check_overwrite(out, resume=args.resume, overwrite=args.overwrite)  # finished runs are never replaced silently
     per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
     variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
 

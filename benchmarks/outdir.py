@@ -1,0 +1,54 @@
+"""What an existing ``--out`` already holds, and the refusal to replace it by accident.
+
+A run directory ``OUT/<label>/seed<k>/`` is *finished* when it holds ``result.json`` and *interrupted* when it
+holds a checkpoint (``last/state.json``) but no result. ``OUT/results.json`` is the gathered table. Running
+into an ``--out`` that holds any of them without ``--resume`` would replace them, so it is refused before any
+work unless ``--overwrite`` says so explicitly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fusionkit.cli import UsageError
+
+
+def existing_runs(out: Path) -> tuple[list[str], list[str]]:
+    """``(finished, interrupted)`` run directories under ``out``, relative to it (sorted)."""
+    finished, interrupted = [], []
+    if not out.is_dir():
+        return finished, interrupted
+    for seed_dir in sorted(p for p in out.glob("*/seed*") if p.is_dir()):
+        rel = str(seed_dir.relative_to(out))
+        if (seed_dir / "result.json").is_file():
+            finished.append(rel)
+        elif (seed_dir / "last" / "state.json").is_file():
+            interrupted.append(rel)
+    return finished, interrupted
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" … (+{len(items) - n})" if len(items) > n else "")
+
+
+def check_overwrite(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse (``UsageError``) to run into ``out`` without ``--resume`` when it holds finished or interrupted
+    runs or a results table, unless ``overwrite``; nothing is read beyond file names, nothing is written."""
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: --resume keeps the runs in --out, "
+                         "--overwrite replaces them; pass one of them")
+    if resume or overwrite:
+        return
+    finished, interrupted = existing_runs(out)
+    table = (out / "results.json").is_file()
+    if not (finished or interrupted or table):
+        return
+    what = []
+    if finished:
+        what.append(f"{len(finished)} finished run(s) ({_few(finished)})")
+    if interrupted:
+        what.append(f"{len(interrupted)} interrupted run(s) ({_few(interrupted)})")
+    if table and not finished:
+        what.append("a results table (results.json)")
+    raise UsageError(f"--out {str(out)!r} already holds {' and '.join(what)}; nothing was changed. Rerun with "
+                     f"--resume to keep them (and finish the rest), choose a new --out, or pass --overwrite to "
+                     f"replace them")
