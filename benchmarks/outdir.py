@@ -52,3 +52,21 @@ def check_overwrite(out: Path, *, resume: bool, overwrite: bool) -> None:
     raise UsageError(f"--out {str(out)!r} already holds {' and '.join(what)}; nothing was changed. Rerun with "
                      f"--resume to keep them (and finish the rest), choose a new --out, or pass --overwrite to "
                      f"replace them")
+
+
+def check_finished(run_dir: Path) -> dict:
+    """A finished run that ``--resume`` reuses: its ``result.json`` against the schema, and its selected weights
+    against their checksum (the exact copy in ``last/`` replaces damaged ones, said on stderr; otherwise one
+    CheckpointError names the file). Returns the result."""
+    import sys
+
+    from fusionkit.schemas import check_result
+    from fusionkit.training import integrity
+    from fusionkit.training.checkpoint import read_json
+
+    result = check_result(read_json(run_dir / "result.json"), run_dir / "result.json")
+    best = run_dir / "best" / "model.safetensors"
+    if best.exists() or (run_dir / "best").is_dir():
+        integrity.verify_or_fallback(best, sorted((run_dir / "last").glob("model-*.safetensors")), [], restore=True,
+                                     log=lambda m: print(f"[checkpoint] {m}", file=sys.stderr))
+    return result

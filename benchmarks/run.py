@@ -448,7 +448,9 @@ def check_resumable(variant: Variant, seed: int, data, args, model_kwargs: dict,
         spec["modalities"] = ",".join(data.info.modalities)
     if args.features:
         spec["features"] = sorted(args.features)
-    saved = read_json(run_dir / "run.json") if args.resume and (run_dir / "run.json").is_file() else None
+    from fusionkit.schemas import RUN_SPEC, load_checked
+
+    saved = load_checked(run_dir / "run.json", RUN_SPEC) if args.resume and (run_dir / "run.json").is_file() else None
     if saved is not None and saved.get("precision", "fp32") != spec["precision"]:
         raise UsageError(f"{run_dir} was trained with --precision {saved.get('precision', 'fp32')}, this run asks "
                          f"for {spec['precision']}; resume with --precision {saved.get('precision', 'fp32')} or use a "
@@ -467,8 +469,11 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     spec = check_resumable(variant, seed, data, args, model_kwargs, run_dir, train_overrides)
     done = run_dir / "result.json"
     if args.resume and done.is_file() and (run_dir / "run.json").is_file():
+        from benchmarks.outdir import check_finished
+
+        result = check_finished(run_dir)  # schema and checksums: a table never comes from damaged files
         print(f"[skip] {variant.label} seed {seed}: already finished", file=sys.stderr)
-        return read_json(done)
+        return result
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "run.json", spec)
@@ -479,9 +484,14 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     if args.study == "restitution" and is_main_process() and result.test_fused is not None:
         from benchmarks import studies
 
-        np.save(run_dir / studies.FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
-        np.save(run_dir / studies.LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
-    return read_json(done)
+        from fusionkit.diskfull import writing
+
+        with writing(run_dir / studies.FUSED_FILE):
+            np.save(run_dir / studies.FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
+            np.save(run_dir / studies.LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
+    from fusionkit.schemas import check_result
+
+    return check_result(read_json(done), done)
 
 
 def check_compositions(variants: list[Variant], model_kwargs: dict, data) -> dict[str, dict]:
@@ -654,8 +664,19 @@ def composition_lines(variants: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fusionkit.diskfull import EXIT_STATUS, cli_message, is_disk_full
+    from fusionkit.training.checkpoint import CheckpointError
+
     try:
         return run_cli(_main, argv)
+    except CheckpointError as e:  # a damaged file met outside a run (e.g. while checking --resume)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        print(f"error: {cli_message(e)}", file=sys.stderr)
+        return EXIT_STATUS
     except KeyboardInterrupt as e:
         print(f"interrupted: {e or 'stopped'}; rerun the same command with --resume to continue", file=sys.stderr)
         return 130

@@ -34,6 +34,30 @@ def _find_checkpoint(path: str | os.PathLike) -> Path:
                           f"its best/ directory (written by fusionkit.training.train_and_evaluate)")
 
 
+def _check_description(path: Path, description: dict) -> None:
+    """``model.json`` against its schema and the ``--set`` typing of its options; a file edited by hand (its
+    checksum differs) is allowed, with a warning, since the schema decides."""
+    from fusionkit.schemas import check_model_json
+    from fusionkit.training import integrity
+
+    check_model_json(description, path / MODEL_JSON)
+    why = integrity.problem(path / MODEL_JSON)
+    if why is not None:
+        warnings.warn(f"{path / MODEL_JSON} was changed after it was written ({why}); using it as edited",
+                      UserWarning, stacklevel=3)
+
+
+def _checked_weights(path: Path) -> Path:
+    """``model.safetensors`` after its checksum; when damaged, the byte-identical copy in the run's ``last/``
+    (if there is one) is read instead, with a warning; else one CheckpointError naming the file."""
+    from fusionkit.training import integrity
+
+    last = path.parent / "last"
+    alternatives = sorted(last.glob("model-*.safetensors")) if path.name == "best" and last.is_dir() else []
+    return integrity.verify_or_fallback(path / MODEL_WEIGHTS, alternatives, [], restore=False,
+                                        log=lambda m: warnings.warn(m, UserWarning, stacklevel=4))
+
+
 class Predictor:
     """A trained model plus its tokenizer; see :func:`load`."""
 
@@ -176,6 +200,7 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
     if not isinstance(description["kwargs"], dict) or not isinstance(description["model"], str):
         raise CheckpointError(f"{path / MODEL_JSON} is malformed ('model' must be a name and 'kwargs' an object); "
                               f"it was not written by fusionkit")
+    _check_description(path, description)
     kwargs = from_json_kwargs(description["kwargs"])
     name = description["model"]
     try:
@@ -191,7 +216,7 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
         model = build_model(name, kwargs)
     except ModelBuildError as e:
         raise CheckpointError(f"cannot rebuild the model described by {path / MODEL_JSON}: {e}") from None
-    load_model_weights(model, path / MODEL_WEIGHTS, what=f"{name!r} described by {path / MODEL_JSON}")
+    load_model_weights(model, _checked_weights(path), what=f"{name!r} described by {path / MODEL_JSON}")
     model.to(dev)
     tokenizer = load_tokenizer(kwargs.get("text_model"))
     return Predictor(model, description, tokenizer, dev)

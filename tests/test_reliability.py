@@ -76,3 +76,177 @@ def test_overwrite_replaces_and_contradicts_resume(tmp_path, capsys):
     first = json.loads((out / "text/seed0/result.json").read_text())
     assert bench.main([*SMOKE, "--epochs", "2", "--out", str(out), "--overwrite"]) == 0
     assert json.loads((out / "text/seed0/result.json").read_text())["epochs_run"] == 2 != first["epochs_run"]
+
+
+# -- class 2: checksummed checkpoints, exact fallback -----------------------------------------------------------
+import shutil  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import fusionkit  # noqa: E402
+from fusionkit.training import TrainConfig, integrity, train_and_evaluate  # noqa: E402
+from fusionkit.training.checkpoint import CheckpointError  # noqa: E402
+
+ENGINE = dict(seed=0, epochs=2, batch_size=8, quiet=True, device="cpu", num_threads=1)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data():
+    from fusionkit.data import load_splits
+    from fusionkit.encoders.bert import load_tokenizer
+
+    return load_splits("synthetic", tokenizer=load_tokenizer(None), max_samples=32, seed=0)
+
+
+def tiny():
+    from fusionkit.testing import tiny_bert_config
+
+    return {"bert_config": tiny_bert_config()}
+
+
+def _interrupt(data, out, *, at_step: int, **config):
+    def stop(info):
+        if info["step"] == at_step:
+            raise Stop
+    with pytest.raises(Stop):
+        train_and_evaluate("text", data, TrainConfig(**ENGINE, out_dir=out, **config), tiny(), on_step=stop)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine_runs(data, tmp_path_factory):
+    """An uninterrupted reference, a run stopped at the first step of epoch 2 (its last save is the end of epoch 1,
+    which improved: best/ and last/ hold the same weights), and one stopped mid-epoch 2 (last/ ≠ best/)."""
+    root = tmp_path_factory.mktemp("engine")
+    reference = train_and_evaluate("text", data, TrainConfig(**ENGINE, out_dir=root / "ref"), tiny())
+    steps = reference.history[0]["step"]  # batches per epoch
+    assert steps >= 2
+    epoch_end = _interrupt(data, root / "epoch_end", at_step=steps + 1)
+    mid = _interrupt(data, root / "mid", at_step=steps + 2, save_every=1)  # last save: step steps + 1
+    return {"reference": reference, "epoch_end": epoch_end, "mid": mid}
+
+
+def damage(path, offset: int | None = None, length: int = 1) -> None:
+    """Zero ``length`` bytes (xor 0xFF when they are zero already) from ``offset`` (default: the middle)."""
+    data = bytearray(path.read_bytes())
+    offset = len(data) // 2 if offset is None else offset
+    for i in range(offset, min(offset + length, len(data))):
+        data[i] = 0 if data[i] else 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_every_checkpoint_file_has_a_checksum_and_best_equals_last_after_an_improving_epoch(engine_runs):
+    out = engine_runs["epoch_end"]
+    files = [p for d in ("best", "last") for p in (out / d).iterdir() if not p.name.endswith(".sha256")]
+    assert files and all(integrity.sidecar(p).is_file() and integrity.problem(p) is None for p in files)
+    state = json.loads((out / "last/state.json").read_text())
+    assert (state["run"]["epoch"], state["run"]["batches_done"], state["run"]["best_epoch"]) == (1, 0, 1)
+    last_model = out / "last" / state["files"]["model"]
+    assert integrity.sha256_file(last_model) == integrity.sha256_file(out / "best/model.safetensors") \
+        == state["best_sha256"] == state["sha256"][state["files"]["model"]]
+
+
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_damaged_weights_are_restored_from_the_exact_copy_and_the_run_resumes_identically(
+        engine_runs, data, tmp_path, capsys, which):
+    out = tmp_path / "run"
+    shutil.copytree(engine_runs["epoch_end"], out)
+    state = json.loads((out / "last/state.json").read_text())
+    target = out / "best/model.safetensors" if which == "best" else out / "last" / state["files"]["model"]
+    damage(target, length=4096)
+    resumed = train_and_evaluate("text", data, TrainConfig(**ENGINE, out_dir=out, resume=True), tiny())
+    err = capsys.readouterr().err
+    assert f"{target} failed its checksum" in err and "restored from it" in err
+    assert resumed.test == engine_runs["reference"].test and resumed.best_epoch == engine_runs["reference"].best_epoch
+
+
+@pytest.mark.parametrize("which", ["best", "optim", "state"])
+def test_damaged_file_without_an_exact_copy_is_refused_naming_it(engine_runs, data, tmp_path, which):
+    out = tmp_path / "run"
+    shutil.copytree(engine_runs["mid"], out)
+    state = json.loads((out / "last/state.json").read_text())
+    assert state["run"]["batches_done"] > 0  # mid-epoch: last/ holds other weights than best/
+    target = {"best": out / "best/model.safetensors", "optim": out / "last" / state["files"]["state"],
+              "state": out / "last/state.json"}[which]
+    damage(target, offset=len(target.read_bytes()) - 3 if which == "state" else None)
+    before = tree_hash(out)
+    with pytest.raises(CheckpointError, match=f"{target}' is damaged"):
+        train_and_evaluate("text", data, TrainConfig(**ENGINE, out_dir=out, resume=True), tiny())
+    assert tree_hash(out) == before  # refused before anything was written
+
+
+WEIGHT_MUTANTS = 60
+
+
+@settings(max_examples=WEIGHT_MUTANTS, deadline=None, suppress_health_check=list(HealthCheck))
+@given(where=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255), which=st.sampled_from(["best", "last"]))
+def test_one_corrupted_byte_anywhere_is_refused_or_replaced_by_the_exact_copy(engine_runs, tmp_path_factory,
+                                                                            where, mask, which):
+    """Any byte of either weight file, flipped: loading it is refused, or (epoch-end checkpoint) reads the
+    byte-identical other copy — never the damaged bytes."""
+    out = tmp_path_factory.mktemp("mut") / "run"
+    shutil.copytree(engine_runs["epoch_end"], out)
+    state = json.loads((out / "last/state.json").read_text())
+    best, last = out / "best/model.safetensors", out / "last" / state["files"]["model"]
+    target, other = (best, last) if which == "best" else (last, best)
+    raw = bytearray(target.read_bytes())
+    raw[int(where * len(raw))] ^= mask
+    target.write_bytes(bytes(raw))
+    assert integrity.problem(target) is not None
+    chosen = integrity.verify_or_fallback(target, [other], [], restore=False, log=lambda m: None)
+    assert chosen == other and integrity.problem(other) is None
+    (other).unlink()  # without the copy: one CheckpointError naming the file
+    with pytest.raises(CheckpointError, match="is damaged"):
+        integrity.verify_or_fallback(target, [other], [], restore=False, log=lambda m: None)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(where=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255))
+def test_fusionkit_load_refuses_a_corrupted_weight_file(finished, tmp_path_factory, where, mask):
+    best = tmp_path_factory.mktemp("load") / "best"
+    shutil.copytree(finished / "text/seed0/best", best)
+    raw = bytearray((best / "model.safetensors").read_bytes())
+    raw[int(where * len(raw))] ^= mask
+    (best / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors' is damaged"):
+        fusionkit.load(best)
+
+
+def test_resume_refuses_a_finished_run_with_damaged_weights(finished, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    damage(out / "text/seed0/best/model.safetensors", length=1 << 16)
+    before = tree_hash(out)
+    assert bench.main([*SMOKE, "--out", str(out), "--resume"]) == 2
+    line = one_error(capsys)
+    assert "text/seed0/best/model.safetensors' is damaged" in line
+    assert tree_hash(out) == before  # no table was published from it
+
+
+def test_resume_with_a_damaged_mid_run_best_is_one_error_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [*SMOKE[:SMOKE.index("--epochs")], *SMOKE[SMOKE.index("--epochs") + 2:], "--epochs", "2",
+            "--out", str(out)]
+    import fusionkit.training.engine as engine
+
+    real = engine._write_outputs
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("stopped for the test")
+    engine._write_outputs = crash
+    try:
+        assert bench.main(argv) == 130
+    finally:
+        engine._write_outputs = real
+    capsys.readouterr()
+    state = json.loads((out / "text/seed0/last/state.json").read_text())
+    assert state["run"]["finished"] and "model" not in state["files"]  # no exact copy of best/ remains
+    damage(out / "text/seed0/best/model.safetensors", length=1 << 16)
+    assert bench.main([*argv, "--resume"]) == 2
+    assert "best/model.safetensors' is damaged" in one_error(capsys)
+    assert not (out / "results.json").exists()
