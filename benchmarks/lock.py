@@ -98,10 +98,17 @@ class DirectoryLock:
                           RuntimeWarning, stacklevel=2)
         me = {"pid": os.getpid(), "pid_start": _process_start(os.getpid()), "host": socket.gethostname(),
               "started": round(time.time(), 3), "command": self.command}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(me) + "\n").encode())
-        os.fsync(fd)
+        from fusionkit.diskfull import writing
+
+        try:
+            with writing(self.path):
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, (json.dumps(me) + "\n").encode())
+                os.fsync(fd)
+        except BaseException:  # e.g. a full disk: the lock is not held, and the caller reports why
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 

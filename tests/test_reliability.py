@@ -250,3 +250,75 @@ def test_resume_with_a_damaged_mid_run_best_is_one_error_line(tmp_path, capsys):
     assert bench.main([*argv, "--resume"]) == 2
     assert "best/model.safetensors' is damaged" in one_error(capsys)
     assert not (out / "results.json").exists()
+
+
+# -- class 3: a full disk during every kind of write ------------------------------------------------------------
+import errno  # noqa: E402
+
+WRITE_KINDS = ["run.json", "model-", "optim-", "state.json", "model.safetensors", "model.json", "log.jsonl",
+               "result.json", "test_predictions.csv", "curve.png", "results.json", "results.md", ".benchmarks.lock",
+               "sha256"]
+FAST_KINDS = {"state.json", "model.safetensors", "results.json", "curve.png"}
+
+
+def _disk_fills_at(monkeypatch, kind: str) -> list:
+    """From the first write of a file of ``kind`` on, every write fails with ENOSPC (the disk stays full)."""
+    real_write, full = os.write, []
+
+    def name_of(fd):
+        try:
+            return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            return ""
+
+    def write(fd, data):
+        name = name_of(fd)
+        if fd > 2 and (full or (kind in name if kind == "sha256" else name.startswith("." + kind) or name == kind)):
+            full.append(name)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    if kind == "curve.png":  # matplotlib writes through Python file objects: fail its savefig
+        from matplotlib.figure import Figure
+
+        def savefig(self, fname, *a, **k):
+            open(fname, "wb").write(b"partial")
+            full.append(str(fname))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(Figure, "savefig", savefig)
+    return full
+
+
+@pytest.mark.parametrize("kind", [k if k in FAST_KINDS else pytest.param(k, marks=pytest.mark.slow)
+                                  for k in WRITE_KINDS])
+def test_full_disk_is_one_error_line_and_resume_finishes(finished, tmp_path, capsys, monkeypatch, kind):
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        full = _disk_fills_at(m, kind)
+        code = bench.main([*SMOKE, "--out", str(out)])
+    assert full, f"no {kind} write happened"
+    assert code == 1
+    line = one_error(capsys)
+    assert "no space left writing" in line and "--resume" in line
+    if kind not in ("sha256", "model-", "optim-"):
+        assert kind.strip(".") in line
+    if kind not in ("curve.png", ".benchmarks.lock"):
+        assert "bytes needed" in line or "KiB needed" in line or "MiB needed" in line
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # no temporary file left
+    assert bench.main([*SMOKE, "--out", str(out), "--resume"]) == 0  # space freed: --resume finishes
+    capsys.readouterr()
+    assert (out / "results.json").read_bytes() == (finished / "results.json").read_bytes()
+
+
+def test_full_disk_while_writing_the_data_cache_warns_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
+
+    def savez(file, *a, **k):
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(np, "savez", savez)
+    with pytest.warns(UserWarning, match="could not write the data cache.*no space left.*continuing without it"):
+        assert bench.main([*SMOKE, "--out", str(tmp_path / "out")]) == 0
+    assert not list((tmp_path / "cache").iterdir())  # the partial temporary file was removed
