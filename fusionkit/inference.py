@@ -40,11 +40,11 @@ def _check_description(path: Path, description: dict) -> None:
     from fusionkit.schemas import check_model_json
     from fusionkit.training import integrity
 
-    check_model_json(description, path / MODEL_JSON)
     why = integrity.problem(path / MODEL_JSON)
     if why is not None:
         warnings.warn(f"{path / MODEL_JSON} was changed after it was written ({why}); using it as edited",
                       UserWarning, stacklevel=3)
+    check_model_json(description, path / MODEL_JSON)
 
 
 def _checked_weights(path: Path) -> Path:
@@ -201,7 +201,11 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
         raise CheckpointError(f"{path / MODEL_JSON} is malformed ('model' must be a name and 'kwargs' an object); "
                               f"it was not written by fusionkit")
     _check_description(path, description)
-    kwargs = from_json_kwargs(description["kwargs"])
+    try:
+        kwargs = from_json_kwargs(description["kwargs"])
+    except Exception as e:  # noqa: BLE001 - transformers' config classes raise several types for bad values
+        raise CheckpointError(f"{path / MODEL_JSON}: key 'kwargs.bert_config' cannot be read by transformers "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:300]}); restore the file") from None
     name = description["model"]
     try:
         # a block from a plug-in that is not installed: say which, before building anything

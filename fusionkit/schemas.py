@@ -231,6 +231,18 @@ MODEL_JSON = Obj({"model": Str(pattern=r"[A-Za-z0-9_.\-\[\]]+"), "kwargs": Map()
                   "max_seq_length": Int(lo=1, hi=100_000, nullable=True), "aligned": Bool()})
 
 
+# a text encoder's config as model.json stores it (fusionkit.training.build.to_json_kwargs); transformers checks
+# the rest when it builds the config
+BERT_CONFIG = Obj({"__transformers_config__": Obj(
+    {"model_type": Str(pattern=r"[a-z0-9_\-]+")},
+    {"hidden_size": Int(lo=1, hi=1 << 16), "num_attention_heads": Int(lo=1, hi=1024),
+     "num_hidden_layers": Int(lo=0, hi=1024), "intermediate_size": Int(lo=1, hi=1 << 18),
+     "vocab_size": Int(lo=1, hi=1 << 22), "max_position_embeddings": Int(lo=1, hi=1 << 20),
+     "type_vocab_size": Int(lo=1, hi=1 << 10), "hidden_dropout_prob": Num(lo=0, hi=1),
+     "attention_probs_dropout_prob": Num(lo=0, hi=1), "layer_norm_eps": Num(lo=0, hi=1),
+     "initializer_range": Num(lo=0, hi=10)})})
+
+
 def validate(doc, schema: Schema, path) -> object:
     schema.check(doc, path, "")
     return doc
@@ -278,6 +290,13 @@ def check_model_json(doc: dict, path) -> dict:
     """``model.json``: the schema, and each build option typed like ``--set`` (``benchmarks.preflight``): its
     factory's annotation and the generic range rule (a negative dimension is refused here)."""
     validate(doc, MODEL_JSON, path)
+    if doc["kwargs"].get("bert_config") is not None:
+        BERT_CONFIG.check(doc["kwargs"]["bert_config"], path, "kwargs.bert_config")
+        cfg = doc["kwargs"]["bert_config"]["__transformers_config__"]
+        heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
+        if heads and hidden and hidden % heads:
+            raise _error(path, "kwargs.bert_config.__transformers_config__.num_attention_heads",
+                         f"is {heads}, which does not divide hidden_size {hidden}")
     try:
         from benchmarks.preflight import check_option
     except ImportError:  # fusionkit without its benchmarks package: the schema above still applies

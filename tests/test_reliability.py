@@ -183,6 +183,7 @@ def test_damaged_file_without_an_exact_copy_is_refused_naming_it(engine_runs, da
 WEIGHT_MUTANTS = 60
 
 
+@pytest.mark.slow
 @settings(max_examples=WEIGHT_MUTANTS, deadline=None, suppress_health_check=list(HealthCheck))
 @given(where=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255), which=st.sampled_from(["best", "last"]))
 def test_one_corrupted_byte_anywhere_is_refused_or_replaced_by_the_exact_copy(engine_runs, tmp_path_factory,
