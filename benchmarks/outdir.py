@@ -7,6 +7,7 @@ work unless ``--overwrite`` says so explicitly.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fusionkit.cli import UsageError
@@ -70,3 +71,32 @@ def check_finished(run_dir: Path) -> dict:
         integrity.verify_or_fallback(best, sorted((run_dir / "last").glob("model-*.safetensors")), [], restore=True,
                                      log=lambda m: print(f"[checkpoint] {m}", file=sys.stderr))
     return result
+
+
+# temporary files of the atomic writers: ``.<name>.<8 random chars>.tmp`` (checkpoint.atomic_write_bytes) and
+# ``.<name>.tmp.png`` (the training curve)
+_ORPHAN = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp|\..+\.tmp\.png")
+
+
+def remove_orphans(out: Path) -> list[Path]:
+    """Delete the temporary files a killed process left under ``out`` (call only while holding its lock: no
+    live writer can own them then); says how many on stderr."""
+    import sys
+
+    found = [p for p in out.rglob(".*") if p.is_file() and _ORPHAN.fullmatch(p.name)]
+    for p in found:
+        p.unlink(missing_ok=True)
+    if found:
+        print(f"[cleanup] removed {len(found)} temporary file(s) left by an interrupted process: "
+              f"{_few([str(p.relative_to(out)) for p in found])}", file=sys.stderr)
+    return found
+
+
+def interrupted_message(error: BaseException) -> tuple[str, int]:
+    """The one ``interrupted:`` line and the exit status (128 + the signal: 130 SIGINT, 143 SIGTERM)."""
+    import signal
+
+    reason = str(error).strip() or "stopped by an interrupt"
+    reason = re.sub(r",? ?rerun with resume to continue$", "", reason).rstrip("; ")
+    return (f"interrupted: {reason}; rerun the same command with --resume to continue",
+            128 + int(getattr(error, "signum", signal.SIGINT)))

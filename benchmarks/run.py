@@ -678,8 +678,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {cli_message(e)}", file=sys.stderr)
         return EXIT_STATUS
     except KeyboardInterrupt as e:
-        print(f"interrupted: {e or 'stopped'}; rerun the same command with --resume to continue", file=sys.stderr)
-        return 130
+        from benchmarks.outdir import interrupted_message
+
+        message, status = interrupted_message(e)
+        print(message, file=sys.stderr)
+        return status
 
 
 def _main(argv) -> int:
@@ -782,6 +785,9 @@ def _main(argv) -> int:
             lock.acquire()
         except LockHeld as e:
             raise UsageError(str(e)) from None
+        from benchmarks.outdir import remove_orphans
+
+        remove_orphans(out)  # temporary files of a killed earlier process (only ever removed under the lock)
     try:
         return _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options,
                         out, main_process, compositions)

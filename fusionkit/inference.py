@@ -34,6 +34,18 @@ def _find_checkpoint(path: str | os.PathLike) -> Path:
                           f"its best/ directory (written by fusionkit.training.train_and_evaluate)")
 
 
+def _check_text(words: list[str], index: int) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate, e.g. from bytes decoded with 'surrogateescape'):
+    no tokenizer can encode it, and replacing it silently would change what is scored."""
+    for j, word in enumerate(words):
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"utterance {index}, word {j} ({word!r}) holds {e.object[e.start:e.end]!r}, a lone "
+                             f"surrogate that is not valid Unicode text; decode the text with errors='replace' (or "
+                             f"drop the character) and predict again") from None
+
+
 def _check_description(path: Path, description: dict) -> None:
     """``model.json`` against its schema and the ``--set`` typing of its options; a file edited by hand (its
     checksum differs) is allowed, with a warning, since the schema decides."""
@@ -127,7 +139,8 @@ class Predictor:
             checkpoints take ``(T, d)`` sequences. Missing channels are zeros, with a warning.
         batch_size: utterances per forward pass; a batch is length-bucketed as in training and evaluation
             (:func:`fusionkit.data.loader.length_buckets`), the scores come back in input order.
-        Returns a float for one utterance, a list of floats for a batch.
+        Returns a float for one utterance, a list of floats for a batch (also for one string with ``batch=True``).
+        Text that is not valid Unicode (a lone surrogate) is refused with a ValueError naming the word.
         """
         from fusionkit.data import build_dataset, collate
         from fusionkit.data.errors import LoadReport
@@ -135,7 +148,7 @@ class Predictor:
         from fusionkit.data.segments import RawSegment
 
         if isinstance(words, str):
-            samples, single = [words], True
+            samples, single = [words], not batch  # batch=True: a batch of one utterance, so a list back
         elif isinstance(words, (list, tuple)) and words and all(isinstance(w, str) for w in words) and not batch:
             samples, single = [list(words)], True
         elif isinstance(words, (list, tuple)) and words and all(isinstance(w, (str, list, tuple)) for w in words):
@@ -146,6 +159,7 @@ class Predictor:
         for i, s in enumerate(samples):
             if not s:
                 raise ValueError(f"utterance {i} has no words")
+            _check_text(s, i)
 
         def per_sample(value, what):
             if value is None:

@@ -323,3 +323,79 @@ def test_full_disk_while_writing_the_data_cache_warns_and_the_run_goes_on(tmp_pa
     with pytest.warns(UserWarning, match="could not write the data cache.*no space left.*continuing without it"):
         assert bench.main([*SMOKE, "--out", str(tmp_path / "out")]) == 0
     assert not list((tmp_path / "cache").iterdir())  # the partial temporary file was removed
+
+
+# -- class 7 and 8: inference API, signals, orphans ------------------------------------------------------------
+import signal  # noqa: E402
+import warnings  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def predictor(finished):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fusionkit.load(finished / "text/seed0")
+
+
+def test_predict_one_string_with_batch_true_returns_a_list(predictor):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = predictor.predict("a fine film")
+        batch = predictor.predict("a fine film", batch=True)
+    assert isinstance(one, float) and isinstance(batch, list) and batch == [one]
+
+
+def test_lone_surrogate_is_one_clear_error(predictor, finished, capsys):
+    from fusionkit import predict
+
+    with pytest.raises(ValueError, match=r"word 1 .*lone surrogate.*errors='replace'"):
+        predictor.predict("good \udce9 film")
+    assert predict.main([str(finished / "text/seed0"), "--text", "good \udce9 film"]) == 2
+    assert "lone surrogate" in one_error(capsys)
+
+
+def _signal_during_training(monkeypatch, *signals):
+    """Deliver ``signals`` (in order) from inside the first training step's loss bookkeeping."""
+    from fusionkit.training import engine
+
+    real, sent = engine._LossSums.flush, []
+
+    def flush(self, *a, **k):
+        if not sent:
+            sent.append(True)
+            for sig in signals:
+                signal.raise_signal(sig)
+        return real(self, *a, **k)
+    monkeypatch.setattr(engine._LossSums, "flush", flush)
+
+
+@pytest.mark.parametrize("signals,status,words", [
+    ((signal.SIGTERM,), 143, "interrupted at epoch 1"), ((signal.SIGINT,), 130, "interrupted at epoch 1"),
+    ((signal.SIGINT, signal.SIGINT), 130, "a second SIGINT stopped the run at once"),
+])
+def test_signals_exit_128_plus_signal_with_one_message(finished, tmp_path, monkeypatch, capsys, signals, status,
+                                                       words):
+    out = tmp_path / "out"
+    argv = [*SMOKE, "--out", str(out)]
+    with monkeypatch.context() as m:
+        _signal_during_training(m, *signals)
+        assert bench.main(argv) == status
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("interrupted:")]
+    assert words in line and line.count("resume") == 1 and "Traceback" not in err
+    assert bench.main([*argv, "--resume"]) == 0
+    assert (out / "results.json").read_bytes() == (finished / "results.json").read_bytes()
+
+
+def test_orphan_temporary_files_are_removed_on_the_next_start(finished, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    orphans = [out / "text/seed0/.result.json.k3j_x9q2.tmp", out / "text/seed0/last/.state.json.a1b2c3d4.tmp",
+               out / "text/seed0/.curve.png.tmp.png"]
+    for p in orphans:
+        p.write_bytes(b"partial")
+    keep = out / ".notes.tmp"  # not a name our writers use: left alone
+    keep.write_text("mine")
+    assert bench.main([*SMOKE, "--out", str(out), "--resume"]) == 0
+    assert "[cleanup] removed 3 temporary file(s)" in capsys.readouterr().err
+    assert not any(p.exists() for p in orphans) and keep.exists()

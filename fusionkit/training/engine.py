@@ -53,7 +53,11 @@ CURVE_FILE = "curve.png"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerun with ``resume=True`` to continue."""
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerun with ``resume=True`` to continue.
+    ``signum``: the signal that stopped it (a command exits with ``128 + signum``: 130 for SIGINT, 143 for
+    SIGTERM)."""
+
+    signum: int = signal.SIGINT
 
 
 @dataclass
@@ -140,6 +144,7 @@ class _SigintFlag:
 
     def __init__(self) -> None:
         self.raised = False
+        self.signum = signal.SIGINT
         self._previous: dict = {}
 
     def __enter__(self):
@@ -149,12 +154,21 @@ class _SigintFlag:
 
     def _handle(self, signum, frame) -> None:
         if self.raised:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.raised = True
+            stop = TrainingInterrupted(f"a second {signal.Signals(signum).name} stopped the run at once, without "
+                                       f"saving the step in flight; the last checkpoint is kept")
+            stop.signum = signum
+            raise stop
+        self.raised, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
+
+
+def _interrupted(flag: _SigintFlag, message: str) -> TrainingInterrupted:
+    stop = TrainingInterrupted(message)
+    stop.signum = flag.signum
+    return stop
 
 
 def _show_bars(cfg: TrainConfig, ctx: dist_utils.DistContext) -> bool:
@@ -523,7 +537,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
                 if stop and not last_batch:
                     step_bar.close()
                     epoch_bar.close()
-                    raise TrainingInterrupted(
+                    raise _interrupted(sigint,
                         f"training of {model_name!r} interrupted at epoch {epoch + 1}, step {run.global_step}"
                         + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
                            if out_dir is not None else ""))
@@ -580,7 +594,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step) -> RunR
             if dist_utils.all_sum(ctx, [float(sigint.raised)])[0] and run.epoch < cfg.epochs \
                     and not run.stopped_early:
                 epoch_bar.close()
-                raise TrainingInterrupted(
+                raise _interrupted(sigint,
                     f"training of {model_name!r} interrupted after epoch {epoch + 1}"
                     + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
                        if out_dir is not None else ""))
