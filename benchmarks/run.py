@@ -731,17 +731,19 @@ def _main(argv) -> int:
             check_free(out)  # a busy --out is refused at once; the lock itself is taken after the checks
         except LockHeld as e:
             raise UsageError(str(e)) from None
-        from benchmarks.outdir import check_overwrite
-
-        check_overwrite(out, resume=args.resume, overwrite=args.overwrite)  # finished runs are never replaced silently
     per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
     variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
 
+    features = parse_features(args.features)
+    if main_process:
+        from benchmarks.outdir import check_overwrite
+
+        check_overwrite(out, resume=args.resume, overwrite=args.overwrite)  # finished runs are never replaced silently
     from fusionkit.data import DataError, load_splits
 
     try:
         data = load_splits(args.dataset, data_root=args.data_root, tokenizer=tokenizer, max_samples=args.max_samples,
-                           seed=0, features=parse_features(args.features))
+                           seed=0, features=features)
     except DataError as e:
         raise UsageError(str(e)) from None
     data = select_modalities(data, args.modalities)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from fusionkit.data.errors import DataError, LoadReport
-from fusionkit.data.segments import SPLITS, RawSegment, check_label, check_words, sanitize_features
+from fusionkit.data.segments import (SPLITS, RawSegment, check_label, check_segment_id, check_words,
+                                     sanitize_features)
 
 _BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "complex",
              "bool", "slice", "range"}
@@ -100,7 +101,7 @@ def read_mag_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
         raise DataError.at(f"missing split(s) {', '.join(missing)}; MAG-BERT pickles hold train, dev and test",
                            file=path)
     d_a, d_v = _split_dims(dims)
-    out = {}
+    out, seen = {}, set()
     for src, split in (("train", "train"), ("dev", "valid"), ("test", "test")):
         segments = []
         for k, example in enumerate(data[src]):
@@ -109,7 +110,7 @@ def read_mag_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
             except (TypeError, ValueError):
                 raise DataError.at(f"example {k} is not ((words, visual, acoustic), label, segment_id)",
                                    file=path, split=src) from None
-            seg_id = seg_id.decode("utf-8", "replace") if isinstance(seg_id, bytes) else str(seg_id)
+            seg_id = check_segment_id(seg_id, seen=seen, file=path, split=src)
             words = check_words(words, file=path, split=src, segment=seg_id)
             label = check_label(label, file=path, split=src, segment=seg_id)
             visual = sanitize_features(visual, name="visual", dim=d_v, rows=len(words), file=path, split=src,
@@ -151,7 +152,7 @@ def read_mmsa_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
         raise DataError.at(f"missing split(s) {', '.join(missing)}; MMSA pickles hold train, valid and test",
                            file=path)
     d_a, d_v = _split_dims(dims)
-    out = {}
+    out, seen = {}, set()
     for split in SPLITS:
         part = data[split]
         if not isinstance(part, dict):
@@ -170,7 +171,10 @@ def read_mmsa_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
         sides = (_mmsa_padding_side(audio), _mmsa_padding_side(vision))
         segments = []
         for i in range(n):
-            seg_id = str(part["id"][i]).replace("$_$", "_")
+            raw_id = part["id"][i]
+            raw_id = raw_id.item() if isinstance(raw_id, np.generic) else raw_id
+            seg_id = check_segment_id(raw_id.replace("$_$", "_") if isinstance(raw_id, str) else raw_id, seen=seen,
+                                      file=path, split=split)
             text = part["raw_text"][i]
             text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
             words = check_words(text.split(), file=path, split=split, segment=seg_id)
