@@ -618,6 +618,7 @@ def render_markdown(results: dict) -> str:
     if train or results["config"].get("per_model"):
         lines += ["Everything else: each model's own `train_defaults`.", ""]
     lines += composition_lines(results["config"].get("variants") or {})
+    lines += data_report_lines(results.get("data_report"))
     header = ["Model"] + [METRIC_LABELS[m] for m in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     flags = results.get("flags") or {}
@@ -649,6 +650,16 @@ def render_markdown(results: dict) -> str:
     if paper_lines:
         lines += [""] + paper_lines
     return "\n".join(lines) + "\n"
+
+
+def data_report_lines(report: dict | None) -> list[str]:
+    """results.md lines naming every change the data readers made (none: nothing is said)."""
+    if not report:
+        return []
+    from fusionkit.data.errors import LoadReport
+
+    changes = LoadReport.from_dict(report).describe()
+    return ["Data changed by the readers: " + "; ".join(changes) + ".", ""] if changes else []
 
 
 def composition_lines(variants: dict) -> list[str]:
@@ -747,6 +758,8 @@ def _main(argv) -> int:
     except DataError as e:
         raise UsageError(str(e)) from None
     data = select_modalities(data, args.modalities)
+    for line in data.info.report.describe():  # every repair the readers made, in the log (and results.md)
+        print(f"[data] {args.dataset}: {line}", file=sys.stderr)
     model_kwargs: dict = {}
     if args.tiny_bert:
         from fusionkit.testing import tiny_bert_config
@@ -838,6 +851,7 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
                                  for m in sorted({*per_model, *per_model_options})},
                    "max_samples": args.max_samples,
                    **({"features": sorted(args.features)} if args.features else {})},
+        "data_report": data.info.report.to_dict(),
         "runs": runs,
         "summary": summarize(runs, labels),
         "flags": convergence_flags(runs, checked, args),

@@ -399,3 +399,93 @@ def test_orphan_temporary_files_are_removed_on_the_next_start(finished, tmp_path
     assert bench.main([*SMOKE, "--out", str(out), "--resume"]) == 0
     assert "[cleanup] removed 3 temporary file(s)" in capsys.readouterr().err
     assert not any(p.exists() for p in orphans) and keep.exists()
+
+
+# -- class 5 and 6: readers and the restricted unpickler --------------------------------------------------------
+import pickle  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from fusionkit.data import DataError  # noqa: E402
+from fusionkit.data.errors import LoadReport  # noqa: E402
+from fusionkit.data.pickles import read_mag_pickle, read_mmsa_pickle, safe_load  # noqa: E402
+
+
+def _mag(ids, words=None, value=0.5):
+    def example(i, seg):
+        w = words if words is not None else ["good", "film"]
+        return ((w, np.full((len(w), 3), value, np.float32), np.zeros((len(w), 2), np.float32)), np.array([[1.0]]),
+                seg)
+    return {s: [example(i, seg) for i, seg in enumerate(ids)] for s in ("train", "dev", "test")}
+
+
+@pytest.mark.parametrize("value", [1e38, -2e6, np.float32(3.4e38)])
+def test_huge_finite_feature_is_refused_naming_file_segment_and_column(tmp_path, value):
+    path = tmp_path / "mag.pkl"
+    data = _mag(["a_1"])
+    data["dev"] = [((["ok"], np.array([[0.0, value, 1.0]], np.float32), np.zeros((1, 2), np.float32)),
+                    np.array([[1.0]]), "b_1")]
+    data["test"] = [((["ok"], np.zeros((1, 3), np.float32), np.zeros((1, 2), np.float32)), np.array([[1.0]]), "c_1")]
+    path.write_bytes(pickle.dumps(data))
+    with pytest.raises(DataError, match=r"mag\.pkl.*dev.*b_1.*visual feature column 1 holds .*beyond ±1e\+06"):
+        read_mag_pickle(path, report=LoadReport())
+
+
+@pytest.mark.parametrize("ids,words,message", [
+    ([None], None, "segment id None is missing"), ([7], None, "segment id 7 is int, not text"),
+    (["a", "a"], None, "duplicate segment_id"), (["a"], ["good", 3], "word 1 is int 3, not text"),
+    ([""], None, "segment id is empty"),
+])
+def test_mag_pickle_ids_and_words_follow_the_csv_rules(tmp_path, ids, words, message):
+    path = tmp_path / "mag.pkl"
+    data = _mag(ids, words)
+    data["dev"] = [((["x"], np.zeros((1, 3), np.float32), np.zeros((1, 2), np.float32)), np.array([[1.0]]), "d")]
+    data["test"] = [((["x"], np.zeros((1, 3), np.float32), np.zeros((1, 2), np.float32)), np.array([[1.0]]), "t")]
+    path.write_bytes(pickle.dumps(data))
+    with pytest.raises(DataError, match=message):
+        read_mag_pickle(path, report=LoadReport())
+
+
+def test_mmsa_duplicate_ids_across_splits_are_refused(tmp_path):
+    def split(ids):
+        n = len(ids)
+        return {"raw_text": ["a b"] * n, "id": np.array(ids), "audio": np.zeros((n, 4, 2), np.float32),
+                "vision": np.zeros((n, 4, 3), np.float32), "regression_labels": np.zeros(n, np.float32)}
+    path = tmp_path / "mmsa.pkl"
+    path.write_bytes(pickle.dumps({"train": split(["v$_$1"]), "valid": split(["v$_$2"]), "test": split(["v$_$1"])}))
+    with pytest.raises(DataError, match=r"test.*v_1.*duplicate segment_id"):
+        read_mmsa_pickle(path, report=LoadReport())
+
+
+class _Hostile:
+    def __init__(self, *call):
+        self.call = call
+
+    def __reduce__(self):
+        return self.call
+
+
+@pytest.mark.parametrize("payload,message", [
+    (_Hostile(bytes, (1 << 40,)), "more than"), (_Hostile(bytearray, (1 << 33,)), "more than"),
+    (_Hostile(int, ("9" * 10_000,)), "corrupt pickle"), (_Hostile(complex, ("nope",)), "corrupt pickle"),
+    (_Hostile(float, ([],)), "corrupt pickle"), (_Hostile(range, (10 ** 12,)), "refusing to load builtins.range"),
+    (_Hostile(np.core.multiarray._reconstruct, (np.ndarray, (1 << 40,), b"b")), "more than"),
+    (_Hostile(dict, ([1, 2, 3],)), "corrupt pickle"),
+])
+def test_allowed_callables_cannot_escape_or_allocate(tmp_path, payload, message):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps({"train": [payload]}, protocol=4))
+    with pytest.raises(DataError, match=message):
+        safe_load(path)
+
+
+def test_reader_repairs_are_in_the_log_and_the_results(finished, tmp_path, capsys):
+    results = json.loads((finished / "results.json").read_text())
+    assert results["data_report"]["dropped_total"] > 0  # --max-samples 16 left segments out
+    md = (finished / "results.md").read_text()
+    assert "Data changed by the readers:" in md and "left out (max samples: test " in md
+    report = LoadReport()
+    report.fallbacks["transcript_for_empty_words"] += 2  # the .csd / CSV fallback to the transcript
+    report.sanitized_nonfinite["train"] += 5
+    assert report.describe() == ["5 NaN/inf feature value(s) set to 0 (train 5)", "2 × transcript for empty words"]
+    assert bench.data_report_lines(report.to_dict())[0].startswith("Data changed by the readers: 5 NaN")

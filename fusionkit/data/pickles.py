@@ -15,8 +15,13 @@ from fusionkit.data.errors import DataError, LoadReport
 from fusionkit.data.segments import (SPLITS, RawSegment, check_label, check_segment_id, check_words,
                                      sanitize_features)
 
+# What MAG-BERT and MMSA pickles (any protocol) need: containers, text, numbers. ``range`` and ``slice`` are
+# not data, and only serve to make an allowed constructor build something large from a few bytes.
 _BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "complex",
-             "bool", "slice", "range"}
+             "bool"}
+# The most elements (or bytes) one call of an allowed callable may be asked for: a pickle of N bytes can only
+# describe data of about N bytes, but ``bytes(10**12)`` or ``list(range(...))`` would allocate far more.
+MAX_ITEMS = 1 << 28
 _NUMPY = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
@@ -42,7 +47,47 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"refusing to load {module}.{name}: only builtin containers/scalars and numpy arrays are allowed "
                 f"in data pickles"
             )
-        return super().find_class(module, name)
+        return _bounded(super().find_class(module, name), f"{module}.{name}")
+
+
+class PickleTooLarge(pickle.UnpicklingError):
+    """An allowed callable was asked for more than :data:`MAX_ITEMS` elements."""
+
+
+def _too_large(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) > MAX_ITEMS
+    if isinstance(value, (tuple, list)) and len(value) <= 64:  # a shape
+        sizes = [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+        total = 1
+        for v in sizes:
+            if v < 0 or v > MAX_ITEMS:
+                return True
+            total *= v
+        return total > MAX_ITEMS
+    return False
+
+
+def _bounded(fn, name: str):
+    """``fn`` behind a size check of its arguments (ints, shapes): a pickle cannot request gigabytes."""
+    if isinstance(fn, type) and issubclass(fn, np.generic):  # numpy scalar types as used by dtype(...)
+        return fn
+
+    def call(*args, **kwargs):
+        for value in (*args, *kwargs.values()):
+            if _too_large(value):
+                raise PickleTooLarge(f"refusing {name}{tuple(type(a).__name__ for a in args)}: it asks for more "
+                                     f"than {MAX_ITEMS} elements")
+        return fn(*args, **kwargs)
+
+    call.__name__ = getattr(fn, "__name__", name)
+    if name == "numpy.ndarray" or name.endswith("DType") or name == "numpy.dtype" or name.endswith("_frombuffer"):
+        # classes that numpy's own pickles pass around, and _frombuffer, whose shape numpy checks against the
+        # buffer already read from the file
+        return fn
+    return call
 
 
 def safe_load(path) -> object:
@@ -56,10 +101,11 @@ def safe_load(path) -> object:
         if msg.startswith("refusing"):
             raise DataError.at(f"unsafe pickle: {msg}", file=path) from None
         raise DataError.at(f"corrupt pickle ({msg})", file=path) from None
-    except (EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError, MemoryError) as exc:
-        raise DataError.at(f"truncated or corrupt pickle ({type(exc).__name__}: {exc})", file=path) from None
     except OSError as exc:
         raise DataError.at(f"cannot read ({exc})", file=path) from None
+    except Exception as exc:  # noqa: BLE001 - whatever an allowed callable raises on hostile arguments
+        raise DataError.at(f"truncated or corrupt pickle ({type(exc).__name__}: {str(exc)[:200]})",
+                           file=path) from None
 
 
 def pickle_format(data, path) -> str:
