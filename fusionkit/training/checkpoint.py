@@ -8,8 +8,10 @@ Layout of a run directory::
     best/model.safetensors          the weights selected on the validation split
     best/model.json                 how to rebuild the model (registry name, build kwargs, text model, dims)
 
-``state.json`` is written last and names the tensor files it belongs to, so a run killed in the middle of a
-save still finds a consistent previous checkpoint. No pickle is ever read or written.
+``state.json`` is written last and names the tensor files it belongs to (with their sha256, and that of
+``best/model.safetensors``), so a run killed in the middle of a save still finds a consistent previous
+checkpoint. Every file has a checksum sidecar ``<file>.sha256`` (:mod:`fusionkit.training.integrity`). No
+pickle is ever read or written.
 """
 from __future__ import annotations
 

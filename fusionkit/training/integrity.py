@@ -156,7 +156,8 @@ def recorded(path: str | os.PathLike) -> set[str]:
 def verify_or_fallback(path: str | os.PathLike, alternatives: Iterable[str | os.PathLike], expected: Iterable[str],
                        *, restore: bool, log: Callable[[str], None]) -> Path:
     """``path`` when it passes its check; else the first alternative that passes and is byte-identical to what
-    ``path`` should hold (its sha256 is in ``expected`` or in ``path``'s sidecar). With ``restore`` the
+    ``path`` should hold (its sha256 is in ``expected`` — the record in ``state.json`` — or, without one, in
+    ``path``'s sidecar). With ``restore`` the
     alternative's bytes are written back to ``path`` (checked) and ``path`` is returned; otherwise the
     alternative is returned for reading. Each fallback is reported through ``log``. Nothing exact: the
     :class:`CheckpointError` of ``path``."""
@@ -167,8 +168,8 @@ def verify_or_fallback(path: str | os.PathLike, alternatives: Iterable[str | os.
         verify(path)
         return path
     except CheckpointError as error:
-        wanted = set(expected) | recorded(path)
-        wanted.discard(None)
+        # what the file must hold: the checkpoint's own record (state.json) when there is one, else its sidecar
+        wanted = {e for e in expected if e} or recorded(path)
         for alt in alternatives:
             alt = Path(alt)
             if not alt.is_file() or not sidecar(alt).is_file() or problem(alt) is not None:
