@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text encoder: local path or cached Hugging Face name (default: the bundled MiniLM-L6)")
     p.add_argument("--out", default=None, help="output directory (default: runs/<dataset>)")
     p.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the finished or interrupted runs already in --out (without it, or --resume, an --out "
+                        "holding runs is refused)")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N training examples")
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE", dest="sets",
                    help="a training setting (" + ", ".join(SETTABLE) + ") or a model option (any argument of the "
@@ -445,7 +448,9 @@ def check_resumable(variant: Variant, seed: int, data, args, model_kwargs: dict,
         spec["modalities"] = ",".join(data.info.modalities)
     if args.features:
         spec["features"] = sorted(args.features)
-    saved = read_json(run_dir / "run.json") if args.resume and (run_dir / "run.json").is_file() else None
+    from fusionkit.schemas import RUN_SPEC, load_checked
+
+    saved = load_checked(run_dir / "run.json", RUN_SPEC) if args.resume and (run_dir / "run.json").is_file() else None
     if saved is not None and saved.get("precision", "fp32") != spec["precision"]:
         raise UsageError(f"{run_dir} was trained with --precision {saved.get('precision', 'fp32')}, this run asks "
                          f"for {spec['precision']}; resume with --precision {saved.get('precision', 'fp32')} or use a "
@@ -464,8 +469,11 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     spec = check_resumable(variant, seed, data, args, model_kwargs, run_dir, train_overrides)
     done = run_dir / "result.json"
     if args.resume and done.is_file() and (run_dir / "run.json").is_file():
+        from benchmarks.outdir import check_finished
+
+        result = check_finished(run_dir)  # schema and checksums: a table never comes from damaged files
         print(f"[skip] {variant.label} seed {seed}: already finished", file=sys.stderr)
-        return read_json(done)
+        return result
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "run.json", spec)
@@ -476,9 +484,14 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     if args.study == "restitution" and is_main_process() and result.test_fused is not None:
         from benchmarks import studies
 
-        np.save(run_dir / studies.FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
-        np.save(run_dir / studies.LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
-    return read_json(done)
+        from fusionkit.diskfull import writing
+
+        with writing(run_dir / studies.FUSED_FILE):
+            np.save(run_dir / studies.FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
+            np.save(run_dir / studies.LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
+    from fusionkit.schemas import check_result
+
+    return check_result(read_json(done), done)
 
 
 def check_compositions(variants: list[Variant], model_kwargs: dict, data) -> dict[str, dict]:
@@ -605,6 +618,7 @@ def render_markdown(results: dict) -> str:
     if train or results["config"].get("per_model"):
         lines += ["Everything else: each model's own `train_defaults`.", ""]
     lines += composition_lines(results["config"].get("variants") or {})
+    lines += data_report_lines(results.get("data_report"))
     header = ["Model"] + [METRIC_LABELS[m] for m in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     flags = results.get("flags") or {}
@@ -638,6 +652,16 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def data_report_lines(report: dict | None) -> list[str]:
+    """results.md lines naming every change the data readers made (none: nothing is said)."""
+    if not report:
+        return []
+    from fusionkit.data.errors import LoadReport
+
+    changes = LoadReport.from_dict(report).describe()
+    return ["Data changed by the readers: " + "; ".join(changes) + ".", ""] if changes else []
+
+
 def composition_lines(variants: dict) -> list[str]:
     """results.md lines naming every slot that holds another block than its default (block, plug-in, args)."""
     from fusionkit.slots import describe_composition
@@ -651,11 +675,25 @@ def composition_lines(variants: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fusionkit.diskfull import EXIT_STATUS, cli_message, is_disk_full
+    from fusionkit.training.checkpoint import CheckpointError
+
     try:
         return run_cli(_main, argv)
+    except CheckpointError as e:  # a damaged file met outside a run (e.g. while checking --resume)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        print(f"error: {cli_message(e)}", file=sys.stderr)
+        return EXIT_STATUS
     except KeyboardInterrupt as e:
-        print(f"interrupted: {e or 'stopped'}; rerun the same command with --resume to continue", file=sys.stderr)
-        return 130
+        from benchmarks.outdir import interrupted_message
+
+        message, status = interrupted_message(e)
+        print(message, file=sys.stderr)
+        return status
 
 
 def _main(argv) -> int:
@@ -707,14 +745,21 @@ def _main(argv) -> int:
     per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
     variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
 
+    features = parse_features(args.features)
+    if main_process:
+        from benchmarks.outdir import check_overwrite
+
+        check_overwrite(out, resume=args.resume, overwrite=args.overwrite)  # finished runs are never replaced silently
     from fusionkit.data import DataError, load_splits
 
     try:
         data = load_splits(args.dataset, data_root=args.data_root, tokenizer=tokenizer, max_samples=args.max_samples,
-                           seed=0, features=parse_features(args.features))
+                           seed=0, features=features)
     except DataError as e:
         raise UsageError(str(e)) from None
     data = select_modalities(data, args.modalities)
+    for line in data.info.report.describe():  # every repair the readers made, in the log (and results.md)
+        print(f"[data] {args.dataset}: {line}", file=sys.stderr)
     model_kwargs: dict = {}
     if args.tiny_bert:
         from fusionkit.testing import tiny_bert_config
@@ -755,6 +800,9 @@ def _main(argv) -> int:
             lock.acquire()
         except LockHeld as e:
             raise UsageError(str(e)) from None
+        from benchmarks.outdir import remove_orphans
+
+        remove_orphans(out)  # temporary files of a killed earlier process (only ever removed under the lock)
     try:
         return _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options,
                         out, main_process, compositions)
@@ -803,6 +851,7 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
                                  for m in sorted({*per_model, *per_model_options})},
                    "max_samples": args.max_samples,
                    **({"features": sorted(args.features)} if args.features else {})},
+        "data_report": data.info.report.to_dict(),
         "runs": runs,
         "summary": summarize(runs, labels),
         "flags": convergence_flags(runs, checked, args),

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionkit.data.errors import DataError, LoadReport
+from fusionkit.data.segments import check_feature_range
 
 ID_COLUMN = "segment_id"
 WORD_INDEX = "word_index"
@@ -281,6 +282,8 @@ def join_features(raw: dict, tables: dict, *, layout: str, report: LoadReport) -
                 if bad.any():
                     report.sanitized_nonfinite[split] += int(bad.sum())
                     vec = np.where(bad, np.float32(0.0), vec)
+                check_feature_range(vec, name=name, file=table.path, split=split, segment=seg.id,
+                                    names=getattr(table, "names", None))
                 steps = len(seg.words) if layout == "repeat" else 1
                 setattr(seg, name, np.ascontiguousarray(np.tile(vec[None, :], (steps, 1)), dtype=np.float32))
     for segs in raw.values():

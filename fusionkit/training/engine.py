@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from fusionkit.metrics import compute_metrics
 from fusionkit.training import checkpoint as ckpt
 from fusionkit.training import distributed as dist_utils
+from fusionkit.training import integrity
 from fusionkit.training import stages
 from fusionkit.training.build import ModelBuildError, accepted_kwargs, build_model, model_description
 from fusionkit.training.config import TrainConfig, select_lower_is_better
@@ -53,7 +54,11 @@ CURVE_FILE = "curve.png"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerun with ``resume=True`` to continue."""
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerun with ``resume=True`` to continue.
+    ``signum``: the signal that stopped it (a command exits with ``128 + signum``: 130 for SIGINT, 143 for
+    SIGTERM)."""
+
+    signum: int = signal.SIGINT
 
 
 @dataclass
@@ -142,6 +147,7 @@ class _SigintFlag:
 
     def __init__(self) -> None:
         self.raised = False
+        self.signum = signal.SIGINT
         self._previous: dict = {}
 
     def __enter__(self):
@@ -151,12 +157,21 @@ class _SigintFlag:
 
     def _handle(self, signum, frame) -> None:
         if self.raised:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.raised = True
+            stop = TrainingInterrupted(f"a second {signal.Signals(signum).name} stopped the run at once, without "
+                                       f"saving the step in flight; the last checkpoint is kept")
+            stop.signum = signum
+            raise stop
+        self.raised, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
+
+
+def _interrupted(flag: _SigintFlag, message: str) -> TrainingInterrupted:
+    stop = TrainingInterrupted(message)
+    stop.signum = flag.signum
+    return stop
 
 
 def _show_bars(cfg: TrainConfig, ctx: dist_utils.DistContext) -> bool:
@@ -320,6 +335,7 @@ class _Run:
         self.epoch_sums: dict = {}  # loss sums of the epoch in progress (local to this rank)
         self.epoch_started = 0.0
         self.epoch_seconds_before = 0.0  # time already spent on this epoch before a resume
+        self.best_sha256: str | None = None  # checksum of best/model.safetensors (exact fallback, integrity.py)
 
     def counters(self) -> dict:
         return {k: getattr(self, k) for k in ("epoch", "batches_done", "global_step", "samples_seen", "history",
@@ -445,7 +461,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=N
     if cfg.resume and out_dir is not None and (out_dir / LAST_DIR / "state.json").is_file():
         resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler, ctx.rank, scaler)
         if run.best_epoch:
-            best_weights = ckpt.read_model_weights(out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
+            best_weights = ckpt.read_model_weights(_checked_best(out_dir, run, restore=writes))
             best_state = {k: v.clone() for k, v in best_weights.items()}
     elif out_dir is not None and writes:
         _clear_run_dir(out_dir)
@@ -534,7 +550,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=N
                 if stop and not last_batch:
                     step_bar.close()
                     epoch_bar.close()
-                    raise TrainingInterrupted(
+                    raise _interrupted(sigint,
                         f"training of {model_name!r} interrupted at epoch {epoch + 1}, step {run.global_step}"
                         + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
                            if out_dir is not None else ""))
@@ -578,8 +594,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=N
                 run.best_value, run.best_epoch, run.best_valid, run.bad_epochs = value, epoch + 1, valid.metrics, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 if writes:
-                    ckpt.save_model_weights(model, out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
-                    ckpt.atomic_write_json(out_dir / BEST_DIR / ckpt.MODEL_JSON, description)
+                    run.best_sha256 = ckpt.save_model_weights(model, out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
+                    ckpt.write_checked_json(out_dir / BEST_DIR / ckpt.MODEL_JSON, description)
             else:
                 run.bad_epochs += 1
                 run.stopped_early = run.bad_epochs >= cfg.patience
@@ -595,7 +611,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=N
             if dist_utils.all_sum(ctx, [float(sigint.raised)])[0] and run.epoch < cfg.epochs \
                     and not run.stopped_early:
                 epoch_bar.close()
-                raise TrainingInterrupted(
+                raise _interrupted(sigint,
                     f"training of {model_name!r} interrupted after epoch {epoch + 1}"
                     + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
                        if out_dir is not None else ""))
@@ -656,33 +672,62 @@ def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, 
     if ctx.is_main:
         last = out_dir / LAST_DIR
         previous = ckpt.read_json(last / "state.json") if (last / "state.json").is_file() else {}
-        number = previous.get("save_number", 0) + 1
+        number = (previous.get("save_number", 0) if isinstance(previous, dict) else 0) + 1
         files = {}
         state = {"format": ckpt.FORMAT_VERSION, "save_number": number, "identity": identity,
                  "run": run.counters(), "rng": [g[1] for g in gathered],
                  "epoch_seconds": run.epoch_seconds_before + time.perf_counter() - run.epoch_started}
         tensors = {f"rank{r}.{k}": torch.from_numpy(v) for r, g in enumerate(gathered) for k, v in g[0].items()}
+        state["best_sha256"], state["sha256"] = run.best_sha256, {}
         if optimizer is not None:
             files["model"] = f"model-{number:06d}.safetensors"
-            ckpt.save_model_weights(model, last / files["model"])
+            state["sha256"][files["model"]] = ckpt.save_model_weights(model, last / files["model"])
             opt_tensors, state["optimizer"] = ckpt.split_optimizer_state(optimizer)
             tensors.update(opt_tensors)
             state["scheduler"] = scheduler.state_dict()
             state["scaler"] = scaler_state(scaler)
         files["state"] = f"optim-{number:06d}.safetensors"
-        ckpt.atomic_write_tensors(last / files["state"], tensors)
+        state["sha256"][files["state"]] = ckpt.atomic_write_tensors(last / files["state"], tensors)
         state["files"] = files
-        ckpt.atomic_write_json(last / "state.json", state)
+        ckpt.write_checked_json(last / "state.json", state)
         for stale in last.glob("*.safetensors"):
             if stale.name not in files.values():
-                stale.unlink(missing_ok=True)
+                integrity.remove_checked(stale)
     dist_utils.barrier(ctx)
 
 
-def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int, scaler=None):
-    """Restore ``run``, the model, optimizer and scheduler from ``last/``; returns the RNG state to restore."""
+def _checked_best(out_dir: Path, run: _Run, *, restore: bool) -> Path:
+    """``best/model.safetensors`` after its checksum; when damaged, the exact copy in ``last/`` (same sha256 as
+    recorded for best, :mod:`fusionkit.training.integrity`) replaces it, said on stderr; else CheckpointError."""
     last = out_dir / LAST_DIR
-    state = ckpt.read_json(last / "state.json")
+    alternatives = [last / name for name in sorted(p.name for p in last.glob("model-*.safetensors"))]
+    return integrity.verify_or_fallback(out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS, alternatives,
+                                        [run.best_sha256] if run.best_sha256 else [], restore=restore,
+                                        log=lambda m: print(f"[checkpoint] {m}", file=sys.stderr))
+
+
+def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int, scaler=None):
+    """Restore ``run``, the model, optimizer and scheduler from ``last/``; returns the RNG state to restore.
+    Every file is checked (checksum, :mod:`fusionkit.schemas`) first; anything else that does not fit the model
+    is one :class:`CheckpointError` naming ``state.json``."""
+    path = out_dir / LAST_DIR / "state.json"
+    try:
+        return _load_last_checked(out_dir, identity, run, model, optimizer, scheduler, rank, scaler)
+    except ckpt.CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as e:
+        raise ckpt.CheckpointError(f"cannot restore the checkpoint {str(path)!r} ({type(e).__name__}: "
+                                   f"{str(e)[:300]}); it is damaged or belongs to another version: resume from a "
+                                   f"copy or use a new output directory") from None
+
+
+def _load_last_checked(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int,
+                       scaler=None):
+    from fusionkit.schemas import check_state
+
+    last = out_dir / LAST_DIR
+    integrity.verify(last / "state.json")
+    state = check_state(ckpt.read_json(last / "state.json"), last / "state.json")
     if state.get("format") != ckpt.FORMAT_VERSION:
         raise ckpt.CheckpointError(f"{last / 'state.json'} has format {state.get('format')!r}, expected "
                                    f"{ckpt.FORMAT_VERSION}")
@@ -705,10 +750,15 @@ def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, sched
             f"cannot resume from {str(last)!r}: it belongs to a different run ({', '.join(diff)} differ"
             + (f": {'; '.join(detail)}" if detail else "") + "); use the same settings or a new output directory")
     run.load_counters(state["run"])
+    run.best_sha256 = state.get("best_sha256")
     run.epoch_seconds_before = float(state.get("epoch_seconds", 0.0)) if run.batches_done else 0.0
     tensors = ckpt.load_tensor_file(last / state["files"]["state"])
     if "model" in state["files"]:
-        ckpt.load_model_weights(model, last / state["files"]["model"], what=f"{identity['model']!r}")
+        recorded = state.get("sha256", {}).get(state["files"]["model"])
+        weights = integrity.verify_or_fallback(last / state["files"]["model"], [out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS],
+                                               [recorded] if recorded else [], restore=rank == 0,
+                                               log=lambda m: print(f"[checkpoint] {m}", file=sys.stderr))
+        ckpt.load_model_weights(model, weights, what=f"{identity['model']!r}")
         optimizer.load_state_dict(ckpt.merge_optimizer_state(tensors, state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -733,4 +783,8 @@ def _write_outputs(out_dir: Path, model_name: str, cfg: TrainConfig, result: Run
 
         plot_history(result.history, out_dir / CURVE_FILE, title=f"{model_name} (seed {cfg.seed})")
     except Exception as e:  # noqa: BLE001 - a plotting failure must not lose a finished run
+        from fusionkit.diskfull import DiskFullError
+
+        if isinstance(e, DiskFullError):
+            raise
         warnings.warn(f"could not draw the training curve: {e}", RuntimeWarning, stacklevel=2)
