@@ -101,7 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "dataset has); each model handles an absent modality its own way (see its docstring)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
+    add_statistics_arguments(p)
     return p
+
+
+# -- statistics, tuning and workers (fusionkit.stats, benchmarks.tuned, benchmarks.workers) -----------------
+def add_statistics_arguments(p) -> None:
+    from benchmarks import tuned
+
+    p.add_argument("--reference", default="text",
+                   help="model every other row is compared with (paired bootstrap, Holm; default: text)")
+    tuned.add_arguments(p)
+
+
+def add_statistics(results: dict, runs: list[dict], labels: list[str], run_dirs: dict, reference: str) -> None:
+    """``results["statistics"]`` (:func:`fusionkit.stats.table_statistics`) from the runs' test predictions."""
+    from fusionkit import stats
+
+    files = {label: {seed: Path(d) / "test_predictions.csv" for seed, d in by_seed.items()}
+             for label, by_seed in run_dirs.items()}
+    results["statistics"] = stats.table_statistics(runs, labels, reference=reference, predictions=files)
 
 
 @dataclass
@@ -629,7 +648,12 @@ def render_markdown(results: dict) -> str:
         lines.append(f"({len(unknown)} run(s) were made by a version that did not record the spread of their test "
                      f"predictions; they are checked for the best epoch only.)")
     from benchmarks import studies
+    from fusionkit import stats
 
+    lines += stats.render(results.get("statistics"))
+    from benchmarks import tuned
+
+    lines += tuned.render(results)
     lines += studies.render(results)
     models = {label: v["model"] for label, v in results["config"]["variants"].items()}
     paper_lines = paper.render_paper_table(results["dataset"], models)
@@ -686,6 +710,9 @@ def _main(argv) -> int:
         raise UsageError(f"--save-interval must be ≥ 0 seconds, got {args.save_interval}")
     if args.tiny_bert and args.text_model is not None:
         raise UsageError("--tiny-bert and --text-model are exclusive")
+    from benchmarks import tuned
+
+    tuned.apply(args)  # --from-tuning: the tuned settings become --set entries
 
     from fusionkit.encoders.bert import TextModelNotFound, load_tokenizer
 
@@ -809,6 +836,10 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
     }
     if not main_process:
         return 0
+    add_statistics(results, runs, labels, run_dirs, args.reference)
+    from benchmarks import tuned
+
+    tuned.record_provenance(results, args)
     from benchmarks import studies
     from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
 
