@@ -254,7 +254,7 @@ def run_trial(study, model: str, space, data, args, model_kwargs: dict, worker: 
     values = space.suggest(trial)
     train, options = split_settings(values)
     for key, value in (("train", train), ("options", options), ("seed", args.seed), ("worker", worker),
-                       ("host", os.uname().nodename), ("selected_on", "valid")):
+                       ("host", os.uname().nodename), ("pid", os.getpid()), ("selected_on", "valid")):
         trial.set_user_attr(key, value)
     config = TrainConfig(seed=args.seed, epochs=args.epochs, patience=args.patience, select_metric=SELECT_METRIC,
                          quiet=True, device=args.device, num_threads=args.threads, **train)

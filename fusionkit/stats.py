@@ -257,16 +257,19 @@ def render(statistics: dict | None) -> list[str]:
         return []
     conf = int(round(100 * statistics["confidence"]))
     per_model = statistics["per_model"]
+    several = max((e["metrics"]["mae"]["n"] for e in per_model.values()), default=0) > 1
     lines = ["", f"## Seed spread and {conf} % intervals", "",
-             f"Mean ± std (sample std over seeds) and the {conf} % Student-t interval of the mean; per-seed values "
-             f"in `results.json` (`statistics.per_model`). One seed has no interval.", ""]
+             (f"Mean ± std (sample std over seeds) and the {conf} % Student-t interval of the mean; per-seed values "
+              f"in `results.json` (`statistics.per_model`). One seed has no interval." if several else
+              f"One seed per model: its values alone, with no spread and no {conf} % interval (run more seeds)."),
+             ""]
     header = ["Model", "Seeds"] + [METRIC_NAMES[m] for m in INTERVAL_METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, entry in per_model.items():
         cells = [label, ",".join(map(str, entry["seeds"]))]
         for metric in INTERVAL_METRICS:
             d = entry["metrics"][metric]
-            text = f"{_num(metric, d['mean'])} ± {_num(metric, d['std'])}"
+            text = _num(metric, d["mean"]) + (f" ± {_num(metric, d['std'])}" if d["n"] > 1 else "")
             if d["ci_low"] is not None:
                 text += f" [{_num(metric, d['ci_low'])}, {_num(metric, d['ci_high'])}]"
             cells.append(text)
