@@ -109,9 +109,35 @@ def build_parser() -> argparse.ArgumentParser:
 def add_statistics_arguments(p) -> None:
     from benchmarks import tuned
 
+    from benchmarks import workers
+
     p.add_argument("--reference", default="text",
                    help="model every other row is compared with (paired bootstrap, Holm; default: text)")
     tuned.add_arguments(p)
+    workers.add_arguments(p)
+
+
+def run_grid(args, argv, variants, data, model_kwargs, train_overrides, per_model, out: Path) -> int | None:
+    """``--workers N`` spawns N grid workers and returns ``None`` once every run is finished (the caller then
+    writes the results as a single process would); ``--grid-worker ID`` trains runs and returns 0."""
+    from benchmarks import workers
+
+    if args.grid_worker is None:
+        codes = workers.spawn(workers.strip_worker_flags(list(argv if argv is not None else sys.argv[1:])),
+                              args.workers, args.threads)
+        if any(codes):
+            print(f"[workers] exit codes {codes}: runs they left unfinished are trained now", file=sys.stderr)
+        return None
+    tasks = [(v.label, seed, out / v.dirname / f"seed{seed}") for v in variants for seed in range(args.seeds)]
+    by_index = [(v, seed) for v in variants for seed in range(args.seeds)]
+
+    def train(index: int, took_over: bool) -> None:
+        variant, seed = by_index[index]
+        run_one(variant, seed, data, args, model_kwargs, tasks[index][2],
+                {**train_overrides, **per_model.get(variant.model, {})})
+
+    workers.work(tasks, train, heartbeat=args.heartbeat, grace=args.grace, worker=args.grid_worker)
+    return 0
 
 
 def add_statistics(results: dict, runs: list[dict], labels: list[str], run_dirs: dict, reference: str) -> None:
@@ -723,6 +749,11 @@ def _main(argv) -> int:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out is not None else Path("runs") / args.dataset.replace(os.sep, "_")
     main_process = is_main_process()
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 or args.grid_worker is not None:  # workers share the grid: finished runs are kept
+        args.resume = True
+    main_process = main_process and args.grid_worker is None  # the process that started the workers writes
     if main_process:
         _check_out_path(out)
         from benchmarks.lock import LockHeld, check_free
@@ -783,6 +814,10 @@ def _main(argv) -> int:
         except LockHeld as e:
             raise UsageError(str(e)) from None
     try:
+        if args.workers > 1 or args.grid_worker is not None:
+            code = run_grid(args, argv, variants, data, model_kwargs, train_overrides, per_model, out)
+            if code is not None:
+                return code
         return _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options,
                         out, main_process, compositions)
     finally:
