@@ -109,11 +109,11 @@ def test_tuning_never_reads_the_test_split(tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "load_splits", loader)
     PoisonSplit.touched.clear()
     out = tmp_path / "tune"
-    assert tune.main(["--models", "text", *TINY, "--trials", "2", "--out", str(out), "--no-prune"]) == 0
+    assert tune.main(["--models", "text", *TINY, "--epochs", "1", "--trials", "1", "--out", str(out)]) == 0
     assert PoisonSplit.touched == []
     best = json.loads((out / "text/best.json").read_text())
-    assert best["selected_on"] == "valid" and best["trials"]["complete"] == 2
-    assert best["budget"]["epochs"] == 2 and best["budget"]["seed"] == tune.DEFAULT_SEED
+    assert best["selected_on"] == "valid" and best["trials"]["complete"] == 1
+    assert best["budget"]["epochs"] == 1 and best["budget"]["seed"] == tune.DEFAULT_SEED
     # the split object handed to training has no test entry at all
     data = tune.tuning_data(LoadedData(splits={"train": [1], "valid": [2], "test": PoisonSplit()}, info=None))
     with pytest.raises(KeyError, match="firewall"):
@@ -121,6 +121,7 @@ def test_tuning_never_reads_the_test_split(tmp_path, monkeypatch):
     assert "test" not in data.splits and PoisonSplit.touched == []
 
 
+@pytest.mark.slow
 def test_trial_result_depends_on_its_settings_only(tmp_path):
     """The value a worker stores equals a fresh single-process run of the same settings and seed."""
     from fusionkit.data import load_splits
@@ -138,11 +139,15 @@ def test_trial_result_depends_on_its_settings_only(tmp_path):
     assert again.valid["mae"] == trial.value and again.test == {}
 
 
-def test_refusals(tmp_path, capsys):
+def test_refusals(capsys):
     assert tune.main(["--models", "text", *TINY, "--trials", "0"]) == 2
     assert "--trials must be at least 1" in capsys.readouterr().err
     assert tune.main(["--models", "text", *TINY, "--trials", "1", "--heartbeat", "10", "--grace", "5"]) == 2
     assert "--grace" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_joining_with_another_budget_is_refused(tmp_path, capsys):
     out = tmp_path / "t"
     assert tune.main(["--models", "text", *TINY, "--trials", "1", "--out", str(out)]) == 0
     capsys.readouterr()
@@ -151,6 +156,7 @@ def test_refusals(tmp_path, capsys):
 
 
 # -- benchmarks.run --from-tuning ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_from_tuning_runs_the_best_settings_on_fresh_seeds(tmp_path, capsys):
     tuned = tmp_path / "tune"
     assert tune.main(["--models", "text,tfn", *TINY, "--trials", "2", "--out", str(tuned), "--no-prune"]) == 0
