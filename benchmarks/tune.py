@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=60.0,
                    help="seconds without a heartbeat after which a running trial counts as lost and is retried")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
-    p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)  # set for spawned workers
+    p.add_argument("--worker-id", type=int, default=0,
+                   help="this process's worker number (sampler stream, progress lines); with --workers N the "
+                        "workers are ID..ID+N-1; give every machine or SLURM task its own range (default: 0)")
+    p.add_argument("--spawned", action="store_true", help=argparse.SUPPRESS)  # a worker started by --workers
     return p
 
 
@@ -426,13 +429,13 @@ def _main(argv) -> int:
     if args.threads is None and args.workers > 1:
         args.threads = 1
     storage = open_storage(args.storage_url)
-    if args.worker_id is None:
+    if not args.spawned:
         create_studies(args, storage, models)
-    if args.worker_id is None and args.workers > 1:  # spawn workers, then summarize
+    if not args.spawned and args.workers > 1:  # spawn workers, then summarize
         procs = []
         for i in range(args.workers):
-            cmd = [sys.executable, "-m", "benchmarks.tune", *raw_argv, "--worker-id", str(i),
-                   "--storage", args.storage_url, "--threads", str(args.threads)]
+            cmd = [sys.executable, "-m", "benchmarks.tune", *raw_argv, "--worker-id", str(args.worker_id + i),
+                   "--spawned", "--storage", args.storage_url, "--threads", str(args.threads)]
             procs.append(subprocess.Popen(cmd))
         try:
             codes = [p.wait() for p in procs]
@@ -463,8 +466,8 @@ def _main(argv) -> int:
         model_kwargs["bert_config"] = tiny_bert_config()
     elif args.text_model is not None:
         model_kwargs["text_model"] = args.text_model
-    worker_loop(args, models, spaces, storage, args.worker_id or 0, data, model_kwargs)
-    if args.worker_id is None:
+    worker_loop(args, models, spaces, storage, args.worker_id, data, model_kwargs)
+    if not args.spawned:
         summarize(args, models, spaces, storage, out)
     return 0
 
