@@ -274,10 +274,15 @@ def run_trial(study, model: str, space, data, args, model_kwargs: dict, worker: 
     with _Heartbeat(study._storage, trial._trial_id, args.heartbeat):
         try:
             result = train_and_evaluate(model, data, config, {**model_kwargs, **options}, on_epoch=on_epoch)
-        except optuna.TrialPruned:
+        except (optuna.TrialPruned, FloatingPointError) as e:
+            # a diverged run (non-finite loss) used its budget on settings that do not train: it ends like a
+            # pruned trial and counts as finished, so every model still gets exactly --trials finished trials
+            if isinstance(e, FloatingPointError):
+                trial.set_user_attr("diverged", str(e))
             trial.set_user_attr("epochs_run", len(curve))
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            return {"number": trial.number, "state": "pruned", "value": min(curve), "epochs": len(curve),
+            return {"number": trial.number, "state": "diverged" if isinstance(e, FloatingPointError) else "pruned",
+                    "value": min(curve) if curve else float("nan"), "epochs": len(curve),
                     "seconds": time.perf_counter() - started}
         except Exception as e:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -358,8 +363,14 @@ def summarize(args, models: list[str], spaces: dict, storage, out: Path) -> dict
     for model in models:
         study = optuna.load_study(study_name=study_name(args, model), storage=storage)
         counts = _counts(study)
-        best = study.best_trial
         space = spaces[model]
+        if counts["COMPLETE"] == 0:  # every trial pruned or diverged: nothing to recommend
+            lines.append(f"{model:<12} {0:>8} {counts['PRUNED']:>6} {counts['FAIL']:>6}  {'–':>14}  no trial "
+                         f"completed, so no best.json (see the trials' 'diverged' attribute; widen --epochs or check "
+                         f"the search space)")
+            (out / model / "best.json").unlink(missing_ok=True)
+            continue
+        best = study.best_trial
         entry = {
             "model": model, "dataset": args.dataset, "study": study_name(args, model), "storage": args.storage_url,
             "selected_on": "valid", "objective": f"best-epoch validation {SELECT_METRIC} (lower is better)",

@@ -229,3 +229,18 @@ def test_sigkilled_worker_trial_is_retried_and_budget_is_exact(tmp_path):
     retries = [t for t in text if t.user_attrs.get("retry_of") == killed.number]
     assert len(retries) == 1 and retries[0].params == killed.params
     assert retries[0].state.name in ("COMPLETE", "PRUNED")
+
+
+def test_diverged_trials_count_as_finished_and_give_no_best(tmp_path, monkeypatch, capsys):
+    import fusionkit.training as training
+
+    def diverge(*args, **kwargs):
+        raise FloatingPointError("non-finite training loss at epoch 1, step 1")
+
+    monkeypatch.setattr(training, "train_and_evaluate", diverge)
+    out = tmp_path / "tune"
+    assert tune.main(["--models", "text", *TINY, "--trials", "2", "--out", str(out)]) == 0
+    trials = _trials(f"sqlite:///{out / 'study.db'}", "tune-synthetic/text")
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    assert all("non-finite" in t.user_attrs["diverged"] for t in trials)
+    assert not (out / "text/best.json").exists() and "no trial completed" in capsys.readouterr().out
