@@ -101,9 +101,10 @@ class SearchSpace:
         lines = [f"search space (source: {self.source}):"]
         if not self.params:
             lines.append("  (empty: the model runs with its train_defaults)")
+        width = max((len(name) for name in self.params), default=0)
         for name, spec in self.params.items():
             kind = "training" if all(k in TRAIN_KEYS for k in name.split(",")) else "option"
-            lines.append(f"  {name:<28} {kind:<8} {spec.describe()}")
+            lines.append(f"  {name:<{width}}  {kind:<8}  {spec.describe()}")
         return lines
 
 

@@ -244,3 +244,25 @@ def test_diverged_trials_count_as_finished_and_give_no_best(tmp_path, monkeypatc
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     assert all("non-finite" in t.user_attrs["diverged"] for t in trials)
     assert not (out / "text/best.json").exists() and "no trial completed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_stale_trial_is_failed_and_requeued_once(tmp_path, kind):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
+    storage = tune.open_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    trial.suggest_categorical("lr", [0.1, 0.2])
+    storage.set_trial_user_attr(trial._trial_id, tune.HEARTBEAT_ATTR, time.time() - 100)  # its worker died
+    live = study.ask()
+    storage.set_trial_user_attr(live._trial_id, tune.HEARTBEAT_ATTR, time.time())
+    assert tune.fail_stale_trials(study, grace=30) == [trial.number]
+    assert tune.fail_stale_trials(study, grace=30) == []  # a second sweep (another worker) re-queues nothing
+    states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    assert states[trial.number] == "FAIL" and states[live.number] == "RUNNING"
+    (waiting,) = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    assert waiting.user_attrs["retry_of"] == trial.number
+    retry = study.ask()  # the next worker's ask takes the re-queued trial, with the lost trial's settings
+    assert retry.number == waiting.number and retry.suggest_categorical("lr", [0.1, 0.2]) == trial.params["lr"]
