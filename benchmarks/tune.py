@@ -390,8 +390,9 @@ def summarize(args, models: list[str], spaces: dict, storage, out: Path) -> dict
                      f"{best.value:>14.4f}  {settings}")
     atomic_write_json(out / "summary.json", summary)
     print("\n".join(lines))
+    text = " --tiny-bert" if args.tiny_bert else (f" --text-model {args.text_model}" if args.text_model else "")
     print(f"wrote {out}/<model>/best.json; next: python -m benchmarks.run --from-tuning {out} --seeds 5 "
-          f"--dataset {args.dataset}", file=sys.stderr)
+          f"--dataset {args.dataset}{text}", file=sys.stderr)
     print(f"dashboard: optuna-dashboard {args.storage_url if not args.storage_url.startswith('journal:') else args.storage_url[len('journal:'):]}",
           file=sys.stderr)
     return summary
@@ -439,6 +440,9 @@ def _main(argv) -> int:
     args.storage_url = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     if args.threads is None and args.workers > 1:
         args.threads = 1
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the workers print their own progress lines
     storage = open_storage(args.storage_url)
     if not args.spawned:
         create_studies(args, storage, models)
