@@ -150,9 +150,14 @@ def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
     return adjusted
 
 
-def gain_mark(metric: str, ci_low: float, ci_high: float) -> str:
-    """``▲`` when the interval excludes 0 on the better side of ``metric``, ``▼`` on the worse side, else ``·``."""
+def gain_mark(metric: str, ci_low: float, ci_high: float, p: float | None = None,
+              confidence: float = CONFIDENCE) -> str:
+    """``▲`` when the interval excludes 0 on the better side of ``metric``, ``▼`` on the worse side, else ``·``.
+    With ``p``, the mark also needs ``p < 1 - confidence`` (the bootstrap p counts replicates with the +1
+    correction, so at the edge the percentile interval can exclude 0 while p is just above 0.05)."""
     lower_better = PAIRED_METRICS.get(metric, metric == "mae")
+    if p is not None and p >= 1 - confidence:
+        return TIE
     if ci_high < 0 or ci_low > 0:
         better = ci_high < 0 if lower_better else ci_low > 0
         return GAIN if better else LOSS
@@ -223,7 +228,7 @@ def table_statistics(runs: list[dict], labels: list[str], *, reference: str | No
             entry["bootstrap"] = paired_bootstrap(a_list, b_list, y_list, replicates=replicates,
                                                   confidence=confidence)
             for metric, b in entry["bootstrap"].items():
-                b["mark"] = gain_mark(metric, b["ci_low"], b["ci_high"])
+                b["mark"] = gain_mark(metric, b["ci_low"], b["ci_high"], b["p"], confidence)
         paired[label] = entry
     for metric in PAIRED_METRICS:
         adjusted = holm({label: (e["bootstrap"] or {}).get(metric, {}).get("p") for label, e in paired.items()})
@@ -289,8 +294,8 @@ def render(statistics: dict | None) -> list[str]:
               f"Per metric: the mean per-seed difference, its {conf} % interval from a paired bootstrap over seeds "
               f"and test examples ({statistics['bootstrap_replicates']} replicates; both models scored on the same "
               f"resampled examples), the bootstrap p-value and the Holm-corrected p over the "
-              f"{len(paired)} model(s) of this table. {GAIN} = the interval excludes 0 in the model's favour, "
-              f"{LOSS} = against it, {TIE} = not separated. For MAE lower is better, so a gain is negative. "
+              f"{len(paired)} model(s) of this table. {GAIN} = the interval excludes 0 in the model's favour "
+              f"(and p < {1 - statistics['confidence']:.2g}), {LOSS} = against it, {TIE} = not separated. For MAE lower is better, so a gain is negative. "
               f"Claims over the whole table should use the Holm p.", ""]
     header = ["Model", "Seeds"] + [f"Δ{METRIC_NAMES[m]} [{conf} % CI]" for m in PAIRED_METRICS] + \
              [f"p {METRIC_NAMES[m]} (Holm)" for m in PAIRED_METRICS] + [f"Gain over {reference}"]

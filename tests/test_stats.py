@@ -70,6 +70,7 @@ def test_shift_in_mae_marks_a_gain_and_a_loss():
     loss = stats.paired_bootstrap([b], [a], [y], metrics=("mae",), replicates=500)["mae"]
     assert loss["ci_low"] > 0 and stats.gain_mark("mae", loss["ci_low"], loss["ci_high"]) == stats.LOSS
     assert stats.gain_mark("corr", 0.01, 0.2) == stats.GAIN and stats.gain_mark("acc2_non0", -0.2, -0.1) == stats.LOSS
+    assert stats.gain_mark("corr", 0.0001, 0.2, p=0.051) == stats.TIE  # edge: interval and p disagree → not separated
 
 
 def test_bootstrap_metrics_equal_fusionkit_metrics():
