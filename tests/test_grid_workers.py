@@ -62,3 +62,46 @@ def test_two_workers_equal_one_process(tmp_path, monkeypatch):
     two = json.loads((tmp_path / "two/results.json").read_text())
     assert one["runs"] == two["runs"] and one["statistics"] == two["statistics"]
     assert not list((tmp_path / "two").glob("*/seed*/.claim"))
+
+
+@pytest.mark.slow
+def test_sigkilled_grid_worker_run_is_taken_over(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "FUSIONKIT_CACHE": str(tmp_path / "cache")}
+    common = ["--models", "text,tfn", "--dataset", "synthetic", "--tiny-bert", "--seeds", "2", "--epochs", "2",
+              "--max-samples", "48", "--quiet"]
+    cmd = [sys.executable, "-m", "benchmarks.run", *common, "--workers", "2", "--heartbeat", "0.5", "--grace", "3",
+           "--out", str(tmp_path / "two")]
+    parent = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 240
+    try:
+        while killed is None and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+            for claim in (tmp_path / "two").glob("*/seed*/.claim"):
+                try:
+                    pid = json.loads(claim.read_text())["pid"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                os.kill(pid, signal.SIGKILL)
+                killed = claim.parent
+                break
+        assert killed is not None, "no run was seen claimed"
+        _, err = parent.communicate(timeout=600)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 0, err[-2000:]
+    two = json.loads((tmp_path / "two/results.json").read_text())
+    assert len(two["runs"]) == 4 and (killed / "result.json").is_file()
+    assert not list((tmp_path / "two").glob("*/seed*/.claim"))
+    env_one = subprocess.run([sys.executable, "-m", "benchmarks.run", *common, "--threads", "1", "--out",
+                              str(tmp_path / "one")], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert env_one.returncode == 0, env_one.stderr[-2000:]
+    one = json.loads((tmp_path / "one/results.json").read_text())
+    assert one["runs"] == two["runs"]
