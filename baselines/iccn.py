@@ -74,6 +74,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
     ICCN_CCA_LOSS,
     ICCN_REGRESSOR,
@@ -112,6 +113,14 @@ class ICCN(nn.Module):
     """Frozen text vector ⊗ projected-LSTM audio/video → CNN embeddings (DCCA stage) → regressor (second stage)."""
 
     train_defaults = DOWNSTREAM_STAGE.defaults | {"encoder_lr": 5e-5}
+    # Tuning samples the authors' own grids (MOSEI notebook): regressor hd × lr and the batch sizes. As for any
+    # explicit setting, lr and batch_size apply to both stages (their DCCA lr grid {1e-3, 5e-4, 3e-4, 2e-3}
+    # overlaps the regressor's).
+    search_space = SearchSpace(
+        source="authors' MOSEI notebook grids (zsun227/ICCN): regressor hd {256, 512, 768} x lr {1e-3, 2e-3, "
+               "5e-4, 7e-4}, batch {256, 300, 350, 400}; lr and batch_size apply to both stages",
+        params={"lr": Choice(5e-4, 7e-4, 1e-3, 2e-3), "batch_size": Choice(256, 300, 350, 400),
+                "head_hidden": Choice(256, 512, 768)})
 
     def __init__(
         self,

@@ -64,6 +64,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
     ICCN_HEAD,
     ICCN_OUTER_PRODUCT,
@@ -93,6 +94,13 @@ class ICCNEndToEnd(nn.Module):
         "weight_decay": 0.0,
         "patience": 10,
     }
+    # Neither its authors nor MMSA publish a grid for this end-to-end model: documented choice around
+    # train_defaults.
+    search_space = SearchSpace(
+        source="no published grid (end-to-end variant; MMSA has no iccn): fusionkit's documented choice around "
+               "train_defaults",
+        params={"lr": Choice(5e-4, 1e-3, 2e-3), "batch_size": Choice(32, 64), "cca_weight": Choice(0.1, 0.5, 1.0),
+                "head_dropout": Choice(0.0, 0.1, 0.3)})
 
     def __init__(
         self,

@@ -51,6 +51,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register, register_variant
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import MAG_GATE, SlotValue, build_block, model_slots, text_encoder_slot
 from fusionkit.types import ModelOutput
 
@@ -70,6 +71,13 @@ class MAGBert(nn.Module):
         "grad_clip": 0.0,
         "weight_decay": 0.01,
     }
+    # MMSA's bert_mag grid: one learning rate for BERT and the new layers (lr = encoder_lr), dropout_prob →
+    # dropout, beta_shift fixed at 1 there and so here.
+    search_space = SearchSpace(
+        source="MMSA's src/MMSA/config/config_tune.json, bert_mag.debugParams (github.com/thuiar/MMSA)",
+        params={"batch_size": Choice(32, 48, 64), "lr,encoder_lr": Choice((2e-5, 2e-5), (5e-5, 5e-5), (1e-4, 1e-4),
+                                                                          (1e-5, 1e-5)),
+                "beta_shift": Choice(1.0), "dropout": Choice(0.1, 0.2, 0.3, 0.4)})
 
     def __init__(self, *, encoder: BertEncoder, pooler: nn.Module | None, dropout: float) -> None:
         super().__init__()

@@ -104,7 +104,52 @@ def build_parser() -> argparse.ArgumentParser:
                         "dataset has); each model handles an absent modality its own way (see its docstring)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
+    add_statistics_arguments(p)
     return p
+
+
+# -- statistics, tuning and workers (fusionkit.stats, benchmarks.tuned, benchmarks.workers) -----------------
+def add_statistics_arguments(p) -> None:
+    from benchmarks import tuned
+
+    from benchmarks import workers
+
+    p.add_argument("--reference", default="text",
+                   help="model every other row is compared with (paired bootstrap, Holm; default: text)")
+    tuned.add_arguments(p)
+    workers.add_arguments(p)
+
+
+def run_grid(args, argv, variants, data, model_kwargs, train_overrides, per_model, out: Path) -> int | None:
+    """``--workers N`` spawns N grid workers and returns ``None`` once every run is finished (the caller then
+    writes the results as a single process would); ``--grid-worker ID`` trains runs and returns 0."""
+    from benchmarks import workers
+
+    if args.grid_worker is None:
+        codes = workers.spawn(workers.strip_worker_flags(list(argv if argv is not None else sys.argv[1:])),
+                              args.workers, args.threads)
+        if any(codes):
+            print(f"[workers] exit codes {codes}: runs they left unfinished are trained now", file=sys.stderr)
+        return None
+    tasks = [(v.label, seed, out / v.dirname / f"seed{seed}") for v in variants for seed in range(args.seeds)]
+    by_index = [(v, seed) for v in variants for seed in range(args.seeds)]
+
+    def train(index: int, took_over: bool) -> None:
+        variant, seed = by_index[index]
+        run_one(variant, seed, data, args, model_kwargs, tasks[index][2],
+                {**train_overrides, **per_model.get(variant.model, {})})
+
+    workers.work(tasks, train, heartbeat=args.heartbeat, grace=args.grace, worker=args.grid_worker)
+    return 0
+
+
+def add_statistics(results: dict, runs: list[dict], labels: list[str], run_dirs: dict, reference: str) -> None:
+    """``results["statistics"]`` (:func:`fusionkit.stats.table_statistics`) from the runs' test predictions."""
+    from fusionkit import stats
+
+    files = {label: {seed: Path(d) / "test_predictions.csv" for seed, d in by_seed.items()}
+             for label, by_seed in run_dirs.items()}
+    results["statistics"] = stats.table_statistics(runs, labels, reference=reference, predictions=files)
 
 
 @dataclass
@@ -643,7 +688,12 @@ def render_markdown(results: dict) -> str:
         lines.append(f"({len(unknown)} run(s) were made by a version that did not record the spread of their test "
                      f"predictions; they are checked for the best epoch only.)")
     from benchmarks import studies
+    from fusionkit import stats
 
+    lines += stats.render(results.get("statistics"))
+    from benchmarks import tuned
+
+    lines += tuned.render(results)
     lines += studies.render(results)
     models = {label: v["model"] for label, v in results["config"]["variants"].items()}
     paper_lines = paper.render_paper_table(results["dataset"], models)
@@ -724,6 +774,9 @@ def _main(argv) -> int:
         raise UsageError(f"--save-interval must be ≥ 0 seconds, got {args.save_interval}")
     if args.tiny_bert and args.text_model is not None:
         raise UsageError("--tiny-bert and --text-model are exclusive")
+    from benchmarks import tuned
+
+    tuned.apply(args)  # --from-tuning: the tuned settings become --set entries
 
     from fusionkit.encoders.bert import TextModelNotFound, load_tokenizer
 
@@ -734,6 +787,11 @@ def _main(argv) -> int:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out is not None else Path("runs") / args.dataset.replace(os.sep, "_")
     main_process = is_main_process()
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 or args.grid_worker is not None:  # workers share the grid: finished runs are kept
+        args.resume = True
+    main_process = main_process and args.grid_worker is None  # the process that started the workers writes
     if main_process:
         _check_out_path(out)
         from benchmarks.lock import LockHeld, check_free
@@ -804,6 +862,10 @@ def _main(argv) -> int:
 
         remove_orphans(out)  # temporary files of a killed earlier process (only ever removed under the lock)
     try:
+        if args.workers > 1 or args.grid_worker is not None:
+            code = run_grid(args, argv, variants, data, model_kwargs, train_overrides, per_model, out)
+            if code is not None:
+                return code
         return _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options,
                         out, main_process, compositions)
     finally:
@@ -858,6 +920,10 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
     }
     if not main_process:
         return 0
+    add_statistics(results, runs, labels, run_dirs, args.reference)
+    from benchmarks import tuned
+
+    tuned.record_provenance(results, args)
     from benchmarks import studies
     from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
 

@@ -63,6 +63,7 @@ def _show(registry, name: str) -> int:
     spec = registry.get(name)
     print(f"{spec.name}  ({spec.kind}, plug-in {spec.plugin})  {spec.doc}")
     if spec.kind == "model":
+        _show_search_space(name)
         slots = slots_of(name)
         if not slots:
             print("declares no slots")
@@ -95,6 +96,16 @@ def _show(registry, name: str) -> int:
     if takers:
         print(f"slots that take a {spec.kind!r} block (a dry run at build time checks the fit): {', '.join(takers)}")
     return 0
+
+
+def _show_search_space(name: str) -> None:
+    """The model's tuning search space (:mod:`fusionkit.search`), read from the model built on the meta device."""
+    from fusionkit.search import search_space_of
+
+    space = search_space_of(name)
+    print("\n".join(space.describe()) if space is not None else
+          "search space: none declared (python -m benchmarks.tune refuses it)")
+    print()
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.losses.restitution import RestitutionLoss, expected_margins, sentiment_classes
 from fusionkit.registry import register, register_variant
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
     HEAD,
     MHMF_CROSS_ATTENTION,
@@ -206,6 +207,14 @@ class MHMFBert(nn.Module):
     """MHMF-BERT; built by :func:`build_mhmf` (see the module docstring for the architecture and choices)."""
 
     train_defaults = {"lr": 1e-4, "encoder_lr": 5e-5, "batch_size": 32, "epochs": 4, "warmup": 0.1, "grad_clip": 1.0}
+    # The paper gives one setting and no grid: the text control's grid (Devlin et al. 2019 for the encoder) plus
+    # the fusion dropout and the restitution-loss weight around their defaults (documented choice).
+    search_space = SearchSpace(
+        source="the paper reports no grid; Devlin et al. 2019 appendix A.3 for encoder_lr and batch_size (as "
+               "`text`), documented choice around train_defaults for lr, dropout and loss_weights",
+        params={"encoder_lr": Choice(2e-5, 3e-5, 5e-5), "lr": Choice(5e-5, 1e-4, 2e-4),
+                "batch_size": Choice(16, 32), "dropout": Choice(0.0, 0.1, 0.2),
+                "loss_weights": Choice(0.05, 0.1, 0.2)})
 
     def __init__(
         self,

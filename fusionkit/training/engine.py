@@ -375,12 +375,16 @@ def train_and_evaluate(
     model_kwargs: dict | None = None,
     *,
     on_step: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> RunResult:
     """Train registered model ``model_name`` on ``data`` (a :class:`fusionkit.data.LoadedData`) and test it.
 
     ``model_kwargs`` go to the model factory (``text_model``, ``bert_config``, ``encoder_mode``, hyper-
     parameters); ``d_acoustic`` / ``d_visual`` are taken from the dataset. ``on_step`` is called after every
     optimizer step with ``{"epoch", "step", "batch", "loss", "samples_seen"}`` (progress hooks, tests).
+    ``on_epoch`` is called after every epoch's validation with that epoch's ``log.jsonl`` entry; an exception it
+    raises (e.g. ``optuna.TrialPruned``) stops training and propagates. Data without a ``test`` split (tuning
+    data, :mod:`benchmarks.tune`) is never tested: ``RunResult.test`` is then ``{}``.
     Returns a :class:`RunResult`; with ``config.out_dir`` it also writes checkpoints, ``log.jsonl``,
     ``result.json``, ``test_predictions.csv`` and ``curve.png`` there (rank 0 only).
     """
@@ -388,13 +392,14 @@ def train_and_evaluate(
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        return _train_and_evaluate(model_name, data, config, model_kwargs, on_step)
+        return _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoch)
     finally:  # leave the process as we found it (tests and notebooks run several things in one process)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
 
-def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=None, stage=None) -> RunResult:
+def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoch=None, model=None,
+                        stage=None) -> RunResult:
     from fusionkit.data import make_loader
 
     config = config or TrainConfig()
@@ -608,6 +613,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=N
                 save_last()
             epoch_bar.update(1)
             epoch_bar.set_postfix({cfg.select_metric: f"{value:.4f}", "best": run.best_epoch})
+            if on_epoch is not None:
+                on_epoch(dict(run.history[-1], select_value=value))
             if dist_utils.all_sum(ctx, [float(sigint.raised)])[0] and run.epoch < cfg.epochs \
                     and not run.stopped_early:
                 epoch_bar.close()
@@ -628,6 +635,10 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, model=N
         dist_utils.barrier(ctx)
         return stages.intermediate_result(run, out_dir if writes else None, model_name, stage, cfg,
                                           checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None)
+    if "test" not in data.splits:  # tuning data holds train and valid only: nothing to test, nothing written
+        dist_utils.barrier(ctx)
+        return RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test={}, history=run.history,
+                         checkpoint_dir=None, test_predictions=np.zeros(0), test_features=np.zeros((0, 0)))
     test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx,
                     loss=cfg.loss, precision=cfg.precision)
     result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
