@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on a subset of the dataset's modalities, e.g. t, t,a, t,v, t,a,v (default: all the "
                         "dataset has); each model handles an absent modality its own way (see its docstring)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
+    p.add_argument("--tiny-bert", action="store_true",
+                   help="a tiny random BERT instead of the pretrained encoder: for smoke runs and tests only")
     add_statistics_arguments(p)
     return p
 

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=float, default=10.0, help="seconds between a running trial's heartbeats")
     p.add_argument("--grace", type=float, default=60.0,
                    help="seconds without a heartbeat after which a running trial counts as lost and is retried")
-    p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
+    p.add_argument("--tiny-bert", action="store_true",
+                   help="a tiny random BERT instead of the pretrained encoder: for smoke runs and tests only")
     p.add_argument("--worker-id", type=int, default=0,
                    help="this process's worker number (sampler stream, progress lines); with --workers N the "
                         "workers are ID..ID+N-1; give every machine or SLURM task its own range (default: 0)")
