@@ -686,6 +686,13 @@ def _main(argv) -> int:
         raise UsageError(f"--save-interval must be ≥ 0 seconds, got {args.save_interval}")
     if args.tiny_bert and args.text_model is not None:
         raise UsageError("--tiny-bert and --text-model are exclusive")
+    if args.study == "restitution":  # its t-SNE figure is drawn after the runs: refuse now, not then
+        from fusionkit.optional import MissingExtraError, require
+
+        try:
+            require("matplotlib", "--study restitution (its t-SNE figure)")
+        except MissingExtraError as e:
+            raise UsageError(str(e)) from None
 
     from fusionkit.encoders.bert import TextModelNotFound, load_tokenizer
 
