@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default=None, metavar="t[,a][,v]",
                    help="train on a subset of the dataset's modalities, e.g. t, t,a, t,v, t,a,v (default: all the "
                         "dataset has); each model handles an absent modality its own way (see its docstring)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the log lines stay; see --log-level)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="progress log lines on stderr (logger 'fusionkit'): INFO = one per epoch per run, resumes "
+                        "and a summary; WARNING hides them (default: INFO)")
     p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
     return p
 
@@ -597,6 +600,7 @@ def render_markdown(results: dict) -> str:
     lines = [f"# Results on {results['dataset']}" + (f" — {title}" if title else ""), "",
              f"Test metrics of the weights selected on the validation split, {spread}; text model: "
              f"{results['text_model']}. Accuracies and F1 in %; MAE and Corr raw.", ""]
+    lines[-1:-1] = precision_lines(results["config"].get("precision"))
     train = results["config"].get("train") or {}
     if train:
         lines += ["Training settings for every model: " + ", ".join(f"{k} {v}" for k, v in train.items()) + "."]
@@ -638,6 +642,16 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def precision_lines(precision: str | None) -> list[str]:
+    """The autocast precision every run trained and evaluated with (results written before it was recorded: none)."""
+    if precision is None:
+        return []
+    if precision == "fp32":
+        return ["Precision: fp32 (no autocast)."]
+    return [f"Precision: {precision} autocast for forward passes and losses; weights, optimizer state and "
+            f"checkpoints fp32."]
+
+
 def composition_lines(variants: dict) -> list[str]:
     """results.md lines naming every slot that holds another block than its default (block, plug-in, args)."""
     from fusionkit.slots import describe_composition
@@ -654,12 +668,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_cli(_main, argv)
     except KeyboardInterrupt as e:
-        print(f"interrupted: {e or 'stopped'}; rerun the same command with --resume to continue", file=sys.stderr)
+        print(interrupt_message(e), file=sys.stderr)
         return 130
+
+
+def interrupt_message(e: KeyboardInterrupt) -> str:
+    """One line: where training stopped, the checkpoint, and the command-line way to continue (said once)."""
+    what = getattr(e, "what", None) or str(e) or "stopped"
+    checkpoint = getattr(e, "checkpoint", None)
+    return (f"interrupted: {what}" + (f"; checkpoint saved in {checkpoint}" if checkpoint is not None else "")
+            + "; rerun the same command with --resume to continue")
 
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
+    from fusionkit.training.progress import log_to_stderr
+
+    log_to_stderr(args.log_level)
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1 (the number of seeds to run), got {args.seeds}")
     for name in ("epochs", "batch_size", "max_train_samples", "max_samples", "threads"):
@@ -808,7 +833,7 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
                                                        for v in variants},
                    "train": train_overrides, "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
                                  for m in sorted({*per_model, *per_model_options})},
-                   "max_samples": args.max_samples,
+                   "max_samples": args.max_samples, "precision": args.precision_resolved,
                    **({"features": sorted(args.features)} if args.features else {})},
         "runs": runs,
         "summary": summarize(runs, labels),
