@@ -576,13 +576,15 @@ def _fmt(metric: str, mean: float, std: float | None = None) -> str:
 
 
 def channel_title(channels: dict | None, modalities: str | None, simulated: bool) -> str:
-    """``real: text, acoustic; absent: visual`` — which channels are real, simulated, absent or not used."""
+    """``from file: text, acoustic; absent: visual`` — which channels were read from the data file, simulated,
+    absent or not used (a channel's kind is what the reader produced, never taken from the dataset's name)."""
     if not channels:  # results written before channels were recorded
         return "simulated audio/visual" if simulated else ""
     used = set((modalities or "t,a,v").split(","))
-    groups: dict[str, list] = {"real": [], "simulated": [], "absent": [], "not used": []}
+    groups: dict[str, list] = {"from file": [], "simulated": [], "absent": [], "not used": []}
     for name, letter in (("text", "t"), ("acoustic", "a"), ("visual", "v")):
         kind = channels.get(name, "absent")
+        kind = "from file" if kind in ("file", "real") else kind  # "real": results written by earlier versions
         if kind != "absent" and letter not in used:
             groups["not used"].append(f"{name} ({kind})")
         else:
