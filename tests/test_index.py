@@ -22,6 +22,22 @@ def test_index_is_up_to_date():
         "the built-in index is stale: run python -m fusionkit.plugins.index"
 
 
+def test_a_component_declared_by_user_code_stays_out_of_the_index():
+    from fusionkit.registry import _BUILTIN_DECLARATIONS
+
+    @fusionkit.register("user_declared_head", kind="head")
+    def build_user_head(*, d_in: int):
+        """A head declared outside fusionkit's modules."""
+
+    try:
+        assert "user_declared_head" not in {e["name"] for e in index.build_entries()}
+        fusionkit.reset_registry()
+        assert fusionkit.get_registry().get("user_declared_head").factory is build_user_head
+    finally:
+        _BUILTIN_DECLARATIONS.remove(("user_declared_head", "head", build_user_head))
+        fusionkit.reset_registry()
+
+
 def test_every_builtin_is_indexed_and_resolves_to_its_declaration():
     from fusionkit.registry import _BUILTIN_DECLARATIONS
 

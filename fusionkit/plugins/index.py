@@ -37,11 +37,13 @@ def build_entries() -> list[dict]:
     from fusionkit.plugins.builtin import BUILTIN_MODULES
     from fusionkit.registry import _BUILTIN_DECLARATIONS, first_sentence
 
-    declared_by: dict[str, str] = {}
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
-        for name, _, _ in _BUILTIN_DECLARATIONS:
-            declared_by.setdefault(name, module)
+    declared_by: dict[str, str] = {}  # only fusionkit's own: not what user code declared with fusionkit.register
+    for name, _, factory in _BUILTIN_DECLARATIONS:
+        owner = [m for m in BUILTIN_MODULES if f"{factory.__module__}.".startswith(f"{m}.")]
+        if owner:
+            declared_by.setdefault(name, owner[0])
     from fusionkit.registry import Registry
 
     registry = Registry()  # the factories as the built-in plug-in registers them (clashes are caught here)
