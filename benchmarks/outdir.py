@@ -96,7 +96,12 @@ def interrupted_message(error: BaseException) -> tuple[str, int]:
     """The one ``interrupted:`` line and the exit status (128 + the signal: 130 SIGINT, 143 SIGTERM)."""
     import signal
 
-    reason = str(error).strip() or "stopped by an interrupt"
-    reason = re.sub(r",? ?rerun with resume to continue$", "", reason).rstrip("; ")
+    what = getattr(error, "what", None)
+    if what:  # a TrainingInterrupted: its place and checkpoint, without the Python API's resume hint
+        checkpoint = getattr(error, "checkpoint", None)
+        reason = what + (f"; checkpoint saved in {checkpoint}" if checkpoint is not None else "")
+    else:
+        reason = str(error).strip() or "stopped"
+        reason = re.sub(r",? ?rerun with resume(=True)? to continue$", "", reason).rstrip("; ")
     return (f"interrupted: {reason}; rerun the same command with --resume to continue",
             128 + int(getattr(error, "signum", signal.SIGINT)))

@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default=None, metavar="t[,a][,v]",
                    help="train on a subset of the dataset's modalities, e.g. t, t,a, t,v, t,a,v (default: all the "
                         "dataset has); each model handles an absent modality its own way (see its docstring)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the log lines stay; see --log-level)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="progress log lines on stderr (logger 'fusionkit'): INFO = one per epoch per run, resumes "
+                        "and a summary; WARNING hides them (default: INFO)")
     p.add_argument("--tiny-bert", action="store_true",
                    help="a tiny random BERT instead of the pretrained encoder: for smoke runs and tests only")
     add_statistics_arguments(p)
@@ -632,13 +635,15 @@ def _fmt(metric: str, mean: float, std: float | None = None) -> str:
 
 
 def channel_title(channels: dict | None, modalities: str | None, simulated: bool) -> str:
-    """``real: text, acoustic; absent: visual`` — which channels are real, simulated, absent or not used."""
+    """``from file: text, acoustic; absent: visual`` — which channels were read from the data file, simulated,
+    absent or not used (a channel's kind is what the reader produced, never taken from the dataset's name)."""
     if not channels:  # results written before channels were recorded
         return "simulated audio/visual" if simulated else ""
     used = set((modalities or "t,a,v").split(","))
-    groups: dict[str, list] = {"real": [], "simulated": [], "absent": [], "not used": []}
+    groups: dict[str, list] = {"from file": [], "simulated": [], "absent": [], "not used": []}
     for name, letter in (("text", "t"), ("acoustic", "a"), ("visual", "v")):
         kind = channels.get(name, "absent")
+        kind = "from file" if kind in ("file", "real") else kind  # "real": results written by earlier versions
         if kind != "absent" and letter not in used:
             groups["not used"].append(f"{name} ({kind})")
         else:
@@ -656,6 +661,7 @@ def render_markdown(results: dict) -> str:
     lines = [f"# Results on {results['dataset']}" + (f" — {title}" if title else ""), "",
              f"Test metrics of the weights selected on the validation split, {spread}; text model: "
              f"{results['text_model']}. Accuracies and F1 in %; MAE and Corr raw.", ""]
+    lines[-1:-1] = precision_lines(results["config"].get("precision"))
     train = results["config"].get("train") or {}
     if train:
         lines += ["Training settings for every model: " + ", ".join(f"{k} {v}" for k, v in train.items()) + "."]
@@ -713,6 +719,16 @@ def data_report_lines(report: dict | None) -> list[str]:
     return ["Data changed by the readers: " + "; ".join(changes) + ".", ""] if changes else []
 
 
+def precision_lines(precision: str | None) -> list[str]:
+    """The autocast precision every run trained and evaluated with (results written before it was recorded: none)."""
+    if precision is None:
+        return []
+    if precision == "fp32":
+        return ["Precision: fp32 (no autocast)."]
+    return [f"Precision: {precision} autocast for forward passes and losses; weights, optimizer state and "
+            f"checkpoints fp32."]
+
+
 def composition_lines(variants: dict) -> list[str]:
     """results.md lines naming every slot that holds another block than its default (block, plug-in, args)."""
     from fusionkit.slots import describe_composition
@@ -747,8 +763,18 @@ def main(argv: list[str] | None = None) -> int:
         return status
 
 
+def interrupt_message(e: KeyboardInterrupt) -> str:
+    """One line: where training stopped, the checkpoint, and the command-line way to continue (said once)."""
+    from benchmarks.outdir import interrupted_message
+
+    return interrupted_message(e)[0]
+
+
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
+    from fusionkit.training.progress import log_to_stderr
+
+    log_to_stderr(args.log_level)
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1 (the number of seeds to run), got {args.seeds}")
     for name in ("epochs", "batch_size", "max_train_samples", "max_samples", "threads"):
@@ -778,6 +804,13 @@ def _main(argv) -> int:
     from benchmarks import tuned
 
     tuned.apply(args)  # --from-tuning: the tuned settings become --set entries
+    if args.study == "restitution":  # its t-SNE figure is drawn after the runs: refuse now, not then
+        from fusionkit.optional import MissingExtraError, require
+
+        try:
+            require("matplotlib", "--study restitution (its t-SNE figure)")
+        except MissingExtraError as e:
+            raise UsageError(str(e)) from None
 
     from fusionkit.encoders.bert import TextModelNotFound, load_tokenizer
 
@@ -912,7 +945,7 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
                                                        for v in variants},
                    "train": train_overrides, "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
                                  for m in sorted({*per_model, *per_model_options})},
-                   "max_samples": args.max_samples,
+                   "max_samples": args.max_samples, "precision": args.precision_resolved,
                    **({"features": sorted(args.features)} if args.features else {})},
         "data_report": data.info.report.to_dict(),
         "runs": runs,

@@ -87,8 +87,9 @@ def analyse_restitution(run_dirs: dict[str, dict[int, Path]]) -> dict:
 
 def plot_tsne(run_dirs: dict[str, Path], path: Path, seed: int) -> None:
     """Side-by-side t-SNE of the fused test features ``F`` (one panel per variant), coloured by label."""
-    import matplotlib
+    from fusionkit.optional import require
 
+    matplotlib = require("matplotlib", "the t-SNE figure of --study restitution")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -212,27 +212,30 @@ def _info(**kw):
     return DatasetInfo(**{**base, **kw})
 
 
-def test_channel_kinds_without_a_record_keep_the_text_real():
+def test_channel_kinds_without_a_record_keep_the_text_from_file():
     """Data cached before channels were recorded has ``channels == {}``: ``simulated`` then refers to the nonverbal
-    channels only (mosi-sim's text is real), a size of 0 is absent, and only ``synthetic`` has simulated text."""
-    assert _info().channel_kinds() == {"text": "real", "acoustic": "simulated", "visual": "simulated"}
-    assert _info(d_visual=0, simulated=False).channel_kinds() == {"text": "real", "acoustic": "real",
+    channels only (mosi-sim's text is read from its file), a size of 0 is absent, and only ``synthetic`` has
+    simulated text. A ``"real"`` recorded by an earlier version reads as ``"file"``."""
+    assert _info().channel_kinds() == {"text": "file", "acoustic": "simulated", "visual": "simulated"}
+    assert _info(d_visual=0, simulated=False).channel_kinds() == {"text": "file", "acoustic": "file",
                                                                   "visual": "absent"}
     assert _info(format="synthetic").channel_kind("text") == "simulated"
-    assert _info().channel_summary() == "text real, acoustic simulated (74-d), visual simulated (47-d)"
-    recorded = _info(channels={"text": "real", "acoustic": "real", "visual": "absent"}, d_visual=0, simulated=False)
+    assert _info().channel_summary() == "text from file, acoustic simulated (74-d), visual simulated (47-d)"
+    recorded = _info(channels={"text": "file", "acoustic": "file", "visual": "absent"}, d_visual=0, simulated=False)
     assert recorded.channel_kinds() == recorded.channels and recorded.modalities == ("t", "a")
+    legacy = _info(channels={"text": "real", "acoustic": "real", "visual": "absent"}, d_visual=0, simulated=False)
+    assert legacy.channel_kinds() == recorded.channels
 
 
 def test_selecting_modalities_of_unrecorded_data_keeps_each_kind():
     from fusionkit.data.dataset import LoadedData
 
     selected = LoadedData(splits={}, info=_info()).select_modalities("t,a")  # no splits: only the info changes
-    assert selected.info.channel_kinds() == {"text": "real", "acoustic": "simulated", "visual": "absent"}
+    assert selected.info.channel_kinds() == {"text": "file", "acoustic": "simulated", "visual": "absent"}
     assert selected.info.modalities == ("t", "a")
-    # benchmarks.run records the dropped channel's own kind, so the header says "not used", not "real"
+    # benchmarks.run records the dropped channel's own kind, so the header says "not used", not "from file"
     header = bench.channel_title({**selected.info.channel_kinds(), "visual": "simulated"}, "t,a", simulated=True)
-    assert header == "real: text; simulated: acoustic; not used: visual (simulated)"
+    assert header == "from file: text; simulated: acoustic; not used: visual (simulated)"
 
 
 def test_batch_require_names_the_model_the_missing_channel_and_the_fix():

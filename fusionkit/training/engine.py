@@ -42,6 +42,7 @@ from fusionkit.training.encoder_cache import attach_encoder_cache
 from fusionkit.training.optim import build_optimizer, build_scheduler
 from fusionkit.training.precision import (autocast, backward_and_step, grad_scaler, resolve_precision,
                                           scaler_state)
+from fusionkit.training.progress import RunProgress
 
 ALL_MODALITIES = ("t", "a", "v")
 
@@ -55,10 +56,18 @@ CURVE_FILE = "curve.png"
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerun with ``resume=True`` to continue.
+
+    ``what``: where it stopped; ``checkpoint``: the ``last/`` directory written (``None`` without ``out_dir``);
     ``signum``: the signal that stopped it (a command exits with ``128 + signum``: 130 for SIGINT, 143 for
-    SIGTERM)."""
+    SIGTERM).
+    """
 
     signum: int = signal.SIGINT
+
+    def __init__(self, what: str = "", checkpoint: Path | None = None) -> None:
+        self.what, self.checkpoint = what, checkpoint
+        super().__init__(what + (f"; checkpoint saved in {checkpoint}, rerun with resume=True to continue"
+                                 if checkpoint is not None else ""))
 
 
 @dataclass
@@ -168,8 +177,8 @@ class _SigintFlag:
             signal.signal(sig, previous)
 
 
-def _interrupted(flag: _SigintFlag, message: str) -> TrainingInterrupted:
-    stop = TrainingInterrupted(message)
+def _interrupted(flag: _SigintFlag, what: str, checkpoint: Path | None) -> TrainingInterrupted:
+    stop = TrainingInterrupted(what, checkpoint)
     stop.signum = flag.signum
     return stop
 
@@ -461,10 +470,14 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoc
         identity["stage"] = stage.name
     generators = module_generators(model)
     run = _Run()
+    progress = RunProgress(model_name, seed=cfg.seed, epochs=cfg.epochs, metric=cfg.select_metric,
+                           enabled=ctx.is_main)
     best_state: dict | None = None
     resume_rng: tuple | None = None
     if cfg.resume and out_dir is not None and (out_dir / LAST_DIR / "state.json").is_file():
         resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler, ctx.rank, scaler)
+        progress.resumed(epoch=run.epoch, batches_done=run.batches_done, steps_per_epoch=steps_per_epoch,
+                         global_step=run.global_step)
         if run.best_epoch:
             best_weights = ckpt.read_model_weights(_checked_best(out_dir, run, restore=writes))
             best_state = {k: v.clone() for k, v in best_weights.items()}
@@ -555,10 +568,9 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoc
                 if stop and not last_batch:
                     step_bar.close()
                     epoch_bar.close()
-                    raise _interrupted(sigint,
-                        f"training of {model_name!r} interrupted at epoch {epoch + 1}, step {run.global_step}"
-                        + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
-                           if out_dir is not None else ""))
+                    raise _interrupted(
+                        sigint, f"training of {model_name!r} interrupted at epoch {epoch + 1}, step {run.global_step}",
+                        out_dir / LAST_DIR if out_dir is not None else None)
             step_bar.close()
             sums_on_device.flush(run.epoch_sums, describe)
 
@@ -606,6 +618,9 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoc
                 run.stopped_early = run.bad_epochs >= cfg.patience
             run.epoch += 1
             run.batches_done = 0
+            progress.epoch_end(run.history, value=value, best_value=run.best_value, best_epoch=run.best_epoch)
+            if run.stopped_early:
+                progress.stopped_early(epoch=epoch + 1, patience=cfg.patience)
             if writes:
                 ckpt.atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(h, sort_keys=True) + "\n"
                                                                     for h in run.history).encode())
@@ -618,10 +633,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoc
             if dist_utils.all_sum(ctx, [float(sigint.raised)])[0] and run.epoch < cfg.epochs \
                     and not run.stopped_early:
                 epoch_bar.close()
-                raise _interrupted(sigint,
-                    f"training of {model_name!r} interrupted after epoch {epoch + 1}"
-                    + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
-                       if out_dir is not None else ""))
+                raise _interrupted(sigint, f"training of {model_name!r} interrupted after epoch {epoch + 1}",
+                                   out_dir / LAST_DIR if out_dir is not None else None)
         epoch_bar.close()
 
     # -- test once, with the selected weights ---------------------------------------------------------------
@@ -646,6 +659,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoc
                        test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,
                        test_ids=test.ids, test_diagnostics=test.diagnostics,
                        test_fused=test.fused)
+    progress.finished(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history)
     if out_dir is not None and not run.finished:
         run.finished = True
         save_last(with_optimizer=False)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 def plot_history(history: list, path: str | Path, *, title: str = "") -> None:
     """Save a PNG with train/valid loss (left), validation Acc2 (middle) and MAE (right) per epoch."""
-    import matplotlib
+    from fusionkit.optional import require
 
+    matplotlib = require("matplotlib", "the training-curve figure (curve.png)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
