@@ -96,7 +96,8 @@ def _show(registry, name: str) -> int:
     spec = registry.get(name)
     print(f"{spec.name}  ({spec.kind}, plug-in {spec.plugin})  {spec.doc}")
     if spec.kind == "model":
-        _show_search_space(name)
+        indexed = spec.meta if spec.meta is not None and not spec.loaded else None
+        _show_search_space(name, indexed)
         slots = slots_of(name)
         if not slots:
             print("declares no slots")
@@ -115,9 +116,13 @@ def _show(registry, name: str) -> int:
             if slot.note:
                 print(f"    note        {slot.note}")
         print("\nmask convention: (B, T) bool, True = real token; None = no padding")
-        summary = getattr(spec.factory, "summary", None)  # e.g. a staged model's stages and sizes
-        if callable(summary):
-            print("\n" + summary())
+        if indexed is not None:
+            summary = indexed.get("summary")
+        else:
+            summary = getattr(spec.factory, "summary", None)  # e.g. a staged model's stages and sizes
+            summary = summary() if callable(summary) else None
+        if summary:
+            print("\n" + summary)
         return 0
     signature = spec.meta.get("signature") if spec.meta is not None and not spec.loaded else None
     if signature is None:
@@ -135,12 +140,17 @@ def _show(registry, name: str) -> int:
     return 0
 
 
-def _show_search_space(name: str) -> None:
-    """The model's tuning search space (:mod:`fusionkit.search`), read from the model built on the meta device."""
-    from fusionkit.search import search_space_of
+def _show_search_space(name: str, indexed: dict | None = None) -> None:
+    """The model's tuning search space (:mod:`fusionkit.search`): from the built-in index, or read from the model
+    built on the meta device."""
+    if indexed is not None:
+        lines = indexed.get("search_space")
+    else:
+        from fusionkit.search import search_space_of
 
-    space = search_space_of(name)
-    print("\n".join(space.describe()) if space is not None else
+        space = search_space_of(name)
+        lines = space.describe() if space is not None else None
+    print("\n".join(lines) if lines is not None else
           "search space: none declared (python -m benchmarks.tune refuses it)")
     print()
 

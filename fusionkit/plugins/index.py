@@ -64,8 +64,19 @@ def build_entries() -> list[dict]:
             entry["slots"] = [{f: _jsonable(getattr(slot, f)) for f in SLOT_FIELDS}
                               for slot in _slots(factory).values()]
             entry["slot_defaults"] = _jsonable(_defaults(factory))
+            entry.update(_show_texts(name, factory))
         entries.append(entry)
     return sorted(entries, key=lambda e: e["name"])
+
+
+def _show_texts(name: str, factory) -> dict:
+    """What ``fusionkit show`` prints beyond the slots: the tuning search space and a staged model's summary."""
+    from fusionkit.search import search_space_of
+
+    space = search_space_of(name)
+    summary = getattr(factory, "summary", None)
+    return {"search_space": space.describe() if space is not None else None,
+            "summary": summary() if callable(summary) else None}
 
 
 def _slots(factory) -> dict:
