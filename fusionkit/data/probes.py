@@ -247,7 +247,11 @@ def cue_readout(probe: str = "probe-unique-a", *, data_root=None, max_seq_length
     """How readable the cue is: a per-word linear read-out (standardised logistic regression on one word's row of
     the cued channel, fit on the train split) predicting whether that word carries a cue; its balanced accuracy
     and AUC on the test split. Also the share of segments with a cue, the flip rate, and the number of cue words
-    beyond ``max_seq_length`` word pieces with the bundled tokenizer (words a model cannot see)."""
+    beyond ``max_seq_length`` word pieces with the bundled tokenizer (words a model cannot see).
+
+    ``segment_mean_readout_balanced_acc``: the same read-out of whether a segment carries a cue at all, from the
+    channel's mean over the segment's words (what a model that time-averages the channel, such as TFN or LMF,
+    starts from); ``None`` for probe-timing, where every segment carries one."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
     from sklearn.pipeline import make_pipeline
@@ -270,9 +274,21 @@ def cue_readout(probe: str = "probe-unique-a", *, data_root=None, max_seq_length
                                                              random_state=seed))
     clf.fit(x_tr, y_tr)
     every = [p for segs in data.values() for p in segs]
+
+    def means(split):  # what a model that time-averages the channel sees: one mean row per segment
+        x = np.stack([getattr(p.segment, channel).mean(0) for p in data[split]])
+        return x, np.array([bool(getattr(p.hidden, channel)) for p in data[split]])
+
+    (m_tr, c_tr), (m_te, c_te) = means("train"), means("test")
+    mean_readout = None
+    if 0 < c_tr.mean() < 1:  # in probe-timing every segment carries the cue: nothing to tell apart
+        seg = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced",
+                                                                 random_state=seed)).fit(m_tr, c_tr)
+        mean_readout = float(balanced_accuracy_score(c_te, seg.predict(m_te)))
     out = {"probe": probe, "channel": channel, "cue_strength": CUE_STRENGTH, "cue_dims": CUE_DIMS,
            "word_readout_balanced_acc": float(balanced_accuracy_score(y_te, clf.predict(x_te))),
            "word_readout_auc": float(roc_auc_score(y_te, clf.decision_function(x_te))),
+           "segment_mean_readout_balanced_acc": mean_readout,
            "cue_words_share": float(y_te.mean()),
            "segments_with_cue": float(np.mean([bool(p.hidden.acoustic or p.hidden.visual) for p in every])),
            "flip_rate": float(np.mean([p.hidden.flip for p in every]))}
