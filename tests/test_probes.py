@@ -130,3 +130,17 @@ def test_unknown_dataset_message_lists_the_probes():
 
     with pytest.raises(DataError, match="probe-unique-a"):
         resolve_source("probe-unique-x")
+
+
+@pytest.mark.slow  # sklearn and the bundled tokenizer
+def test_cue_readout_reads_the_planted_cue(tmp_path):
+    rows = [{"segment_id": f"v{i // 5}_{i}", "video_id": f"v{i // 5}", "clip_id": str(i), "label": "1.0",
+             "split": ("train", "train", "valid", "test")[i % 4], "words": " ".join(["word"] * (6 + i % 9))}
+            for i in range(240)]
+    _write_table(tmp_path, rows)
+    out = probes.cue_readout("probe-unique-a", data_root=tmp_path)
+    table = probes.hidden_table("probe-unique-a", data_root=tmp_path)
+    assert out["flip_rate"] == pytest.approx(np.mean([p.hidden.flip for p in table.values()]))
+    assert out["segments_with_cue"] == out["flip_rate"]  # unique-a: a cue exactly on the ironic segments
+    assert 0.65 < out["word_readout_balanced_acc"] < 0.9  # readable, not trivially (calibrated near 0.78)
+    assert out["cue_words_truncated"] == 0

@@ -308,19 +308,3 @@ def cue_readout(probe: str = "probe-unique-a", *, data_root=None, max_seq_length
         out["cue_words_truncated"] = f"not counted ({type(e).__name__})"
     return out
 
-
-def main(argv: list | None = None) -> int:
-    """``python -m fusionkit.data.probes [--data-root DIR]``: the cue read-out of every probe, as JSON lines."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m fusionkit.data.probes", description=main.__doc__)
-    parser.add_argument("--data-root", default=None)
-    args = parser.parse_args(argv)
-    for name in PROBE_NAMES:
-        print(json.dumps(cue_readout(name, data_root=args.data_root)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
