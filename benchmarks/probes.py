@@ -173,7 +173,7 @@ def render_markdown(results: dict) -> str:
              f"Seeds: {', '.join(map(str, seeds))}; text model: {results['text_model']}; max samples per split: "
              f"{results['max_samples'] or 'all'}; "
              + ("text encoder frozen in every model that accepts it; " if results["fast"] else "")
-             + f"wall time {results['wall_time_s']:.0f} s.", ""]
+             + f"wall time of this invocation {results['wall_time_s']:.0f} s (runs skipped by --resume cost none).", ""]
     for label, settings in results.get("per_model", {}).items():
         lines.append(f"`{label}`: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".")
     from benchmarks.run import composition_lines
