@@ -38,7 +38,7 @@ from fusionkit.training.config import SCHEDULES, TASK_LOSSES
 # Every model the project plans to provide, in table order (others registered by plug-ins come after).
 PLANNED_MODELS: tuple[str, ...] = ("mhmf", "mhmf_small", "mag", "mag_mmsa", "misa", "iccn", "mult", "lmf", "tfn",
                                    "text")
-STUDIES = ("finetune", "layers", "restitution")
+STUDIES = ("finetune", "layers", "restitution", "probes")
 ENCODER_MODES = ("finetune", "frozen", "random")
 # Training settings ``--set MODEL.KEY=VALUE`` may give one model: key → (type, smallest allowed value, inclusive).
 SETTABLE = {"lr": (float, 0.0, False), "encoder_lr": (float, 0.0, False), "weight_decay": (float, 0.0, True),
@@ -84,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", metavar="MODALITY=L1,L2", default=None,
                    help="BERT layers (1-based, of the encoder in use) per fusion stage, e.g. audio=4,6 vision=3,5")
     p.add_argument("--study", choices=STUDIES, default=None,
-                   help="paper studies with mhmf: finetune (§4.2), layers (Table 3), restitution (Fig. 4)")
+                   help="paper studies with mhmf: finetune (§4.2), layers (Table 3), restitution (Fig. 4); "
+                        "probes: any --models over the fusion probes (capability matrix, benchmarks/probes.py)")
+    # fusion probes (benchmarks/probes.py)
+    p.add_argument("--fast", action="store_true",
+                   help="--study probes: frozen text encoder (where a model accepts it) and at most 600 examples "
+                        "per split unless --max-samples is given")
+    p.add_argument("--probes", default=None, metavar="P1,P2",
+                   help="--study probes: the probes to run (default: all; probe-null is always included)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="autocast precision of forward and loss; weights, optimizer state and checkpoints stay fp32 "
@@ -804,13 +811,19 @@ def _main(argv) -> int:
     from benchmarks import tuned
 
     tuned.apply(args)  # --from-tuning: the tuned settings become --set entries
-    if args.study == "restitution":  # its t-SNE figure is drawn after the runs: refuse now, not then
+    if args.study in ("restitution", "probes"):  # figures (t-SNE, heat-map) come after the runs: refuse now
         from fusionkit.optional import MissingExtraError, require
 
         try:
-            require("matplotlib", "--study restitution (its t-SNE figure)")
+            require("matplotlib", f"--study {args.study} (its figure)")
         except MissingExtraError as e:
             raise UsageError(str(e)) from None
+    if (args.fast or args.probes is not None) and args.study != "probes":
+        raise UsageError(f"{'--fast' if args.fast else '--probes'} applies to --study probes only")
+    if args.study == "probes":  # every model over the fusion probes: its own runner and tables
+        from benchmarks import probes
+
+        return probes.run_study(args, argv)
 
     from fusionkit.encoders.bert import TextModelNotFound, load_tokenizer
 

@@ -11,11 +11,13 @@ import numpy as np
 from fusionkit.data import cache as cache_mod
 from fusionkit.data.dataset import DatasetInfo, LoadedData, MultimodalDataset, build_dataset
 from fusionkit.data.errors import DataError, LoadReport
+from fusionkit.data.probes import PROBE_NAMES
+from fusionkit.data.probes import fingerprint as probe_fingerprint
 from fusionkit.data.segments import SPLITS, sanitize_features
 from fusionkit.data.simulate import fingerprint as sim_fingerprint
 from fusionkit.data.tokenizers import get_tokenizer, tokenizer_identity
 
-DATASET_NAMES = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim", "mosi-covarep")
+DATASET_NAMES = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim", "mosi-covarep") + PROBE_NAMES
 DIMS = {"mosi": (74, 47), "mosei": (74, 35)}
 COVAREP_MEANS = "mosi_covarep_utterance_mean.csv"
 COVAREP_DESCRIPTION = (
@@ -121,6 +123,10 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
     if features and key in DATASET_NAMES:
         raise DataError(f"features: dataset {key!r} comes with its own channels; pass a segment table's path "
                         f"(e.g. <root>/mosi/mosi_segments.csv) to join feature tables to it")
+    if key in PROBE_NAMES:  # fusion probes (fusionkit.data.probes)
+        from fusionkit.data import probes
+
+        return probes.resolve(key, root=data_root(data_root_dir))
     if key == "mosi-covarep":
         root = data_root(data_root_dir)
         path, table = root / "mosi" / "mosi_segments.csv", root / "mosi" / COVAREP_MEANS
@@ -280,7 +286,8 @@ def load_splits(
         key = cache_mod.cache_key(
             name=source.name, format=source.format, checksum=source.checksum(seed),
             tokenizer=tokenizer_identity(tokenizer), max_seq_length=max_seq_length,
-            simulation=sim_fingerprint() if source.simulated else None,
+            simulation=(probe_fingerprint() if source.format == "probe" else sim_fingerprint()) if source.simulated
+            else None,
             **({"features": {m: str(p) for m, p in sorted(source.features.items())},
                 "segment_features": segment_features} if source.features else {}),
         )
