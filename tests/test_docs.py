@@ -21,7 +21,7 @@ PYTHON = [b for b in BLOCKS if b.lang == "python"]
 SHELL = [b for b in BLOCKS if b.lang in ("bash", "sh", "shell")]
 TOML = [b for b in BLOCKS if b.lang == "toml"]
 # Programs outside the project that a page may call; they are not checked further.
-EXTERNAL = {"cd", "export", "mkdir", "ls", "cat", "git", "ffmpeg", "espeak-ng", "optuna-dashboard", "nvidia-smi"}
+EXTERNAL = {"cd", "export", "mkdir", "ls", "cat", "git", ".", "source", "du", "time", "ffmpeg", "espeak-ng", "optuna-dashboard", "nvidia-smi"}
 
 
 def test_readme_is_a_landing_page():
@@ -199,7 +199,14 @@ def test_shell_block_commands_exist(block):
                 assert heredocs, f"{block.where}: `python -` without a here-document"
                 continue
             assert args[:1] == ["-m"] and len(args) > 1, f"{block.where}: expected `python -m MODULE`: {argv}"
+            if args[1] == "venv":  # the standard library's
+                assert len(args) == 3, f"{block.where}: expected `python -m venv DIR`: {argv}"
+                continue
             _check_module_command(args[1], args[2:], block.where)
+        elif program == "pytest":
+            _check_module_command("pytest", args, block.where)
+        elif program == "pip" and args[:1] == ["install"] and "-e" not in args:  # third-party packages
+            assert len(args) > 1, f"{block.where}: `pip install` of nothing"
         elif program == "pip":
             assert args[:2] == ["install", "-e"], f"{block.where}: unexpected pip command {argv}"
             m = re.fullmatch(r"\.(?:\[(?P<extras>[\w,-]+)\])?", args[2])

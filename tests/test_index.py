@@ -86,7 +86,7 @@ def test_list_prints_whole_first_sentences_as_plain_text(capsys):
     rows = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith("name")}
     assert rows["crossmodal_transformer"].endswith(
         "MulT's crossmodal transformer source → target (or, with self_attention=True, its memory transformer).")
-    assert rows["iccn"].rstrip().endswith("CNN embeddings tied by deep CCA.")
+    assert rows["iccn"].rstrip().endswith("a DCCA stage, then a regressor.")
 
 
 def test_list_kind_and_json(capsys):

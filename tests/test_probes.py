@@ -112,7 +112,7 @@ def test_probe_loads_by_name_with_simulated_channels_and_probe_targets(tmp_path,
             for i in range(30)]
     _write_table(tmp_path, rows)
     data = load_splits("probe-unique-a", data_root=tmp_path, tokenizer=tok)
-    assert data.info.channel_kinds() == {"text": "real", "acoustic": "simulated", "visual": "simulated"}
+    assert data.info.channel_kinds() == {"text": "file", "acoustic": "simulated", "visual": "simulated"}
     assert data.info.simulated and "SIMULATED" in data.info.description and data.info.format == "probe"
     table = probes.hidden_table("probe-unique-a", data_root=tmp_path)
     for split, ds in data.splits.items():

@@ -107,9 +107,15 @@ def load_entries() -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fusionkit.plugins.index",
+                                     description="Regenerate the index of built-in components that `fusionkit list` "
+                                                 "and `show` read without importing them.")
+    parser.add_argument("--check", action="store_true", help="only say whether the index is stale (exit 1 if so)")
+    args = parser.parse_args(argv)
     text = render(build_entries())
-    if argv == ["--check"]:
+    if args.check:
         current = INDEX_FILE.read_text() if INDEX_FILE.is_file() else ""
         if current != text:
             print(f"{INDEX_FILE} is stale; regenerate it with python -m fusionkit.plugins.index", file=sys.stderr)
