@@ -32,9 +32,10 @@ def test_extras_hold_the_optional_packages_and_core_does_not():
             assert package not in core
     from fusionkit.optional import EXTRAS
 
-    assert {m.replace("_", "-"): e for m, e in EXTRAS.items()} == {
-        p: e for e in ("plots", "tune", "extract") for p in
-        (re.split(r"[<>=]", d)[0] for d in extras[e])}
+    named = {e: {re.split(r"[<>=]", d)[0] for d in extras[e]} for e in ("plots", "tune", "extract")}
+    # every optional module's error names an extra that holds it, and every package of those extras has one
+    assert all(m.replace("_", "-") in named[e] for m, e in EXTRAS.items())
+    assert set().union(*named.values()) == {m.replace("_", "-") for m in EXTRAS}
 
 
 def test_missing_extra_is_one_error_naming_it(monkeypatch, tmp_path):
