@@ -208,7 +208,8 @@ def layout_of(model: nn.Module) -> Layout:
         return _mag_layout(model)
     raise ConversionError(
         f"no authors' layout is known for {type(model).__name__}; converters exist for TFN, LMF, MulT, MISA and "
-        f"MAG-BERT (ICCN's and MHMF-BERT's authors published no code, their state dicts are fusionkit's own)"
+        f"MAG-BERT (MHMF-BERT's authors published no code and ICCN's published notebooks save no state dict; their "
+        f"state dicts are fusionkit's own)"
     )
 
 

@@ -39,6 +39,7 @@ from fusionkit.components.subnet import SubNet, TextSubNet
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import build_block, model_slots, SlotValue, text_encoder_slot, vector_fusion_slot
 from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
@@ -57,6 +58,15 @@ class LMF(nn.Module):
         "weight_decay": 0.0,
         "patience": 20,
     }
+    # MMSA's lmf grid; hidden_dims [text, audio, video] → (audio_hidden, video_hidden), dropouts [audio, video,
+    # text] (its fourth, post-fusion entry has no counterpart here), factor_lr has none either (one lr).
+    search_space = SearchSpace(
+        source="MMSA's src/MMSA/config/config_tune.json, lmf.debugParams (github.com/thuiar/MMSA)",
+        params={"audio_hidden,video_hidden": Choice((16, 128), (16, 64), (32, 128), (32, 256), (32, 64)),
+                "audio_dropout,video_dropout,text_dropout": Choice((0.3, 0.3, 0.3), (0.2, 0.2, 0.2),
+                                                                   (0.4, 0.4, 0.4)),
+                "rank": Choice(3, 4, 5, 6), "batch_size": Choice(32, 64, 128),
+                "lr": Choice(5e-4, 1e-3, 2e-3, 5e-3), "weight_decay": Choice(0.0, 1e-4, 1e-3, 5e-3)})
 
     def __init__(
         self,

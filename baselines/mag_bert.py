@@ -37,7 +37,7 @@ CMU-MOSI row, and its trainer): MAG dropout (``dropout_prob``) 0.3, the [CLS] po
 for every parameter, no weight decay, no warm-up, a constant learning rate, an L1 loss and early stopping on
 the validation loss after 8 epochs without improvement. It exists so that results can be compared with
 MMSA's published tables; ``mag`` keeps the authors' recipe. On ``mosi-sim`` (4 epochs, MiniLM-L6) the two
-recipes differ by far more than the seed spread, see the README's results section.
+recipes differ by far more than the seed spread, see docs/results.md.
 
 Absent modalities (``modalities``, e.g. ``("t", "a")``): the gate is built without the absent modality, whose
 term of ``H`` is then absent (see :mod:`fusionkit.components.mag`). Text alone is refused (nothing shifts it).
@@ -51,6 +51,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
 from fusionkit.registry import register, register_variant
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
     PROBE_BATCH,
     PROBE_LEN,
@@ -82,6 +83,13 @@ class MAGBert(nn.Module):
         "grad_clip": 0.0,
         "weight_decay": 0.01,
     }
+    # MMSA's bert_mag grid: one learning rate for BERT and the new layers (lr = encoder_lr), dropout_prob →
+    # dropout, beta_shift fixed at 1 there and so here.
+    search_space = SearchSpace(
+        source="MMSA's src/MMSA/config/config_tune.json, bert_mag.debugParams (github.com/thuiar/MMSA)",
+        params={"batch_size": Choice(32, 48, 64), "lr,encoder_lr": Choice((2e-5, 2e-5), (5e-5, 5e-5), (1e-4, 1e-4),
+                                                                          (1e-5, 1e-5)),
+                "beta_shift": Choice(1.0), "dropout": Choice(0.1, 0.2, 0.3, 0.4)})
 
     def __init__(self, *, encoder: BertEncoder, pooler: nn.Module | None, dropout: float) -> None:
         super().__init__()

@@ -57,6 +57,7 @@ from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.losses.misa import CMDLoss, DiffLoss, ReconLoss
 from fusionkit.registry import register
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
     PROBE_BATCH,
     build_block,
@@ -88,6 +89,15 @@ class MISA(nn.Module):
         "grad_clip": 1.0,
         "weight_decay": 0.0,
     }
+    # MMSA's misa grid (the MISA authors' repository fixes one config); its one learning rate drives the BERT
+    # encoder too (lr = encoder_lr, as in train_defaults); grad_clip -1 (off) → 0; sp_weight has no counterpart.
+    search_space = SearchSpace(
+        source="MMSA's src/MMSA/config/config_tune.json, misa.debugParams (github.com/thuiar/MMSA)",
+        params={"batch_size": Choice(16, 32, 64), "lr,encoder_lr": Choice((1e-4, 1e-4), (1e-3, 1e-3), (5e-4, 5e-4)),
+                "hidden": Choice(64, 128, 256), "dropout": Choice(0.5, 0.2, 0.0),
+                "reverse_grad_weight": Choice(0.5, 0.8, 1.0), "diff_weight": Choice(0.1, 0.3, 0.5),
+                "sim_weight": Choice(0.5, 0.8, 1.0), "recon_weight": Choice(0.5, 0.8, 1.0),
+                "grad_clip": Choice(0.0, 0.8, 1.0), "weight_decay": Choice(0.0, 5e-5, 0.002)})
 
     def __init__(
         self,

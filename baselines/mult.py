@@ -52,6 +52,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
     PROBE_BATCH,
     PROBE_LEN,
@@ -90,6 +91,19 @@ class MulT(nn.Module):
         "grad_clip": 0.8,
         "weight_decay": 0.0,
     }
+    # MMSA's mult grid (the MulT paper lists one setting per dataset, no grid); dst_feature_dim_nheads →
+    # (d_model, heads), nlevels → layers, output_dropout → out_dropout; its three conv1d kernel sizes are one
+    # kernel_size here; text_dropout (its BERT) and patience (the study's budget) are left out.
+    search_space = SearchSpace(
+        source="MMSA's src/MMSA/config/config_tune.json, mult.debugParams (github.com/thuiar/MMSA)",
+        params={"attn_dropout_a": Choice(0.0, 0.1, 0.2), "attn_dropout_v": Choice(0.0, 0.1, 0.2),
+                "relu_dropout": Choice(0.0, 0.1, 0.2), "embed_dropout": Choice(0.0, 0.1, 0.2),
+                "res_dropout": Choice(0.0, 0.1, 0.2),
+                "d_model,heads": Choice((30, 6), (30, 10), (32, 8), (36, 6), (40, 5), (40, 8), (40, 10), (50, 10)),
+                "batch_size": Choice(4, 8, 16), "lr": Choice(5e-4, 1e-3, 2e-3, 5e-3), "layers": Choice(2, 4, 6),
+                "kernel_size": Choice(1, 3, 5), "attn_dropout": Choice(0.1, 0.2, 0.3, 0.4, 0.5),
+                "out_dropout": Choice(0.1, 0.2, 0.3, 0.4, 0.5), "grad_clip": Choice(0.6, 0.8, 1.0),
+                "weight_decay": Choice(0.0, 0.001, 0.005)})
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from fusionkit.components.attention import masked_mean
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import HEAD, SlotValue, build_block, model_slots, text_encoder_slot
 from fusionkit.text_model import TextModelArgs, text_model_factory
 from fusionkit.types import ModelOutput
@@ -21,6 +22,13 @@ from fusionkit.types import ModelOutput
 
 class TextOnly(nn.Module):
     train_defaults = {"lr": 5e-5, "encoder_lr": 5e-5, "batch_size": 32, "epochs": 4, "warmup": 0.1, "grad_clip": 1.0}
+    # BERT fine-tuning grid of Devlin et al. (2019), appendix A.3 (lr {2, 3, 5}e-5, batch {16, 32}) for the
+    # encoder; head lr and dropout: documented choice spanning train_defaults (the same values as mhmf's).
+    search_space = SearchSpace(
+        source="Devlin et al. 2019 (BERT) appendix A.3 fine-tuning grid for encoder_lr and batch_size; lr of the "
+               "head and dropout: fusionkit's documented choice around train_defaults, shared with mhmf",
+        params={"encoder_lr": Choice(2e-5, 3e-5, 5e-5), "lr": Choice(5e-5, 1e-4, 2e-4),
+                "batch_size": Choice(16, 32), "dropout": Choice(0.0, 0.1, 0.2)})
 
     def __init__(self, *, encoder: BertEncoder, head: nn.Module) -> None:
         super().__init__()

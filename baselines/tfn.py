@@ -43,6 +43,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.registry import register
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
     PROBE_BATCH,
     build_block,
@@ -106,6 +107,15 @@ class TFN(nn.Module):
         "weight_decay": 0.0,
         "patience": 20,
     }
+    # MMSA's tfn grid; hidden_dims [text, audio, video] → (audio_hidden, video_hidden) (the text side is BERT
+    # here), dropouts [audio, video, text, post-fusion]. The BERT encoder keeps encoder_lr (MMSA: frozen features).
+    search_space = SearchSpace(
+        source="MMSA's src/MMSA/config/config_tune.json, tfn.debugParams (github.com/thuiar/MMSA)",
+        params={"audio_hidden,video_hidden": Choice((16, 128), (16, 64), (32, 128), (32, 64)),
+                "text_out": Choice(32, 64, 128, 256), "post_fusion_dim": Choice(16, 32, 64, 128),
+                "audio_dropout,video_dropout,text_dropout,post_fusion_dropout": Choice(
+                    (0.3, 0.3, 0.3, 0.3), (0.2, 0.2, 0.2, 0.2), (0.4, 0.4, 0.4, 0.4), (0.3, 0.3, 0.3, 0.5)),
+                "batch_size": Choice(32, 64, 128), "lr": Choice(5e-4, 1e-3, 2e-3, 5e-3)})
 
     def __init__(
         self,

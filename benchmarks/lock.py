@@ -34,7 +34,11 @@ def _process_start(pid: int) -> str | None:
 
 def _describe(holder: dict) -> str:
     started = holder.get("started")
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
+    try:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) \
+            else "?"
+    except (OverflowError, OSError, ValueError):  # a damaged lock file
+        when = "?"
     return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {when}: "
             f"{holder.get('command', '?')}")
 
@@ -43,9 +47,10 @@ def _read(fd: int) -> dict:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         text = os.read(fd, 1 << 16).decode("utf-8", "replace")
-        return json.loads(text) if text.strip() else {}
-    except (OSError, ValueError):
+        holder = json.loads(text) if text.strip() else {}
+    except (OSError, ValueError, RecursionError):
         return {}
+    return holder if isinstance(holder, dict) else {}  # another shape: a foreign or damaged lock file
 
 
 def check_free(directory) -> None:
@@ -92,16 +97,26 @@ class DirectoryLock:
             os.close(fd)
         previous = _read(fd)
         if previous and previous.get("pid") != os.getpid():
-            alive = previous.get("pid") and _process_start(int(previous["pid"])) == previous.get("pid_start")
+            try:
+                alive = previous.get("pid") and _process_start(int(previous["pid"])) == previous.get("pid_start")
+            except (TypeError, ValueError, OverflowError):  # a damaged lock file names no process
+                alive = False
             state = "was interrupted" if not alive else "no longer holds it"
             warnings.warn(f"taking over the stale lock {self.path} of {_describe(previous)} (that process {state})",
                           RuntimeWarning, stacklevel=2)
         me = {"pid": os.getpid(), "pid_start": _process_start(os.getpid()), "host": socket.gethostname(),
               "started": round(time.time(), 3), "command": self.command}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(me) + "\n").encode())
-        os.fsync(fd)
+        from fusionkit.diskfull import writing
+
+        try:
+            with writing(self.path):
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, (json.dumps(me) + "\n").encode())
+                os.fsync(fd)
+        except BaseException:  # e.g. a full disk: the lock is not held, and the caller reports why
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text encoder: local path or cached Hugging Face name (default: the bundled MiniLM-L6)")
     p.add_argument("--out", default=None, help="output directory (default: runs/<dataset>)")
     p.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the finished or interrupted runs already in --out (without it, or --resume, an --out "
+                        "holding runs is refused)")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N training examples")
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE", dest="sets",
                    help="a training setting (" + ", ".join(SETTABLE) + ") or a model option (any argument of the "
@@ -74,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", metavar="MODALITY=L1,L2", default=None,
                    help="BERT layers (1-based, of the encoder in use) per fusion stage, e.g. audio=4,6 vision=3,5")
     p.add_argument("--study", choices=sorted(studies.STUDIES), default=None,
-                   help="paper studies with mhmf: finetune (§4.2), layers (Table 3), restitution (Fig. 4)")
+                   help="paper studies with mhmf: finetune (§4.2), layers (Table 3), restitution (Fig. 4); "
+                        "probes: any --models over the fusion probes (capability matrix, benchmarks/probes.py)")
+    for study in studies.STUDIES.values():  # options of one study (e.g. --study probes: --fast, --probes)
+        study.add_arguments(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="autocast precision of forward and loss; weights, optimizer state and checkpoints stay fp32 "
@@ -92,9 +98,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default=None, metavar="t[,a][,v]",
                    help="train on a subset of the dataset's modalities, e.g. t, t,a, t,v, t,a,v (default: all the "
                         "dataset has); each model handles an absent modality its own way (see its docstring)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--tiny-bert", action="store_true", help=argparse.SUPPRESS)  # tests: tiny random BERT
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the log lines stay; see --log-level)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="progress log lines on stderr (logger 'fusionkit'): INFO = one per epoch per run, resumes "
+                        "and a summary; WARNING hides them (default: INFO)")
+    p.add_argument("--tiny-bert", action="store_true",
+                   help="a tiny random BERT instead of the pretrained encoder: for smoke runs and tests only")
+    add_statistics_arguments(p)
     return p
+
+
+# -- statistics, tuning and workers (fusionkit.stats, benchmarks.tuned, benchmarks.workers) -----------------
+def add_statistics_arguments(p) -> None:
+    from benchmarks import tuned
+
+    from benchmarks import workers
+
+    p.add_argument("--reference", default="text",
+                   help="model every other row is compared with (paired bootstrap, Holm; default: text)")
+    tuned.add_arguments(p)
+    workers.add_arguments(p)
+
+
+def run_grid(args, argv, variants, data, model_kwargs, train_overrides, per_model, out: Path,
+             plans: dict | None = None) -> int | None:
+    """``--workers N`` spawns N grid workers and returns ``None`` once every run is finished (the caller then
+    writes the results as a single process would); ``--grid-worker ID`` trains runs (``plans``: each row's plan
+    from the preflight, by label) and returns 0."""
+    from benchmarks import workers
+
+    if args.grid_worker is None:
+        codes = workers.spawn(workers.strip_worker_flags(list(argv if argv is not None else sys.argv[1:])),
+                              args.workers, args.threads)
+        if any(codes):
+            print(f"[workers] exit codes {codes}: runs they left unfinished are trained now", file=sys.stderr)
+        return None
+    tasks = [(v.label, seed, out / v.dirname / f"seed{seed}") for v in variants for seed in range(args.seeds)]
+    by_index = [(v, seed) for v in variants for seed in range(args.seeds)]
+
+    def train(index: int, took_over: bool) -> None:
+        variant, seed = by_index[index]
+        run_one(variant, seed, data, args, model_kwargs, tasks[index][2],
+                {**train_overrides, **per_model.get(variant.model, {})}, (plans or {}).get(variant.label))
+
+    workers.work(tasks, train, heartbeat=args.heartbeat, grace=args.grace, worker=args.grid_worker)
+    return 0
+
+
+def add_statistics(results: dict, runs: list[dict], labels: list[str], run_dirs: dict, reference: str) -> None:
+    """``results["statistics"]`` (:func:`fusionkit.stats.table_statistics`) from the runs' test predictions."""
+    from fusionkit import stats
+
+    files = {label: {seed: Path(d) / "test_predictions.csv" for seed, d in by_seed.items()}
+             for label, by_seed in run_dirs.items()}
+    results["statistics"] = stats.table_statistics(runs, labels, reference=reference, predictions=files)
 
 
 # -- argument handling -------------------------------------------------------------------------------------
@@ -380,7 +437,9 @@ def check_resumable(variant: Variant, seed: int, data, args, model_kwargs: dict,
         spec["modalities"] = ",".join(data.info.modalities)
     if args.features:
         spec["features"] = sorted(args.features)
-    saved = read_json(run_dir / "run.json") if args.resume and (run_dir / "run.json").is_file() else None
+    from fusionkit.schemas import RUN_SPEC, load_checked
+
+    saved = load_checked(run_dir / "run.json", RUN_SPEC) if args.resume and (run_dir / "run.json").is_file() else None
     if saved is not None and saved.get("precision", "fp32") != spec["precision"]:
         raise UsageError(f"{run_dir} was trained with --precision {saved.get('precision', 'fp32')}, this run asks "
                          f"for {spec['precision']}; resume with --precision {saved.get('precision', 'fp32')} or use a "
@@ -401,8 +460,11 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
     spec = check_resumable(variant, seed, data, args, model_kwargs, run_dir, train_overrides)
     done = run_dir / "result.json"
     if args.resume and done.is_file() and (run_dir / "run.json").is_file():
+        from benchmarks.outdir import check_finished
+
+        result = check_finished(run_dir)  # schema and checksums: a table never comes from damaged files
         print(f"[skip] {variant.label} seed {seed}: already finished", file=sys.stderr)
-        return read_json(done)
+        return result
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "run.json", spec)
@@ -413,7 +475,9 @@ def run_one(variant: Variant, seed: int, data, args, model_kwargs: dict, run_dir
                                 None if plan is not None else {**model_kwargs, **variant.kwargs})
     if args.study is not None and is_main_process():
         studies.STUDIES[args.study].after_run(result, run_dir)
-    return read_json(done)
+    from fusionkit.schemas import check_result
+
+    return check_result(read_json(done), done)
 
 
 def check_compositions(checked: list) -> dict[str, dict]:
@@ -497,13 +561,15 @@ def _fmt(metric: str, mean: float, std: float | None = None) -> str:
 
 
 def channel_title(channels: dict | None, modalities: str | None, simulated: bool) -> str:
-    """``real: text, acoustic; absent: visual`` — which channels are real, simulated, absent or not used."""
+    """``from file: text, acoustic; absent: visual`` — which channels were read from the data file, simulated,
+    absent or not used (a channel's kind is what the reader produced, never taken from the dataset's name)."""
     if not channels:  # results written before channels were recorded
         return "simulated audio/visual" if simulated else ""
     used = set((modalities or "t,a,v").split(","))
-    groups: dict[str, list] = {"real": [], "simulated": [], "absent": [], "not used": []}
+    groups: dict[str, list] = {"from file": [], "simulated": [], "absent": [], "not used": []}
     for name, letter in (("text", "t"), ("acoustic", "a"), ("visual", "v")):
         kind = channels.get(name, "absent")
+        kind = "from file" if kind in ("file", "real") else kind  # "real": results written by earlier versions
         if kind != "absent" and letter not in used:
             groups["not used"].append(f"{name} ({kind})")
         else:
@@ -521,6 +587,7 @@ def render_markdown(results: dict) -> str:
     lines = [f"# Results on {results['dataset']}" + (f" — {title}" if title else ""), "",
              f"Test metrics of the weights selected on the validation split, {spread}; text model: "
              f"{results['text_model']}. Accuracies and F1 in %; MAE and Corr raw.", ""]
+    lines[-1:-1] = precision_lines(results["config"].get("precision"))
     train = results["config"].get("train") or {}
     if train:
         lines += ["Training settings for every model: " + ", ".join(f"{k} {v}" for k, v in train.items()) + "."]
@@ -529,6 +596,7 @@ def render_markdown(results: dict) -> str:
     if train or results["config"].get("per_model"):
         lines += ["Everything else: each model's own `train_defaults`.", ""]
     lines += composition_lines(results["config"].get("variants") or {})
+    lines += data_report_lines(results.get("data_report"))
     header = ["Model"] + [metric_label(m) for m in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     flags = results.get("flags") or {}
@@ -553,13 +621,38 @@ def render_markdown(results: dict) -> str:
         lines.append(f"({len(unknown)} run(s) were made by a version that did not record the spread of their test "
                      f"predictions; they are checked for the best epoch only.)")
     from benchmarks import studies
+    from fusionkit import stats
 
+    lines += stats.render(results.get("statistics"))
+    from benchmarks import tuned
+
+    lines += tuned.render(results)
     lines += studies.render(results)
     models = {label: v["model"] for label, v in results["config"]["variants"].items()}
     paper_lines = paper.render_paper_table(results["dataset"], models)
     if paper_lines:
         lines += [""] + paper_lines
     return "\n".join(lines) + "\n"
+
+
+def data_report_lines(report: dict | None) -> list[str]:
+    """results.md lines naming every change the data readers made (none: nothing is said)."""
+    if not report:
+        return []
+    from fusionkit.data.errors import LoadReport
+
+    changes = LoadReport.from_dict(report).describe()
+    return ["Data changed by the readers: " + "; ".join(changes) + ".", ""] if changes else []
+
+
+def precision_lines(precision: str | None) -> list[str]:
+    """The autocast precision every run trained and evaluated with (results written before it was recorded: none)."""
+    if precision is None:
+        return []
+    if precision == "fp32":
+        return ["Precision: fp32 (no autocast)."]
+    return [f"Precision: {precision} autocast for forward passes and losses; weights, optimizer state and "
+            f"checkpoints fp32."]
 
 
 def composition_lines(variants: dict) -> list[str]:
@@ -575,15 +668,39 @@ def composition_lines(variants: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fusionkit.diskfull import EXIT_STATUS, cli_message, is_disk_full
+    from fusionkit.training.checkpoint import CheckpointError
+
     try:
         return run_cli(_main, argv)
+    except CheckpointError as e:  # a damaged file met outside a run (e.g. while checking --resume)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        print(f"error: {cli_message(e)}", file=sys.stderr)
+        return EXIT_STATUS
     except KeyboardInterrupt as e:
-        print(f"interrupted: {e or 'stopped'}; rerun the same command with --resume to continue", file=sys.stderr)
-        return 130
+        from benchmarks.outdir import interrupted_message
+
+        message, status = interrupted_message(e)
+        print(message, file=sys.stderr)
+        return status
+
+
+def interrupt_message(e: KeyboardInterrupt) -> str:
+    """One line: where training stopped, the checkpoint, and the command-line way to continue (said once)."""
+    from benchmarks.outdir import interrupted_message
+
+    return interrupted_message(e)[0]
 
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
+    from fusionkit.training.progress import log_to_stderr
+
+    log_to_stderr(args.log_level)
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1 (the number of seeds to run), got {args.seeds}")
     for name in ("epochs", "batch_size", "max_train_samples", "max_samples", "threads"):
@@ -610,6 +727,25 @@ def _main(argv) -> int:
         raise UsageError(f"--save-interval must be ≥ 0 seconds, got {args.save_interval}")
     if args.tiny_bert and args.text_model is not None:
         raise UsageError("--tiny-bert and --text-model are exclusive")
+    from benchmarks import tuned
+
+    tuned.apply(args)  # --from-tuning: the tuned settings become --set entries
+    study = studies.STUDIES[args.study] if args.study is not None else None
+    if study is not None and study.figure:  # figures (t-SNE, heat-map) come after the runs: refuse now
+        from fusionkit.optional import MissingExtraError, require
+
+        try:
+            require("matplotlib", f"--study {args.study} (its figure)")
+        except MissingExtraError as e:
+            raise UsageError(str(e)) from None
+    for other in studies.STUDIES.values():  # a study's own options given without it
+        given = other.given_options(args)
+        if given and other is not study:
+            raise UsageError(f"{given[0]} applies to --study {other.name} only")
+    if study is not None:
+        code = study.run(args, argv)  # a study with its own runner and tables (e.g. probes)
+        if code is not None:
+            return code
 
     from fusionkit.encoders.bert import TextModelNotFound, load_tokenizer
 
@@ -620,6 +756,11 @@ def _main(argv) -> int:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out is not None else Path("runs") / args.dataset.replace(os.sep, "_")
     main_process = is_main_process()
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 or args.grid_worker is not None:  # workers share the grid: finished runs are kept
+        args.resume = True
+    main_process = main_process and args.grid_worker is None  # the process that started the workers writes
     if main_process:
         _check_out_path(out)
         from benchmarks.lock import LockHeld, check_free
@@ -631,14 +772,21 @@ def _main(argv) -> int:
     per_model, per_model_options = parse_sets(args.sets, sorted({v.model for v in variants}))
     variants = [Variant(v.label, v.model, {**v.kwargs, **per_model_options.get(v.model, {})}) for v in variants]
 
+    features = parse_features(args.features)
+    if main_process:
+        from benchmarks.outdir import check_overwrite
+
+        check_overwrite(out, resume=args.resume, overwrite=args.overwrite)  # finished runs are never replaced silently
     from fusionkit.data import DataError, load_splits
 
     try:
         data = load_splits(args.dataset, data_root=args.data_root, tokenizer=tokenizer, max_samples=args.max_samples,
-                           seed=0, features=parse_features(args.features))
+                           seed=0, features=features)
     except DataError as e:
         raise UsageError(str(e)) from None
     data = select_modalities(data, args.modalities)
+    for line in data.info.report.describe():  # every repair the readers made, in the log (and results.md)
+        print(f"[data] {args.dataset}: {line}", file=sys.stderr)
     model_kwargs: dict = {}
     if args.tiny_bert:
         from fusionkit.testing import tiny_bert_config
@@ -674,7 +822,15 @@ def _main(argv) -> int:
             lock.acquire()
         except LockHeld as e:
             raise UsageError(str(e)) from None
+        from benchmarks.outdir import remove_orphans
+
+        remove_orphans(out)  # temporary files of a killed earlier process (only ever removed under the lock)
     try:
+        if args.workers > 1 or args.grid_worker is not None:
+            code = run_grid(args, argv, variants, data, model_kwargs, train_overrides, per_model, out,
+                            {info.label: info.plan for info in checked})
+            if code is not None:
+                return code
         return _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_model, per_model_options,
                         out, main_process, compositions)
     finally:
@@ -721,14 +877,19 @@ def _run_all(args, variants, checked, data, model_kwargs, train_overrides, per_m
                                                        for v in variants},
                    "train": train_overrides, "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
                                  for m in sorted({*per_model, *per_model_options})},
-                   "max_samples": args.max_samples,
+                   "max_samples": args.max_samples, "precision": args.precision_resolved,
                    **({"features": sorted(args.features)} if args.features else {})},
+        "data_report": data.info.report.to_dict(),
         "runs": runs,
         "summary": summarize(runs, labels),
         "flags": convergence_flags(runs, checked, args),
     }
     if not main_process:
         return 0
+    add_statistics(results, runs, labels, run_dirs, args.reference)
+    from benchmarks import tuned
+
+    tuned.record_provenance(results, args)
     from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
 
     study = studies.STUDIES[args.study] if args.study is not None else None

@@ -37,7 +37,7 @@ downloaded) instead of the bundled MiniLM. The models are the registry's: ``mhmf
 The batches have MOSI's word-piece lengths (``mosi-sim``) when a data root is given (``--data-root`` or
 ``FUSIONKIT_DATA``), else those of ``synthetic``. ``OUT/speed.json`` holds these keys plus ``machine``;
 ``OUT/speed.md`` the same as a table. ``--levers`` instead times the before/after pair of each speed lever
-(``OUT/levers.json``; see the README section "Performance").
+(``OUT/levers.json``; see docs/performance.md).
 """
 from __future__ import annotations
 

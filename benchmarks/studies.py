@@ -96,10 +96,23 @@ class Study:
     depth. after_run(result, run_dir): keep what the analysis needs of one run (rank 0). analyse(run_dirs,
     depth_fn): ``results.json``'s ``study_results`` (``None``: none). finish(run_dirs, out, seed): extra files
     (plots) once ``results.json`` is written. render(results): Markdown lines after the main table.
+    figure: it draws a figure (matplotlib is required before any run). add_arguments(parser): command-line
+    options of this study only; given_options(args): those the command line set (refused without the study).
+    run(args, argv): a study with its own runner returns the exit status (``None``: the plain table's runs).
     """
 
     name: str = ""
     model: str = "mhmf"
+    figure: bool = False
+
+    def add_arguments(self, parser) -> None:
+        return None
+
+    def given_options(self, args) -> list[str]:
+        return []
+
+    def run(self, args, argv) -> int | None:
+        return None
 
     def varies(self, key: str) -> bool:
         return False
@@ -196,8 +209,9 @@ def analyse_restitution(run_dirs: dict[str, dict[int, Path]]) -> dict:
 
 def plot_tsne(run_dirs: dict[str, Path], path: Path, seed: int) -> None:
     """Side-by-side t-SNE of the fused test features ``F`` (one panel per variant), coloured by label."""
-    import matplotlib
+    from fusionkit.optional import require
 
+    matplotlib = require("matplotlib", "the t-SNE figure of --study restitution")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -321,6 +335,7 @@ class RestitutionStudy(Study):
     """§4.3, Fig. 4: with vs without restitution, diagnostics, margins, silhouettes and t-SNE."""
 
     name = "restitution"
+    figure = True  # tsne.png
 
     def varies(self, key):
         return key == "restitution"
@@ -331,8 +346,11 @@ class RestitutionStudy(Study):
 
     def after_run(self, result, run_dir):
         if result.test_fused is not None:
-            np.save(run_dir / FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
-            np.save(run_dir / LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
+            from fusionkit.diskfull import writing
+
+            with writing(run_dir / FUSED_FILE):
+                np.save(run_dir / FUSED_FILE, result.test_fused.astype(np.float32), allow_pickle=False)
+                np.save(run_dir / LABELS_FILE, result.test_labels.astype(np.float32), allow_pickle=False)
 
     def analyse(self, run_dirs, depth_fn):
         return {"restitution": analyse_restitution(run_dirs)}
@@ -346,3 +364,6 @@ class RestitutionStudy(Study):
 
 for _study in (FinetuneStudy(), LayersStudy(), RestitutionStudy()):
     register_study(_study)
+
+# studies in their own modules register themselves on import
+from benchmarks import probes  # noqa: E402,F401 - --study probes

@@ -1,10 +1,16 @@
-"""``python -m fusionkit list [--kind KIND]``: every registered component with its kind and plug-in, then each
-model's slots with their default blocks. ``python -m fusionkit show NAME``: a model's slots and their contracts,
-or a component's kind, plug-in, constructor and the model slots that take its kind."""
+"""``python -m fusionkit list [--kind KIND] [--json]``: every registered component with its kind, plug-in and
+description, then each model's slots with their default blocks. ``python -m fusionkit show NAME``: a model's
+slots and their contracts, or a component's kind, plug-in, constructor and the model slots that take its kind.
+
+Built-in components are described from the static index (:mod:`fusionkit.plugins.index`), so both commands
+answer without importing torch or any model; a third-party plug-in's components are described by importing it.
+"""
 from __future__ import annotations
 
 import inspect
+import json
 import sys
+from types import SimpleNamespace
 
 from fusionkit.cli import ArgumentParser, UsageError, run_cli
 
@@ -14,10 +20,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] in ("extract", "predict"):  # features from clips, scores for new clips
+        from fusionkit.extract.cli import main as extract_main
+
+        return extract_main(list(args_in))
     parser = ArgumentParser(prog="python -m fusionkit")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("extract", help="word-aligned features from clips and word timings (docs/extraction.md)")
+    sub.add_parser("predict", help="score new clips with a run trained on extracted features")
     p_list = sub.add_parser("list", help="list registered components and each model's slots")
     p_list.add_argument("--kind", default=None, help="only this kind")
+    p_list.add_argument("--json", action="store_true", help="one JSON array: name, kind, plugin, description "
+                                                            "(and a model's slot defaults)")
     p_show = sub.add_parser("show", help="a model's slots and their contracts, or one component")
     p_show.add_argument("name", help="a registered model or component")
     args = parser.parse_args(argv)
@@ -34,28 +49,55 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError(str(exc).strip("'\"")) from None
     if args.command == "show":
         return _show(registry, args.name)
-    specs = [s for s in registry.specs() if args.kind is None or s.kind == args.kind]
+    specs = sorted((s for s in registry.specs() if args.kind is None or s.kind == args.kind),
+                   key=lambda s: (s.kind, s.name))
+    if args.json:
+        print(json.dumps([{"name": s.name, "kind": s.kind, "plugin": s.plugin, "description": s.doc,
+                           **({"slots": _slot_defaults(registry, s.name)} if s.kind == "model" else {})}
+                          for s in specs], indent=1))
+        return 0
     width = max((len(s.name) for s in specs), default=4)
-    print(f"{'name':<{width}}  {'kind':<8}  {'plugin':<12}  description")
-    for s in sorted(specs, key=lambda s: (s.kind, s.name)):
-        print(f"{s.name:<{width}}  {s.kind:<8}  {s.plugin:<12}  {s.doc}")
+    plugin_width = max((len(s.plugin) for s in specs), default=6)
+    print(f"{'name':<{width}}  {'kind':<8}  {'plugin':<{plugin_width}}  description")
+    for s in specs:
+        print(f"{s.name:<{width}}  {s.kind:<8}  {s.plugin:<{plugin_width}}  {s.doc}")
     models = [s.name for s in specs if s.kind == "model"]
     if models:
-        from fusionkit.slots import slot_defaults
-
         print("\nslots (model: slot=default block; `python -m fusionkit show MODEL` for the contracts)")
         for model in models:
-            defaults = slot_defaults(model)
+            defaults = _slot_defaults(registry, model)
             print(f"{model}: " + (", ".join(f"{k}={v}" for k, v in defaults.items()) or "(none declared)"))
     return 0
 
 
+def _slots_of(registry, model: str) -> dict:
+    """``{slot: Slot-like}`` from the index for a built-in model not yet imported, else from the model itself."""
+    spec = registry.get(model)
+    if spec.meta is not None and not spec.loaded:
+        return {s["name"]: SimpleNamespace(**s) for s in spec.meta.get("slots", [])}
+    from fusionkit.slots import slots_of
+
+    return slots_of(model)
+
+
+def _slot_defaults(registry, model: str) -> dict:
+    spec = registry.get(model)
+    if spec.meta is not None and not spec.loaded:
+        return dict(spec.meta.get("slot_defaults", {}))
+    from fusionkit.slots import slot_defaults
+
+    return slot_defaults(model)
+
+
 def _show(registry, name: str) -> int:
-    from fusionkit.slots import slot_defaults, slots_of
+    slots_of = lambda model: _slots_of(registry, model)  # noqa: E731
+    slot_defaults = lambda model: _slot_defaults(registry, model)  # noqa: E731
 
     spec = registry.get(name)
     print(f"{spec.name}  ({spec.kind}, plug-in {spec.plugin})  {spec.doc}")
     if spec.kind == "model":
+        indexed = spec.meta if spec.meta is not None and not spec.loaded else None
+        _show_search_space(name, indexed)
         slots = slots_of(name)
         if not slots:
             print("declares no slots")
@@ -74,17 +116,43 @@ def _show(registry, name: str) -> int:
             if slot.note:
                 print(f"    note        {slot.note}")
         print("\nmask convention: (B, T) bool, True = real token; None = no padding")
+        if indexed is not None:
+            summary = indexed.get("summary")
+        else:
+            summary = getattr(spec.factory, "summary", None)  # e.g. a staged model's stages and sizes
+            summary = summary() if callable(summary) else None
+        if summary:
+            print("\n" + summary)
         return 0
-    try:
-        print(f"constructor: {spec.name}{inspect.signature(spec.factory)}")
-    except (TypeError, ValueError):
-        pass
+    signature = spec.meta.get("signature") if spec.meta is not None and not spec.loaded else None
+    if signature is None:
+        try:
+            signature = str(inspect.signature(spec.factory))
+        except (TypeError, ValueError):
+            pass
+    if signature is not None:
+        print(f"constructor: {spec.name}{signature}")
     takers = []
     for model in registry.names("model"):
         takers += [f"{model}.{slot.name}" for slot in slots_of(model).values() if slot.kind == spec.kind]
     if takers:
         print(f"slots that take a {spec.kind!r} block (a dry run at build time checks the fit): {', '.join(takers)}")
     return 0
+
+
+def _show_search_space(name: str, indexed: dict | None = None) -> None:
+    """The model's tuning search space (:mod:`fusionkit.search`): from the built-in index, or read from the model
+    built on the meta device."""
+    if indexed is not None:
+        lines = indexed.get("search_space")
+    else:
+        from fusionkit.search import search_space_of
+
+        space = search_space_of(name)
+        lines = space.describe() if space is not None else None
+    print("\n".join(lines) if lines is not None else
+          "search space: none declared (python -m benchmarks.tune refuses it)")
+    print()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,42 @@ def _find_checkpoint(path: str | os.PathLike) -> Path:
                           f"its best/ directory (written by fusionkit.training.train_and_evaluate)")
 
 
+def _check_text(words: list[str], index: int) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate, e.g. from bytes decoded with 'surrogateescape'):
+    no tokenizer can encode it, and replacing it silently would change what is scored."""
+    for j, word in enumerate(words):
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"utterance {index}, word {j} ({word!r}) holds {e.object[e.start:e.end]!r}, a lone "
+                             f"surrogate that is not valid Unicode text; decode the text with errors='replace' (or "
+                             f"drop the character) and predict again") from None
+
+
+def _check_description(path: Path, description: dict) -> None:
+    """``model.json`` against its schema and the ``--set`` typing of its options; a file edited by hand (its
+    checksum differs) is allowed, with a warning, since the schema decides."""
+    from fusionkit.schemas import check_model_json
+    from fusionkit.training import integrity
+
+    why = integrity.problem(path / MODEL_JSON)
+    if why is not None:
+        warnings.warn(f"{path / MODEL_JSON} was changed after it was written ({why}); using it as edited",
+                      UserWarning, stacklevel=3)
+    check_model_json(description, path / MODEL_JSON)
+
+
+def _checked_weights(path: Path) -> Path:
+    """``model.safetensors`` after its checksum; when damaged, the byte-identical copy in the run's ``last/``
+    (if there is one) is read instead, with a warning; else one CheckpointError naming the file."""
+    from fusionkit.training import integrity
+
+    last = path.parent / "last"
+    alternatives = sorted(last.glob("model-*.safetensors")) if path.name == "best" and last.is_dir() else []
+    return integrity.verify_or_fallback(path / MODEL_WEIGHTS, alternatives, [], restore=False,
+                                        log=lambda m: warnings.warn(m, UserWarning, stacklevel=4))
+
+
 class Predictor:
     """A trained model plus its tokenizer; see :func:`load`."""
 
@@ -103,7 +139,8 @@ class Predictor:
             checkpoints take ``(T, d)`` sequences. Missing channels are zeros, with a warning.
         batch_size: utterances per forward pass; a batch is length-bucketed as in training and evaluation
             (:func:`fusionkit.data.loader.length_buckets`), the scores come back in input order.
-        Returns a float for one utterance, a list of floats for a batch.
+        Returns a float for one utterance, a list of floats for a batch (also for one string with ``batch=True``).
+        Text that is not valid Unicode (a lone surrogate) is refused with a ValueError naming the word.
         """
         from fusionkit.data import build_dataset, collate
         from fusionkit.data.errors import LoadReport
@@ -111,7 +148,7 @@ class Predictor:
         from fusionkit.data.segments import RawSegment
 
         if isinstance(words, str):
-            samples, single = [words], True
+            samples, single = [words], not batch  # batch=True: a batch of one utterance, so a list back
         elif isinstance(words, (list, tuple)) and words and all(isinstance(w, str) for w in words) and not batch:
             samples, single = [list(words)], True
         elif isinstance(words, (list, tuple)) and words and all(isinstance(w, (str, list, tuple)) for w in words):
@@ -122,6 +159,7 @@ class Predictor:
         for i, s in enumerate(samples):
             if not s:
                 raise ValueError(f"utterance {i} has no words")
+            _check_text(s, i)
 
         def per_sample(value, what):
             if value is None:
@@ -176,7 +214,12 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
     if not isinstance(description["kwargs"], dict) or not isinstance(description["model"], str):
         raise CheckpointError(f"{path / MODEL_JSON} is malformed ('model' must be a name and 'kwargs' an object); "
                               f"it was not written by fusionkit")
-    kwargs = from_json_kwargs(description["kwargs"])
+    _check_description(path, description)
+    try:
+        kwargs = from_json_kwargs(description["kwargs"])
+    except Exception as e:  # noqa: BLE001 - transformers' config classes raise several types for bad values
+        raise CheckpointError(f"{path / MODEL_JSON}: key 'kwargs.bert_config' cannot be read by transformers "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:300]}); restore the file") from None
     name = description["model"]
     try:
         # a block from a plug-in that is not installed: say which, before building anything
@@ -191,7 +234,7 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
         model = build_model(name, kwargs)
     except ModelBuildError as e:
         raise CheckpointError(f"cannot rebuild the model described by {path / MODEL_JSON}: {e}") from None
-    load_model_weights(model, path / MODEL_WEIGHTS, what=f"{name!r} described by {path / MODEL_JSON}")
+    load_model_weights(model, _checked_weights(path), what=f"{name!r} described by {path / MODEL_JSON}")
     model.to(dev)
     tokenizer = load_tokenizer(kwargs.get("text_model"))
     return Predictor(model, description, tokenizer, dev)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import difflib
 import inspect
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -30,17 +31,64 @@ class RegistryError(ValueError):
     """A component could not be registered (bad kind, name clash)."""
 
 
-@dataclass(frozen=True)
+_RST_ROLE = re.compile(r":[a-z]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")  # :class:`~a.b.C` → C, :func:`f` → f
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bet al)(?<!\bcf)(?<!\bvs)\.(?=\s+[A-Z(\"'`]|\s*$)")
+
+
+def plain_text(text: str) -> str:
+    """RST inline markup as plain text: ``x`` → x, :class:`~a.b.C` → C, *x* → x; whitespace collapsed."""
+    text = _RST_ROLE.sub(lambda m: m.group(1).split(".")[-1] if "~" in m.group(0) else m.group(1), text)
+    text = text.replace("``", "").replace("\\", "")
+    text = re.sub(r"(?<![\w*])\*{1,2}([^*\s][^*]*?)\*{1,2}(?![\w*])", r"\1", text)
+    return " ".join(text.split())
+
+
+def first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, whole, as plain text."""
+    paragraph = (doc or "").strip().split("\n\n")[0]
+    text = plain_text(paragraph)
+    end = _SENTENCE_END.search(text)
+    return text[: end.end()] if end else text
+
+
 class ComponentSpec:
-    name: str
-    kind: str
-    factory: Callable
-    plugin: str  # which plug-in provided it ("fusionkit" for built-ins)
+    """A registered component: ``name``, ``kind``, the ``plugin`` that provided it and its ``factory``.
+
+    A built-in entry is *lazy*: its name, kind, description and signature come from the static index
+    (``meta``), and its module is imported the first time ``factory`` is read, so listing names imports nothing.
+    """
+
+    __slots__ = ("name", "kind", "plugin", "_factory", "_loader", "meta")
+
+    def __init__(self, name: str, kind: str, factory: Callable | None = None, plugin: str = "fusionkit", *,
+                 loader: Callable[[], Callable] | None = None, meta: dict | None = None) -> None:
+        if (factory is None) == (loader is None):
+            raise RegistryError(f"component {name!r} needs exactly one of factory and loader")
+        self.name, self.kind, self.plugin = name, kind, plugin
+        self._factory, self._loader, self.meta = factory, loader, meta
+
+    @property
+    def factory(self) -> Callable:
+        if self._factory is None:
+            with _lock:
+                if self._factory is None:
+                    self._factory = self._loader()
+        return self._factory
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the factory's module has been imported (always for eager entries)."""
+        return self._factory is not None
 
     @property
     def doc(self) -> str:
-        doc = (self.factory.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        """The factory's first docstring sentence, whole, as plain text."""
+        if self.meta is not None and "doc" in self.meta:
+            return self.meta["doc"]
+        return first_sentence(self.factory.__doc__)
+
+    def __repr__(self) -> str:
+        return f"ComponentSpec(name={self.name!r}, kind={self.kind!r}, plugin={self.plugin!r})"
 
 
 def _check_kind(kind: str) -> None:
@@ -105,6 +153,17 @@ class Registry:
                 f"registered by plug-in {taken.plugin!r}; choose another name or pass override=True"
             )
         self._specs[name] = ComponentSpec(name=name, kind=kind, factory=factory, plugin=self._current_plugin)
+
+    def add_lazy(self, name: str, loader: Callable[[], Callable], *, kind: str, meta: dict) -> None:
+        """Register ``name`` whose factory ``loader()`` returns on first use (built-ins, from their static index);
+        ``meta`` holds what listing needs without importing it (``doc``, ``signature``, a model's ``slots``)."""
+        _check_kind(kind)
+        taken = self._specs.get(name)
+        if taken is not None:
+            raise RegistryError(f"component name {name!r} (kind {kind!r}) is declared twice (plug-ins "
+                                f"{taken.plugin!r} and {self._current_plugin!r})")
+        self._specs[name] = ComponentSpec(name=name, kind=kind, loader=loader, plugin=self._current_plugin,
+                                          meta=meta)
 
     # -- lookup -------------------------------------------------------------------------------------
     def get(self, name: str) -> ComponentSpec:

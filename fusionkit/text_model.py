@@ -56,19 +56,29 @@ class TextModelArgs:
 FIELDS = tuple(f.name for f in dataclasses.fields(TextModelArgs))
 
 
-def text_model_factory(fn: Callable) -> Callable:
-    """Decorator: ``fn(text: TextModelArgs, *, own options)`` becomes a factory of keyword arguments only."""
+def text_model_factory(fn: Callable | None = None, /, **defaults: Any) -> Callable:
+    """Decorator: ``fn(text: TextModelArgs, *, own options)`` becomes a factory of keyword arguments only.
+
+    ``@text_model_factory(encoder_mode="frozen")``: the model's own default for a shared field (it shows in the
+    factory's signature like any default).
+    """
+    if fn is None:
+        return functools.partial(text_model_factory, **defaults)
+    unknown = sorted(set(defaults) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"text_model_factory: {', '.join(unknown)} is not a field of TextModelArgs "
+                        f"({', '.join(FIELDS)})")
     params = list(inspect.signature(fn).parameters.values())
     own = params[1:]
     clash = sorted(set(FIELDS) & {p.name for p in own})
     if clash:
         raise TypeError(f"{fn.__name__} declares {', '.join(clash)}, which TextModelArgs already holds")
-    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(f.name, f.default),
                                 annotation=f.type) for f in dataclasses.fields(TextModelArgs)]
 
     @functools.wraps(fn)
     def factory(**kwargs):
-        text = TextModelArgs(**{k: kwargs.pop(k) for k in FIELDS if k in kwargs})
+        text = TextModelArgs(**{**defaults, **{k: kwargs.pop(k) for k in FIELDS if k in kwargs}})
         return fn(text, **kwargs)
 
     del factory.__wrapped__  # the factory's signature is the flat one below, not fn's

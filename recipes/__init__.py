@@ -1,7 +1,9 @@
 """Model recipes composed from registered blocks.
 
 This package is a fusionkit plug-in: the entry point ``recipes`` of the group ``fusionkit`` (``pyproject.toml``)
-names it, and its hook adds the ``@register`` declarations of its modules.
+names it, and its hook adds the ``@register`` declarations of its modules. fusionkit lists them from its static
+index (``python -m fusionkit.plugins.index`` runs this hook to write it) and imports a model's module only when the
+model is built.
 """
 from fusionkit.plugins.hookspecs import hookimpl
 from fusionkit.registry import add_declarations

@@ -68,7 +68,7 @@ Choices where the paper leaves room (each an option of :func:`build_mhmf`):
   the validation MAE fell from 0.959 to 0.844. The scale changes no computation, only the optimizer's step on
   those parameters; ``gate_init`` (bias of W2 at ``logit(gate_init)``) is available but left at PyTorch's
   default, since which side of 0.5 helps depends on whether the text residual separates the classes better
-  than G̃ (on ``mosi-sim`` it does not: margins README, "Restitution").
+  than G̃ (on ``mosi-sim`` it does not: margins in docs/results.md, "The restitution at work").
 * **Unaligned input** (``batch.aligned`` False: audio/vision with their own lengths and masks): the
   cross-attention adapters take separate target/source masks; the restitution needs a common time axis for
   ``H_t − G̃``, so it receives the masked mean of ``H_t^l`` (broadcast over the modality's time steps).
@@ -94,6 +94,7 @@ from fusionkit.data.batch import MultimodalBatch
 from fusionkit.encoders.bert import BertEncoder
 from fusionkit.losses.restitution import RestitutionLoss, expected_margins, sentiment_classes
 from fusionkit.registry import register, register_variant
+from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
     HEAD,
     PROBE_BATCH,
@@ -210,6 +211,14 @@ class MHMFBert(nn.Module):
     """MHMF-BERT; built by :func:`build_mhmf` (see the module docstring for the architecture and choices)."""
 
     train_defaults = {"lr": 1e-4, "encoder_lr": 5e-5, "batch_size": 32, "epochs": 4, "warmup": 0.1, "grad_clip": 1.0}
+    # The paper gives one setting and no grid: the text control's grid (Devlin et al. 2019 for the encoder) plus
+    # the fusion dropout and the restitution-loss weight around their defaults (documented choice).
+    search_space = SearchSpace(
+        source="the paper reports no grid; Devlin et al. 2019 appendix A.3 for encoder_lr and batch_size (as "
+               "`text`), documented choice around train_defaults for lr, dropout and loss_weights",
+        params={"encoder_lr": Choice(2e-5, 3e-5, 5e-5), "lr": Choice(5e-5, 1e-4, 2e-4),
+                "batch_size": Choice(16, 32), "dropout": Choice(0.0, 0.1, 0.2),
+                "loss_weights": Choice(0.05, 0.1, 0.2)})
 
     def __init__(
         self,

@@ -4,6 +4,17 @@ import torch
 torch.set_num_threads(1)
 
 import pytest  # noqa: E402
+from plugin_isolation import isolate  # noqa: E402
+
+# Hermetic: third-party fusionkit plug-ins installed in this environment are invisible to the tests (in this
+# process and, through FUSIONKIT_DISABLE_PLUGINS, in the subprocesses they start); fusionkit's own stay.
+HIDDEN_PLUGINS = isolate()
+
+
+def pytest_report_header(config):
+    if HIDDEN_PLUGINS:
+        return f"installed fusionkit plug-ins hidden from the tests: {', '.join(HIDDEN_PLUGINS)}"
+    return None
 
 
 def pytest_collection_modifyitems(config, items):

@@ -57,7 +57,7 @@ EXAMPLES["multimodal_adaptation_gate"] = dict(
     no_grad=(),
 )
 
-for _name in ("tfn", "lmf", "mag", "mag_mmsa", "iccn"):
+for _name in ("tfn", "lmf", "mag", "mag_mmsa", "iccn", "iccn_e2e"):
     EXAMPLES[_name] = dict(build=lambda n=_name: _model(n), run=lambda m: m(_batch()), no_grad=())
 
 
@@ -133,6 +133,23 @@ EXAMPLES["text_based_outer_product"] = dict(
 EXAMPLES["outer_product_cnn"] = dict(
     build=lambda: fusionkit.create("outer_product_cnn", height=8, width=6, d_out=3),
     run=lambda m: m(torch.randn(4, 8, 6, generator=torch.Generator().manual_seed(5))),
+    no_grad=(),
+)
+EXAMPLES["projected_lstm"] = dict(
+    build=lambda: fusionkit.create("projected_lstm", d_in=D_A, d_hidden=6), run=_run_sequence, no_grad=()
+)
+EXAMPLES["vector_outer_product"] = dict(
+    build=lambda: fusionkit.create("vector_outer_product"),
+    run=lambda m: m(*(v.requires_grad_() for v in _vectors(6, 5, seed=6))), no_grad=()
+)
+EXAMPLES["iccn_product_cnn"] = dict(
+    build=lambda: fusionkit.create("iccn_product_cnn", height=9, width=7, d_out=3),
+    run=lambda m: m(torch.randn(4, 9, 7, generator=torch.Generator().manual_seed(5))),
+    no_grad=(),
+)
+EXAMPLES["iccn_regressor"] = dict(
+    build=lambda: fusionkit.create("iccn_regressor", d_in=8, d_hidden=4),
+    run=lambda m: m(_vectors(8, seed=7)[0]),
     no_grad=(),
 )
 EXAMPLES["dcca_loss"] = dict(build=lambda: fusionkit.create("dcca_loss"), run=lambda m: m(*_pair(6, 4)), no_grad=())

@@ -149,3 +149,22 @@ def test_every_model_factory_takes_the_shared_text_model_arguments():
         params = inspect.signature(fusionkit.get_registry().get(name).factory).parameters
         assert set(FIELDS) <= set(params), name
         assert all(params[f].kind is inspect.Parameter.KEYWORD_ONLY for f in FIELDS), name
+
+
+def test_a_factory_may_give_a_shared_argument_its_own_default():
+    import inspect
+
+    from fusionkit.text_model import TextModelArgs, text_model_factory
+
+    @text_model_factory(encoder_mode="frozen")
+    def build(text: TextModelArgs, *, width: int = 2):
+        return text, width
+
+    assert inspect.signature(build).parameters["encoder_mode"].default == "frozen"
+    assert build()[0].encoder_mode == "frozen"
+    assert build(encoder_mode="finetune", width=3) == (TextModelArgs(encoder_mode="finetune"), 3)
+    with pytest.raises(TypeError, match="not a field of TextModelArgs"):
+        text_model_factory(encoder_moed="frozen")(lambda text: text)
+    # iccn's authors read a precomputed (frozen) text vector; every other built-in model fine-tunes by default
+    params = inspect.signature(fusionkit.get_registry().get("iccn").factory).parameters
+    assert params["encoder_mode"].default == "frozen"

@@ -11,7 +11,7 @@ from fusionkit.testing import random_batch, tiny_bert_config
 from fusionkit.types import ModelOutput
 
 D_A, D_V = 5, 7
-MODELS = ("tfn", "lmf", "mult", "misa", "mag", "mag_mmsa", "iccn")
+MODELS = ("tfn", "lmf", "mult", "misa", "mag", "mag_mmsa", "iccn", "iccn_e2e")
 
 
 def _model(name: str, **kw):

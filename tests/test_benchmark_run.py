@@ -203,6 +203,7 @@ def test_tsne_figure_and_silhouettes(tmp_path):
     assert studies.silhouettes(np.ones((5, 3)), np.ones(5), 0) == {"feature_space": None, "tsne": None}
 
 
+@pytest.mark.slow
 def test_restitution_study_end_to_end(tmp_path):
     out = tmp_path / "study"
     argv = ["--study", "restitution", *SMOKE, "--seeds", "2", "--max-samples", "48", "--out", str(out)]

@@ -86,6 +86,19 @@ def test_named_dataset_resolves_under_data_root_and_env(tmp_path, tok, content, 
     _assert_same_batches(by_arg, csd)
 
 
+def test_random_data_read_under_the_name_mosi_is_not_labelled_real(tmp_path, tok, content):
+    """Realness is not taken from the name: the reader read these (random) features from a file, and says so."""
+    import benchmarks.run as bench
+
+    path = write_mag_pickle(tmp_path / "root" / "mosi" / "mosi.pkl", content)
+    info = load_splits("mosi", data_root=tmp_path / "root", tokenizer=tok).info
+    assert info.channel_kinds() == {"text": "file", "acoustic": "file", "visual": "file"} and not info.simulated
+    assert info.description == f"features read from {path} (mag_pickle)"
+    title = bench.channel_title(info.channel_kinds(), None, info.simulated)
+    assert title == "from file: text, acoustic, visual"
+    assert "real" not in f"{info.description} {title} {info.channel_summary()}".lower()
+
+
 def test_mmsa_unaligned_keeps_sequences_and_masks(tmp_path, tok, content):
     data = load_splits(write_mmsa_pickle(tmp_path / "unaligned_50.pkl", content, aligned=False), tokenizer=tok)
     assert not data.info.aligned

@@ -63,7 +63,7 @@ def test_csv_table_repeats_the_vector_on_every_word_piece(tmp_path, tok, content
     data = _load(tmp_path, tok, content, features={"acoustic": table})
     info = data.info
     assert (info.d_acoustic, info.d_visual, info.aligned, info.simulated) == (D_TABLE, 0, True, False)
-    assert info.modalities == ("t", "a") and info.channels == {"text": "real", "acoustic": "real", "visual": "absent"}
+    assert info.modalities == ("t", "a") and info.channels == {"text": "file", "acoustic": "file", "visual": "absent"}
     assert info.feature_names == {"acoustic": [f"feat_{k}" for k in range(D_TABLE)]}
     row = {i: v for i, v in zip(ids, values)}
     batch = next(iter(make_loader(data.splits["train"], batch_size=3, shuffle=False)))
@@ -203,7 +203,7 @@ def test_cli_inspect_reports_a_feature_table(tmp_path, tok, content, capsys, mon
     assert cli(["inspect", str(_segment_table(tmp_path, content)), "--features", f"acoustic={table}"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["format"] == "feature_table" and out["modalities"] == "t,a" and out["d_visual"] == 0
-    assert out["channels"] == {"text": "real", "acoustic": "real", "visual": "absent"} and not out["simulated"]
+    assert out["channels"] == {"text": "file", "acoustic": "file", "visual": "absent"} and not out["simulated"]
     assert str(table) in out["sources"] and "NO visual channel" in out["description"]
     assert cli(["inspect", "x.csv", "--features", "sound=a.csv"]) == 2
 
@@ -217,7 +217,7 @@ def test_inspect_mosi_covarep(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["splits"] == {"train": 1284, "valid": 229, "test": 686}
     assert (out["d_acoustic"], out["d_visual"], out["modalities"], out["simulated"]) == (73, 0, "t,a", False)
-    assert out["channels"] == {"text": "real", "acoustic": "real", "visual": "absent"}
+    assert out["channels"] == {"text": "file", "acoustic": "file", "visual": "absent"}
     assert "COVAREP" in out["description"] and "NO visual channel" in out["description"]
     assert out["feature_names"]["acoustic"][:3] == ["F0", "VUV", "NAQ"] and out["sanitized_nonfinite"] == 0
     with open(MOSI / "mosi_covarep_utterance_mean.csv") as fh:  # the table's first row reaches the batch
@@ -299,7 +299,7 @@ def test_benchmark_run_trains_on_a_feature_table(tmp_path, content, capsys):
     argv = ["--models", "lmf", "--dataset", str(_segment_table(tmp_path, content)), "--seeds", "1", "--epochs", "1",
             "--batch-size", "4", "--tiny-bert", "--quiet", "--out", str(out)]
     assert bench.main([*argv, "--features", f"acoustic={table}"]) == 0
-    assert (out / "results.md").read_text().splitlines()[0].endswith("— real: text, acoustic; absent: visual")
+    assert (out / "results.md").read_text().splitlines()[0].endswith("— from file: text, acoustic; absent: visual")
     assert json.loads((out / "lmf/seed0/run.json").read_text())["features"] == [f"acoustic={table}"]
     capsys.readouterr()
     assert bench.main([*argv, "--features", "sound=a.csv"]) == 2

@@ -5,7 +5,7 @@ flipped bytes) or in its structure before it is written (wrong dtypes and shapes
 lengths, wrong or missing keys and columns, malformed labels, a pickle whose ``__reduce__`` would run code).
 Every mutant must either load and pass the dataset invariants below, or raise ``DataError`` naming the file;
 any other exception, a hang (per-mutant alarm) or code execution fails the test. ``FUSIONKIT_FUZZ_REPORT=path``
-writes the mutant and outcome counts as JSON (the README's Reliability section quotes them).
+writes the mutant and outcome counts as JSON (docs/reliability.md quotes them).
 """
 from __future__ import annotations
 

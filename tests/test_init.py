@@ -100,7 +100,7 @@ def test_mag_gate_initialised_like_bert():
         assert torch.count_nonzero(linear.bias) == 0
 
 
-MODELS = ("tfn", "lmf", "mult", "misa", "mag", "mag_mmsa", "iccn")
+MODELS = ("tfn", "lmf", "mult", "misa", "mag", "mag_mmsa", "iccn", "iccn_e2e")
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -13,10 +13,11 @@ import fusionkit
 from fusionkit.testing import random_batch, tiny_bert_config
 
 D_A, D_V = 5, 7
-MODELS = ("mhmf", "mhmf_small", "mag", "mag_mmsa", "misa", "mult", "lmf", "tfn", "iccn", "text")
+MODELS = ("mhmf", "mhmf_small", "mag", "mag_mmsa", "misa", "mult", "lmf", "tfn", "iccn", "iccn_e2e", "text")
 SUBSETS = (("t", "a"), ("t", "v"), ("t",))
 # models that fuse or pair modalities refuse text alone (nothing to fuse); ``text`` and ``mhmf`` run on it
-TEXT_ALONE_REFUSED = {"mag", "mag_mmsa", "mult", "lmf", "tfn", "iccn"}
+FROZEN_TEXT = {"iccn"}  # a frozen text encoder by default (the authors' precomputed BERT vectors)
+TEXT_ALONE_REFUSED = {"mag", "mag_mmsa", "mult", "lmf", "tfn", "iccn", "iccn_e2e"}
 SMOKE = ["--dataset", "synthetic", "--seeds", "1", "--epochs", "1", "--batch-size", "8", "--max-samples", "16",
          "--tiny-bert", "--quiet"]
 
@@ -82,7 +83,8 @@ def test_every_model_on_every_subset_runs_or_refuses_before_training(name, subse
     out, loss = _run(model, _batch(subset))
     assert out.prediction.shape == (4,) and torch.isfinite(out.prediction).all()
     loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    trained = model.parameters() if name in FROZEN_TEXT else model.encoder.parameters()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
     absent = {"a", "v"} - set(subset)
     words = {"a": ("audio", "acoustic", "w_a", "w_ha"), "v": ("video", "vision", "visual", "w_v", "w_hv")}
     for key in model.state_dict():  # nothing of an absent modality is built
@@ -147,12 +149,12 @@ def test_mag_gate_without_vision_is_the_acoustic_term_alone():
     assert torch.allclose(gate.shift(z, a, None), alpha[..., None] * h)
 
 
-def test_iccn_keeps_one_text_based_embedding_and_drops_dcca():
-    model = _build("iccn", modalities=("t", "v"))
+def test_iccn_e2e_keeps_one_text_based_embedding_and_drops_dcca():
+    model = _build("iccn_e2e", modalities=("t", "v"))
     assert model.audio_encoder is None and model.audio_cnn is None
     out, _ = _run(model, _batch(("t", "v")))
     assert not out.loss_terms and out.features.shape == (4, 8 + 32)  # [e_v; text], no DCCA partner
-    full, _ = _run(_build("iccn"), _batch())
+    full, _ = _run(_build("iccn_e2e"), _batch())
     assert set(full.loss_terms) == {"dcca"} and full.features.shape == (4, 2 * 8 + 32)
 
 
@@ -210,27 +212,30 @@ def _info(**kw):
     return DatasetInfo(**{**base, **kw})
 
 
-def test_channel_kinds_without_a_record_keep_the_text_real():
+def test_channel_kinds_without_a_record_keep_the_text_from_file():
     """Data cached before channels were recorded has ``channels == {}``: ``simulated`` then refers to the nonverbal
-    channels only (mosi-sim's text is real), a size of 0 is absent, and only ``synthetic`` has simulated text."""
-    assert _info().channel_kinds() == {"text": "real", "acoustic": "simulated", "visual": "simulated"}
-    assert _info(d_visual=0, simulated=False).channel_kinds() == {"text": "real", "acoustic": "real",
+    channels only (mosi-sim's text is read from its file), a size of 0 is absent, and only ``synthetic`` has
+    simulated text. A ``"real"`` recorded by an earlier version reads as ``"file"``."""
+    assert _info().channel_kinds() == {"text": "file", "acoustic": "simulated", "visual": "simulated"}
+    assert _info(d_visual=0, simulated=False).channel_kinds() == {"text": "file", "acoustic": "file",
                                                                   "visual": "absent"}
     assert _info(format="synthetic").channel_kind("text") == "simulated"
-    assert _info().channel_summary() == "text real, acoustic simulated (74-d), visual simulated (47-d)"
-    recorded = _info(channels={"text": "real", "acoustic": "real", "visual": "absent"}, d_visual=0, simulated=False)
+    assert _info().channel_summary() == "text from file, acoustic simulated (74-d), visual simulated (47-d)"
+    recorded = _info(channels={"text": "file", "acoustic": "file", "visual": "absent"}, d_visual=0, simulated=False)
     assert recorded.channel_kinds() == recorded.channels and recorded.modalities == ("t", "a")
+    legacy = _info(channels={"text": "real", "acoustic": "real", "visual": "absent"}, d_visual=0, simulated=False)
+    assert legacy.channel_kinds() == recorded.channels
 
 
 def test_selecting_modalities_of_unrecorded_data_keeps_each_kind():
     from fusionkit.data.dataset import LoadedData
 
     selected = LoadedData(splits={}, info=_info()).select_modalities("t,a")  # no splits: only the info changes
-    assert selected.info.channel_kinds() == {"text": "real", "acoustic": "simulated", "visual": "absent"}
+    assert selected.info.channel_kinds() == {"text": "file", "acoustic": "simulated", "visual": "absent"}
     assert selected.info.modalities == ("t", "a")
-    # benchmarks.run records the dropped channel's own kind, so the header says "not used", not "real"
+    # benchmarks.run records the dropped channel's own kind, so the header says "not used", not "from file"
     header = bench.channel_title({**selected.info.channel_kinds(), "visual": "simulated"}, "t,a", simulated=True)
-    assert header == "real: text; simulated: acoustic; not used: visual (simulated)"
+    assert header == "from file: text; simulated: acoustic; not used: visual (simulated)"
 
 
 def test_batch_require_names_the_model_the_missing_channel_and_the_fix():

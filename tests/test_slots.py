@@ -372,13 +372,13 @@ def _reference_mhmf():
         loss_weights=(0.1, 0.1))
 
 
-def _reference_iccn():
-    from baselines.iccn import ICCN
+def _reference_iccn_e2e():
+    from baselines.iccn_e2e import ICCNEndToEnd
     from fusionkit.encoders.bert import build_bert_encoder
 
     encoder = build_bert_encoder(config=tiny_bert_config())
     create = fusionkit.create
-    return ICCN(
+    return ICCNEndToEnd(
         encoder=encoder, text_conv=create("temporal_conv", d_in=32, d_out=32, kernel_size=3),
         audio_encoder=create("lstm_sequence_encoder", d_in=D_A, d_hidden=16),
         video_encoder=create("lstm_sequence_encoder", d_in=D_V, d_hidden=16),
@@ -390,7 +390,7 @@ def _reference_iccn():
 
 
 REFERENCES = {"tfn": lambda: _reference_tfn_lmf("tfn"), "lmf": lambda: _reference_tfn_lmf("lmf"),
-              "text": _reference_text, "misa": _reference_misa, "mhmf": _reference_mhmf, "iccn": _reference_iccn}
+              "text": _reference_text, "misa": _reference_misa, "mhmf": _reference_mhmf, "iccn_e2e": _reference_iccn_e2e}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))

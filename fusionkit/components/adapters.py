@@ -28,7 +28,6 @@ padding never changes the outputs at real positions.
 from __future__ import annotations
 
 import torch
-from timm.layers import Mlp
 from torch import nn
 
 from fusionkit.components import attention as attention_core
@@ -92,6 +91,8 @@ class CrossModalLayer(nn.Module):
         )
         self.drop = nn.Dropout(res_dropout)
         self.norm_ffn = nn.LayerNorm(dim)
+        from timm.layers import Mlp  # here, not at module level: importing timm.layers imports torchvision
+
         self.ffn = Mlp(
             in_features=dim, hidden_features=int(dim * ffn_ratio), act_layer=act_layer, drop=(relu_dropout, res_dropout)
         )

@@ -1,5 +1,6 @@
-"""Convolutional encoders of ICCN (Sun et al., AAAI 2020): ``temporal_conv`` over word sequences and
-``outer_product_cnn`` over the text-based audio / video matrices."""
+"""Convolutional encoders of ICCN (Sun et al., AAAI 2020): ``iccn_product_cnn``, the authors' CNN over a
+text-based product (model ``iccn``), and ``temporal_conv`` over word sequences and ``outer_product_cnn`` over the
+averaged word-level products (model ``iccn_e2e``)."""
 from __future__ import annotations
 
 import torch
@@ -82,3 +83,51 @@ class OuterProductCNN(nn.Module):
             )
         y = self.stages(matrix.unsqueeze(1))
         return self.proj(self.dropout(y.flatten(1)))
+
+
+def strided_cnn_flatten_size(height: int, width: int, *, channels: int = 3, stages: int = 2) -> int:
+    """Flattened size after ``stages`` × ``Conv2d(3×3, stride 2, padding 1) → MaxPool(2, stride 1)``.
+
+    Per stage a side ``n`` becomes ``⌊(n − 1) / 2⌋ + 1`` (the convolution), then one less (the pooling). For the
+    ICCN authors' inputs: 768 × 50 → 3 · 191 · 11 = 6303, 768 × 74 → 9741, 768 × 35 → 4584 (their ``fc_dim``).
+    """
+    h, w = height, width
+    for _ in range(stages):
+        h, w = (h - 1) // 2 + 1 - 1, (w - 1) // 2 + 1 - 1
+    if h < 1 or w < 1:
+        raise ValueError(f"iccn_product_cnn: a {height}×{width} matrix is too small for {stages} stages of stride-2 "
+                         f"convolution and 2×2 pooling; each side must stay ≥ 1 (use sides ≥ {2 ** stages + 1})")
+    return channels * h * w
+
+
+@register("iccn_product_cnn", kind="adapter")
+class StridedProductCNN(nn.Module):
+    """The ICCN authors' CNN on one text-based product ``(B, H, W)`` → ``(B, d_out)``.
+
+    Per stage ``Conv2d(c_in → channels, 3×3, stride 2, padding 1) → BatchNorm2d → ReLU → MaxPool2d(2, stride 1)``
+    (two stages, 3 channels, as in their ``ConvNet`` / ``MY``), then flatten → ``Linear(fc_dim → d_out)``;
+    ``fc_dim`` is derived from ``height × width`` (:func:`strided_cnn_flatten_size`), not given. PyTorch's
+    default initialisation (their code sets none).
+    """
+
+    def __init__(self, *, height: int, width: int, d_out: int, channels: int = 3, stages: int = 2) -> None:
+        super().__init__()
+        check_positive(height=height, width=width, d_out=d_out, channels=channels, stages=stages)
+        self.height, self.width = height, width
+        self.fc_dim = strided_cnn_flatten_size(height, width, channels=channels, stages=stages)
+        layers: list[nn.Module] = []
+        c_in = 1
+        for _ in range(stages):
+            layers += [nn.Conv2d(c_in, channels, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(channels),
+                       nn.ReLU(), nn.MaxPool2d(kernel_size=2, stride=1)]
+            c_in = channels
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(self.fc_dim, d_out)
+
+    def forward(self, matrix: torch.Tensor) -> torch.Tensor:
+        """``matrix (B, height, width)`` → ``(B, d_out)``."""
+        if matrix.dim() != 3 or matrix.shape[1:] != (self.height, self.width):
+            raise ValueError(
+                f"iccn_product_cnn was built for (B, {self.height}, {self.width}) matrices, got {tuple(matrix.shape)}"
+            )
+        return self.fc(self.layers(matrix.unsqueeze(1)).flatten(1))

@@ -25,3 +25,25 @@ class RegressionHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, d_in)`` pooled features → ``(B,)`` scores."""
         return self.net(x).squeeze(-1)
+
+
+@register("iccn_regressor", kind="head")
+class ICCNRegressor(nn.Module):
+    """The ICCN authors' downstream regressor: two ReLU layers of ``d_hidden``, dropout, then one output.
+
+    ``Linear(d_in → d_hidden) → ReLU → Linear(d_hidden → d_hidden) → ReLU → Dropout → Linear(d_hidden → 1)``
+    (dropout only before the last layer, as in their ``Regressor``).
+    """
+
+    def __init__(self, *, d_in: int, d_hidden: int = 512, dropout: float = 0.1) -> None:
+        super().__init__()
+        if d_in <= 0 or d_hidden <= 0:
+            raise ValueError(f"d_in and d_hidden must be positive, got d_in={d_in}, d_hidden={d_hidden}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got dropout={dropout}")
+        self.net = nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_hidden), nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(d_hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, d_in)`` → ``(B,)`` scores."""
+        return self.net(x).squeeze(-1)

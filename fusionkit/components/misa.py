@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import torch
 from einops import rearrange
-from timm.layers import Mlp
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -168,6 +167,8 @@ class PostNormTransformerLayer(nn.Module):
         init_packed_in_proj_(self.attn, xavier_out=False)  # nn.MultiheadAttention._reset_parameters
         self.drop = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(dim)
+        from timm.layers import Mlp  # here, not at module level: importing timm.layers imports torchvision
+
         self.ffn = Mlp(in_features=dim, hidden_features=ffn_dim, act_layer=nn.ReLU, drop=dropout)
         self.norm2 = nn.LayerNorm(dim)
 

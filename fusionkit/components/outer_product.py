@@ -34,3 +34,18 @@ class TextBasedOuterProduct(nn.Module):
         count = weights.sum(1).clamp_min(1.0)
         weighted = text * (weights / count[:, None]).unsqueeze(-1)
         return torch.einsum("bti,btj->bij", weighted, other)
+
+
+@register("vector_outer_product", kind="fusion")
+class VectorOuterProduct(nn.Module):
+    """``F = t ⊗ x``: the outer product of an utterance-level text vector and another modality's vector.
+
+    The ICCN authors' text-based audio / video (their ``fs_t.unsqueeze(2) * fs_a.unsqueeze(1)``). No parameters.
+    """
+
+    def forward(self, text: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``text (B, d_t)``, ``other (B, d_o)`` → ``(B, d_t, d_o)``."""
+        if text.dim() != 2 or other.dim() != 2 or text.shape[0] != other.shape[0]:
+            raise ValueError(f"vector_outer_product takes two (B, d) vectors of the same batch, got "
+                             f"{tuple(text.shape)} and {tuple(other.shape)}")
+        return text.unsqueeze(2) * other.unsqueeze(1)

@@ -80,6 +80,12 @@ def _main(argv: list[str] | None) -> int:
             from fusionkit.data.calibrate import calibration
 
             out = calibration(loaded)
+            if loaded.info.format == "probe":  # the planted cue's read-out (fusionkit.data.probes)
+                out["targets"] = "none: probe channels carry no label signal, only the planted cue (cue_readout)"
+                from fusionkit.data.probes import cue_readout
+
+                out["cue_readout"] = cue_readout(loaded.info.name, data_root=args.data_root,
+                                                 max_seq_length=args.max_seq_length)
     except (ValueError, OSError) as exc:
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr)

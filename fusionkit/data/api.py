@@ -11,20 +11,23 @@ import numpy as np
 from fusionkit.data import cache as cache_mod
 from fusionkit.data.dataset import DatasetInfo, LoadedData, MultimodalDataset, build_dataset
 from fusionkit.data.errors import DataError, LoadReport
+from fusionkit.data.probes import PROBE_NAMES
+from fusionkit.data.probes import fingerprint as probe_fingerprint
 from fusionkit.data.segments import SPLITS, sanitize_features
 from fusionkit.data.simulate import fingerprint as sim_fingerprint
 from fusionkit.data.tokenizers import get_tokenizer, tokenizer_identity
 
-DATASET_NAMES = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim", "mosi-covarep")
+DATASET_NAMES = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim", "mosi-covarep") + PROBE_NAMES
 DIMS = {"mosi": (74, 47), "mosei": (74, 35)}
 COVAREP_MEANS = "mosi_covarep_utterance_mean.csv"
 COVAREP_DESCRIPTION = (
-    "real CMU-MOSI transcripts, labels and official split; REAL acoustic channel: the per-segment mean of 73 "
-    "COVAREP dimensions (one vector per segment, {layout}; not word-aligned); NO visual channel"
+    "CMU-MOSI transcripts, labels and official split; acoustic channel read from " + COVAREP_MEANS + ": the "
+    "per-segment mean of 73 COVAREP dimensions (one vector per segment, {layout}; not word-aligned); NO visual "
+    "channel"
 )
 LAYOUT_WORDS = {"repeat": "repeated for every word piece", "step": "a one-step sequence"}
 SIM_DESCRIPTION = (
-    "real {corpus} transcripts, labels and official split with SIMULATED nonverbal channels (74-d acoustic, "
+    "{corpus} transcripts, labels and official split with SIMULATED nonverbal channels (74-d acoustic, "
     "{d_v}-d visual): seeded per segment, a weak label-correlated signal in a few dims, AR(1) noise across words "
     "and COVAREP-like -inf artifacts; not COVAREP/FACET features"
 )
@@ -50,7 +53,7 @@ class Source:
     dims: tuple | None = None  # required (d_acoustic, d_visual); None = taken from the data
     extra: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)  # modality → segment-level feature table (joined by id)
-    channels: dict = field(default_factory=dict)  # modality → "real" / "simulated" / "absent" (known up front)
+    channels: dict = field(default_factory=dict)  # modality → "file" / "simulated" / "absent" (known up front)
 
     def checksum(self, seed: int) -> str:
         if self.path is None:
@@ -94,7 +97,7 @@ def _with_features(source: Source, features: dict | None) -> Source:
     source.simulated = False
     source.format = "feature_table"
     source.dims = None
-    source.channels = {"text": "real", **{m: "real" if m in features else "absent" for m in ("acoustic", "visual")}}
+    source.channels = {"text": "file", **{m: "file" if m in features else "absent" for m in ("acoustic", "visual")}}
     given = ", ".join(f"{m} from {Path(p).name}" for m, p in sorted(features.items()))
     absent = [m for m in ("acoustic", "visual") if m not in features]
     source.description = (f"transcripts, labels and split of {source.path.name} with segment-level feature tables "
@@ -120,6 +123,10 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
     if features and key in DATASET_NAMES:
         raise DataError(f"features: dataset {key!r} comes with its own channels; pass a segment table's path "
                         f"(e.g. <root>/mosi/mosi_segments.csv) to join feature tables to it")
+    if key in PROBE_NAMES:  # fusion probes (fusionkit.data.probes)
+        from fusionkit.data import probes
+
+        return probes.resolve(key, root=data_root(data_root_dir))
     if key == "mosi-covarep":
         root = data_root(data_root_dir)
         path, table = root / "mosi" / "mosi_segments.csv", root / "mosi" / COVAREP_MEANS
@@ -129,7 +136,7 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
                                          f"utterance means {COVAREP_MEANS} in {root / 'mosi'}")
         return Source(name=key, format="feature_table", path=path, simulated=False, dims=None,
                       description=COVAREP_DESCRIPTION.format(layout=LAYOUT_WORDS["repeat"]), features={"acoustic": table},
-                      channels={"text": "real", "acoustic": "real", "visual": "absent"})
+                      channels={"text": "file", "acoustic": "file", "visual": "absent"})
     if key == "synthetic":
         return Source(
             name="synthetic", format="synthetic", path=None, simulated=True, dims=(74, 47),
@@ -153,8 +160,9 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
         for path in candidates:
             if readers.holds_data(path):
                 fmt = readers.detect_format(path)
+                # the channels are what the reader produces (read from this file), not what the name promises
                 return Source(name=key, format=fmt, path=path, simulated=False, dims=None,
-                              description=f"CMU-{key.upper()} with real features", extra={"corpus": key})
+                              description=f"features read from {path}", extra={"corpus": key})
         tried = [*candidates[:-1], f"{candidates[-1]}/*.csd"]
         raise _missing(key, tried, f"put real {key.upper()} features there in one of the supported formats: "
                                         f"MAG-BERT's {key}.pkl, MMSA's aligned_50.pkl / unaligned_50.pkl, or a "
@@ -166,7 +174,7 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
         simulated = fmt == "segments_csv"
         dims = (74, 35) if simulated and "mosei" in path.name.lower() else (74, 47) if simulated else None
         description = (SIM_DESCRIPTION.format(corpus=path.name, d_v=dims[1]) if simulated
-                       else f"{path.name} with real features")
+                       else f"features read from {path.name}")
         return Source(name=path.stem, format=fmt, path=path, simulated=simulated, dims=dims, description=description)
     added = _plugin_datasets()
     spec = added.get(key) if key not in DATASET_NAMES else None
@@ -206,6 +214,9 @@ def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[di
         tables = {m: read_feature_table(p) for m, p in source.features.items()}
         join_features(raw, tables, layout=source.extra.get("segment_features", "repeat"), report=report)
         source.extra["feature_names"] = {m: t.names for m, t in tables.items()}
+        if any(t.word_level for t in tables.values()):  # word-level tables (python -m fusionkit extract)
+            source.description = source.description.replace("; one vector per segment", "; word-level rows: " + ", ".join(
+                m for m, t in sorted(tables.items()) if t.word_level))
     else:
         if source.format in ("pickle", "mag_pickle") and source.extra.get("corpus") in DIMS:
             source.extra["mag_dims"] = DIMS[source.extra["corpus"]]  # MAG-BERT's COVAREP/FACET sizes
@@ -227,11 +238,12 @@ def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[di
 
 
 def channel_kinds(source: Source, d_acoustic: int, d_visual: int) -> dict:
-    """``{"text", "acoustic", "visual"}`` → ``"real"`` / ``"simulated"`` / ``"absent"`` for a loaded source."""
+    """``{"text", "acoustic", "visual"}`` → ``"file"`` / ``"simulated"`` / ``"absent"`` for a loaded source: what the
+    reader produced (channels read from the data file, or generated by :mod:`fusionkit.data.simulate`)."""
     if source.channels:
         return dict(source.channels)
-    kind = "simulated" if source.simulated else "real"
-    return {"text": "simulated" if source.format == "synthetic" else "real",
+    kind = "simulated" if source.simulated else "file"
+    return {"text": "simulated" if source.format == "synthetic" else "file",
             "acoustic": kind if d_acoustic else "absent", "visual": kind if d_visual else "absent"}
 
 
@@ -292,7 +304,8 @@ def load_splits(
         key = cache_mod.cache_key(
             name=source.name, format=source.format, checksum=source.checksum(seed),
             tokenizer=tokenizer_identity(tokenizer), max_seq_length=max_seq_length,
-            simulation=sim_fingerprint() if source.simulated else None,
+            simulation=(probe_fingerprint() if source.format == "probe" else sim_fingerprint()) if source.simulated
+            else None,
             **({"features": {m: str(p) for m, p in sorted(source.features.items())},
                 "segment_features": segment_features} if source.features else {}),
         )

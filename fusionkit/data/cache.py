@@ -57,7 +57,11 @@ def save(key: str, loaded) -> Path | None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as exc:
-        warnings.warn(f"could not write the data cache {target}: {exc}", stacklevel=2)
+        from fusionkit.diskfull import DiskFullError, is_disk_full
+
+        if is_disk_full(exc):  # the cache is optional: said once, and the run goes on without it
+            exc = DiskFullError(target, None, exc)
+        warnings.warn(f"could not write the data cache {target}: {exc}; continuing without it", stacklevel=2)
         return None
     return target
 

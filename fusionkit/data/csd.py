@@ -15,7 +15,7 @@ import numpy as np
 
 from fusionkit.data.errors import DataError, LoadReport
 from fusionkit.data.folds import MOSI_FOLDS
-from fusionkit.data.segments import SPLITS, RawSegment, check_label
+from fusionkit.data.segments import SPLITS, RawSegment, check_feature_range, check_label
 
 SILENCE = {"sp", "<sp>", "sil"}
 ROLES = ("words", "acoustic", "visual", "labels")
@@ -200,6 +200,7 @@ def read_csd(path, *, dims=None, report: LoadReport, feature_names: dict | None 
             if bad.any():
                 report.sanitized_nonfinite[split] += int(bad.sum())
                 f = np.where(bad, np.float32(0.0), f)
+            check_feature_range(f, name=name, file=seqs[role].path, split=split, segment=video)
             channel[role] = (f, iv)
         d_a, d_v = channel["acoustic"][0].shape[1], channel["visual"][0].shape[1]
         mids = w_iv.mean(axis=1)

@@ -59,6 +59,32 @@ class LoadReport:
             "truncated": {k: int(v) for k, v in sorted(self.truncated.items())},
         }
 
+    def describe(self) -> list[str]:
+        """One line per kind of change the readers made (empty when they changed nothing): what the log and
+        ``results.md`` say, so no repair stays an internal counter."""
+        def per_split(counter) -> str:
+            return ", ".join(f"{k} {int(v)}" for k, v in sorted(counter.items()) if v)
+
+        lines = []
+        if self.total_sanitized:
+            lines.append(f"{self.total_sanitized} NaN/inf feature value(s) set to 0 "
+                         f"({per_split(self.sanitized_nonfinite)})")
+        for reason, n in sorted(self.fallbacks.items()):
+            if n:
+                lines.append(f"{int(n)} × {reason.replace('_', ' ')}")
+        if sum(self.truncated.values()):
+            lines.append(f"{int(sum(self.truncated.values()))} segment(s) cut to the maximum sequence length "
+                         f"({per_split(self.truncated)})")
+        dropped: dict = {}
+        for key, n in sorted(self.dropped.items()):  # keys are "reason" or "reason:split"
+            reason, _, split = key.partition(":")
+            if n:
+                dropped.setdefault(reason, Counter())[split or "all"] += int(n)
+        for reason, counts in dropped.items():
+            lines.append(f"{sum(counts.values())} segment(s) left out ({reason.replace('_', ' ')}: "
+                         f"{per_split(counts)})")
+        return lines
+
     @classmethod
     def from_dict(cls, data: dict) -> "LoadReport":
         return cls(

@@ -7,6 +7,13 @@ OpenFace summaries, COVAREP utterance means). A table is
 * an ``.npz`` (read with ``allow_pickle=False``) holding ``segment_id`` (n,) strings, ``features`` (n, d) numbers
   and optionally ``names`` (d,) strings.
 
+A **word-level** table (written by ``python -m fusionkit extract``) has one row per word instead: the segment id
+repeats and a ``word_index`` column / array (0 … n-1 within the segment) orders the rows; optional ``word``,
+``start``, ``end`` and ``n_frames`` columns / arrays are metadata, not features. Each segment of the segment
+table must then have exactly as many rows as words, and when ``word`` is given the words must match (compared
+lower-case, punctuation ignored), so features cannot slide onto the wrong words. Its rows are the segment's
+per-word features in both layouts (aligned: one row per word; ``"step"``: a sequence of n_words steps).
+
 Tables are joined by id to a segment table (transcripts, labels, split). Ids missing on either side, duplicate
 ids and non-numeric cells raise one :class:`DataError` naming the file and the ids; NaN/±inf cells become 0 and
 are counted in ``report.sanitized_nonfinite`` (the rule for every reader).
@@ -29,8 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from fusionkit.data.errors import DataError, LoadReport
+from fusionkit.data.segments import check_feature_range
 
 ID_COLUMN = "segment_id"
+WORD_INDEX = "word_index"
+WORD_META = (WORD_INDEX, "word", "start", "end", "n_frames")  # metadata of a word-level table, not features
 LAYOUTS = ("repeat", "step")
 SHOWN_IDS = 5  # ids quoted in an error message; the rest are counted
 
@@ -43,6 +53,12 @@ class FeatureTable:
     ids: list
     features: np.ndarray
     names: list
+    word_index: np.ndarray | None = None  # (n,) int for a word-level table (see the module docstring)
+    words: list | None = None             # (n,) the words of a word-level table, when given
+
+    @property
+    def word_level(self) -> bool:
+        return self.word_index is not None
 
     @property
     def dim(self) -> int:
@@ -65,11 +81,17 @@ def _repeated(items: list) -> list:
     return list(repeated)
 
 
-def _check_ids(path: Path, ids: list) -> None:
+def _check_ids(path: Path, ids: list, word_index=None) -> None:
     empty = [k for k, i in enumerate(ids) if not i]
     if empty:
         raise DataError.at(f"{len(empty)} row(s) have an empty {ID_COLUMN} (rows {_ids_text(e + 1 for e in empty)})",
                            file=path)
+    if word_index is not None:
+        dup = _repeated(list(zip(ids, (int(k) for k in word_index))))
+        if dup:
+            raise DataError.at(f"duplicate ({ID_COLUMN}, {WORD_INDEX}) pair(s) {_ids_text(dup)}; each word of a "
+                               f"segment needs exactly one row", file=path)
+        return
     dup = _repeated(ids)
     if dup:
         raise DataError.at(f"duplicate {ID_COLUMN}(s) {_ids_text(dup)}; each segment needs exactly one row", file=path)
@@ -88,7 +110,9 @@ def _read_csv(path: Path) -> FeatureTable:
         raise DataError.at(f"no {ID_COLUMN!r} column; the header must name {ID_COLUMN} and one column per feature "
                            f"(got {header[:4]}{' …' if len(header) > 4 else ''})", file=path)
     id_col = header.index(ID_COLUMN)
-    feat_cols = [k for k in range(len(header)) if k != id_col]
+    word_level = WORD_INDEX in header
+    meta = {h: header.index(h) for h in WORD_META if h in header} if word_level else {}
+    feat_cols = [k for k in range(len(header)) if k != id_col and k not in meta.values()]
     if not feat_cols:
         raise DataError.at("no feature columns besides segment_id", file=path)
     body = [r for r in rows[1:] if any(c.strip() for c in r)]
@@ -112,10 +136,29 @@ def _read_csv(path: Path) -> FeatureTable:
         first = next(iter(bad.items()))
         raise DataError.at(f"non-numeric cell(s) in segment(s) {_ids_text(bad)} (e.g. {first[0]!r}, column "
                            f"{first[1][0]!r}: {first[1][1]!r}); every feature cell must be a number", file=path)
-    _check_ids(path, ids)
+    word_index = words = None
+    if word_level:
+        word_index = _word_index(path, ids, [row[meta[WORD_INDEX]].strip() for row in body])
+        words = [row[meta["word"]].strip() for row in body] if "word" in meta else None
+    _check_ids(path, ids, word_index)
     names = [header[k] for k in feat_cols]
     _check_names(path, names)
-    return FeatureTable(path=path, ids=ids, features=values.astype(np.float32), names=names)
+    return FeatureTable(path=path, ids=ids, features=values.astype(np.float32), names=names, word_index=word_index,
+                        words=words)
+
+
+def _word_index(path: Path, ids: list, raw) -> np.ndarray:
+    out = np.empty(len(ids), dtype=np.int64)
+    for n, cell in enumerate(raw):
+        try:
+            value = float(cell)
+            if value != int(value) or value < 0:
+                raise ValueError
+            out[n] = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise DataError.at(f"{WORD_INDEX} {cell!r} of segment {ids[n]!r} is not a word position (0, 1, 2 …)",
+                               file=path) from None
+    return out
 
 
 # what numpy's and zipfile's readers raise on a damaged archive (truncated, flipped bytes, bad CRC)
@@ -136,6 +179,8 @@ def _read_npz(path: Path) -> FeatureTable:
             raw_ids = npz[ID_COLUMN]
             raw = npz["features"]
             names = [str(n) for n in npz["names"].tolist()] if "names" in npz.files else None
+            raw_index = npz[WORD_INDEX] if WORD_INDEX in npz.files else None
+            raw_words = npz["word"] if raw_index is not None and "word" in npz.files else None
         except ValueError as exc:  # object arrays need pickle, which is refused
             if "pickle" not in str(exc):
                 raise DataError.at(f"not a readable .npz feature table ({exc})", file=path) from None
@@ -165,10 +210,21 @@ def _read_npz(path: Path) -> FeatureTable:
                                f"number", file=path)
     if names is not None and len(names) != values.shape[1]:
         raise DataError.at(f"names has {len(names)} entries for {values.shape[1]} feature columns", file=path)
-    _check_ids(path, ids)
+    word_index = words = None
+    if raw_index is not None:
+        if raw_index.shape != (len(ids),):
+            raise DataError.at(f"{WORD_INDEX} has shape {raw_index.shape}, expected ({len(ids)},): one per row",
+                               file=path)
+        word_index = _word_index(path, ids, raw_index.tolist())
+        if raw_words is not None:
+            if raw_words.shape != (len(ids),) or raw_words.dtype.kind not in "US":
+                raise DataError.at(f"word must be ({len(ids)},) strings, got {raw_words.dtype} {raw_words.shape}",
+                                   file=path)
+            words = [str(w) for w in raw_words.tolist()]
+    _check_ids(path, ids, word_index)
     names = names if names is not None else [f"f{k}" for k in range(values.shape[1])]
     _check_names(path, names)
-    return FeatureTable(path=path, ids=ids, features=values, names=names)
+    return FeatureTable(path=path, ids=ids, features=values, names=names, word_index=word_index, words=words)
 
 
 def _check_names(path: Path, names: list) -> None:
@@ -205,6 +261,9 @@ def join_features(raw: dict, tables: dict, *, layout: str, report: LoadReport) -
     segment_ids = [seg.id for segs in raw.values() for seg in segs]
     known = set(segment_ids)
     for name, table in tables.items():
+        if table.word_level:
+            _join_words(raw, name, table, report)
+            continue
         rows = {i: k for k, i in enumerate(table.ids)}
         lacking = [i for i in segment_ids if i not in rows]
         extra = [i for i in table.ids if i not in known]
@@ -223,6 +282,8 @@ def join_features(raw: dict, tables: dict, *, layout: str, report: LoadReport) -
                 if bad.any():
                     report.sanitized_nonfinite[split] += int(bad.sum())
                     vec = np.where(bad, np.float32(0.0), vec)
+                check_feature_range(vec, name=name, file=table.path, split=split, segment=seg.id,
+                                    names=getattr(table, "names", None))
                 steps = len(seg.words) if layout == "repeat" else 1
                 setattr(seg, name, np.ascontiguousarray(np.tile(vec[None, :], (steps, 1)), dtype=np.float32))
     for segs in raw.values():
@@ -232,3 +293,48 @@ def join_features(raw: dict, tables: dict, *, layout: str, report: LoadReport) -
                 if name not in tables:
                     setattr(seg, name, np.zeros((len(seg.words) if layout == "repeat" else 0, 0), np.float32))
     return raw
+
+
+def _normal(word: str) -> str:
+    return "".join(c for c in word.lower() if c.isalnum())
+
+
+def _join_words(raw: dict, name: str, table: FeatureTable, report: LoadReport) -> None:
+    """Attach a word-level table: each segment's rows in ``word_index`` order, one per word of the segment."""
+    by_segment: dict = {}
+    for k, seg_id in enumerate(table.ids):
+        by_segment.setdefault(seg_id, []).append(k)
+    segment_ids = [seg.id for segs in raw.values() for seg in segs]
+    lacking = [i for i in segment_ids if i not in by_segment]
+    extra = [i for i in by_segment if i not in set(segment_ids)]
+    if lacking or extra:
+        parts = []
+        if lacking:
+            parts.append(f"{len(lacking)} segment(s) of the segment table have no rows: {_ids_text(lacking)}")
+        if extra:
+            parts.append(f"{len(extra)} segment(s) of the table are not in the segment table: {_ids_text(extra)}")
+        raise DataError.at(f"{name} word-level feature table does not match the segment table by {ID_COLUMN}: "
+                           + "; ".join(parts), file=table.path)
+    for split, segs in raw.items():
+        for seg in segs:
+            rows = sorted(by_segment[seg.id], key=lambda k: table.word_index[k])
+            positions = [int(table.word_index[k]) for k in rows]
+            if positions != list(range(len(rows))) or len(rows) != len(seg.words):
+                raise DataError.at(f"{name} word-level feature table has {len(rows)} row(s) (word_index "
+                                   f"{positions[:3]}{' …' if len(rows) > 3 else ''}) but the segment has "
+                                   f"{len(seg.words)} words; give one row per word, word_index 0 … n-1 (were the "
+                                   f"segment table's words taken from the same word timings?)", file=table.path,
+                                   split=split, segment=seg.id)
+            if table.words is not None:
+                for n, (k, word) in enumerate(zip(rows, seg.words)):
+                    if _normal(table.words[k]) != _normal(word):
+                        raise DataError.at(f"{name} word-level feature table: word {n} is {table.words[k]!r} but "
+                                           f"the segment table has {word!r}; the segment table's words must be the "
+                                           f"word timings' words, in order (see segments_words.csv beside the table)",
+                                           file=table.path, split=split, segment=seg.id)
+            vec = table.features[rows]
+            bad = ~np.isfinite(vec)
+            if bad.any():
+                report.sanitized_nonfinite[split] += int(bad.sum())
+                vec = np.where(bad, np.float32(0.0), vec)
+            setattr(seg, name, np.ascontiguousarray(vec, dtype=np.float32))

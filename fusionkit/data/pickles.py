@@ -12,10 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from fusionkit.data.errors import DataError, LoadReport
-from fusionkit.data.segments import SPLITS, RawSegment, check_label, check_words, sanitize_features
+from fusionkit.data.segments import (SPLITS, RawSegment, check_label, check_segment_id, check_words,
+                                     sanitize_features)
 
+# What MAG-BERT and MMSA pickles (any protocol) need: containers, text, numbers. ``range`` and ``slice`` are
+# not data, and only serve to make an allowed constructor build something large from a few bytes.
 _BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "complex",
-             "bool", "slice", "range"}
+             "bool"}
+# The most elements (or bytes) one call of an allowed callable may be asked for: a pickle of N bytes can only
+# describe data of about N bytes, but ``bytes(10**12)`` or ``list(range(...))`` would allocate far more.
+MAX_ITEMS = 1 << 28
 _NUMPY = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
@@ -41,7 +47,47 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"refusing to load {module}.{name}: only builtin containers/scalars and numpy arrays are allowed "
                 f"in data pickles"
             )
-        return super().find_class(module, name)
+        return _bounded(super().find_class(module, name), f"{module}.{name}")
+
+
+class PickleTooLarge(pickle.UnpicklingError):
+    """An allowed callable was asked for more than :data:`MAX_ITEMS` elements."""
+
+
+def _too_large(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) > MAX_ITEMS
+    if isinstance(value, (tuple, list)) and len(value) <= 64:  # a shape
+        sizes = [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+        total = 1
+        for v in sizes:
+            if v < 0 or v > MAX_ITEMS:
+                return True
+            total *= v
+        return total > MAX_ITEMS
+    return False
+
+
+def _bounded(fn, name: str):
+    """``fn`` behind a size check of its arguments (ints, shapes): a pickle cannot request gigabytes."""
+    if isinstance(fn, type) and issubclass(fn, np.generic):  # numpy scalar types as used by dtype(...)
+        return fn
+
+    def call(*args, **kwargs):
+        for value in (*args, *kwargs.values()):
+            if _too_large(value):
+                raise PickleTooLarge(f"refusing {name}{tuple(type(a).__name__ for a in args)}: it asks for more "
+                                     f"than {MAX_ITEMS} elements")
+        return fn(*args, **kwargs)
+
+    call.__name__ = getattr(fn, "__name__", name)
+    if name == "numpy.ndarray" or name.endswith("DType") or name == "numpy.dtype" or name.endswith("_frombuffer"):
+        # classes that numpy's own pickles pass around, and _frombuffer, whose shape numpy checks against the
+        # buffer already read from the file
+        return fn
+    return call
 
 
 def safe_load(path) -> object:
@@ -55,10 +101,11 @@ def safe_load(path) -> object:
         if msg.startswith("refusing"):
             raise DataError.at(f"unsafe pickle: {msg}", file=path) from None
         raise DataError.at(f"corrupt pickle ({msg})", file=path) from None
-    except (EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError, MemoryError) as exc:
-        raise DataError.at(f"truncated or corrupt pickle ({type(exc).__name__}: {exc})", file=path) from None
     except OSError as exc:
         raise DataError.at(f"cannot read ({exc})", file=path) from None
+    except Exception as exc:  # noqa: BLE001 - whatever an allowed callable raises on hostile arguments
+        raise DataError.at(f"truncated or corrupt pickle ({type(exc).__name__}: {str(exc)[:200]})",
+                           file=path) from None
 
 
 def pickle_format(data, path) -> str:
@@ -100,7 +147,7 @@ def read_mag_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
         raise DataError.at(f"missing split(s) {', '.join(missing)}; MAG-BERT pickles hold train, dev and test",
                            file=path)
     d_a, d_v = _split_dims(dims)
-    out = {}
+    out, seen = {}, set()
     for src, split in (("train", "train"), ("dev", "valid"), ("test", "test")):
         segments = []
         for k, example in enumerate(data[src]):
@@ -109,7 +156,7 @@ def read_mag_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
             except (TypeError, ValueError):
                 raise DataError.at(f"example {k} is not ((words, visual, acoustic), label, segment_id)",
                                    file=path, split=src) from None
-            seg_id = seg_id.decode("utf-8", "replace") if isinstance(seg_id, bytes) else str(seg_id)
+            seg_id = check_segment_id(seg_id, seen=seen, file=path, split=src)
             words = check_words(words, file=path, split=src, segment=seg_id)
             label = check_label(label, file=path, split=src, segment=seg_id)
             visual = sanitize_features(visual, name="visual", dim=d_v, rows=len(words), file=path, split=src,
@@ -151,7 +198,7 @@ def read_mmsa_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
         raise DataError.at(f"missing split(s) {', '.join(missing)}; MMSA pickles hold train, valid and test",
                            file=path)
     d_a, d_v = _split_dims(dims)
-    out = {}
+    out, seen = {}, set()
     for split in SPLITS:
         part = data[split]
         if not isinstance(part, dict):
@@ -170,7 +217,10 @@ def read_mmsa_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
         sides = (_mmsa_padding_side(audio), _mmsa_padding_side(vision))
         segments = []
         for i in range(n):
-            seg_id = str(part["id"][i]).replace("$_$", "_")
+            raw_id = part["id"][i]
+            raw_id = raw_id.item() if isinstance(raw_id, np.generic) else raw_id
+            seg_id = check_segment_id(raw_id.replace("$_$", "_") if isinstance(raw_id, str) else raw_id, seen=seen,
+                                      file=path, split=split)
             text = part["raw_text"][i]
             text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
             words = check_words(text.split(), file=path, split=split, segment=seg_id)
@@ -206,3 +256,15 @@ def read_mmsa_pickle(path, *, dims=None, report: LoadReport, data=None) -> dict:
                                        aligned=not unaligned))
         out[split] = segments
     return out
+
+
+def dump_pickle(path, data) -> Path:
+    """Write ``data`` (builtin containers and numpy arrays only, so :func:`safe_load` reads it back) atomically."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        pickle.dump(data, fh, protocol=4)
+    os.replace(tmp, path)
+    return path

@@ -89,6 +89,10 @@ def _read(source, *, report: LoadReport) -> dict:
 
         return read_csd(source.path, dims=dims, report=report,
                         feature_names=source.extra.setdefault("feature_names", {}))
+    if source.format == "probe":  # fusion probes: a segment table with planted cues
+        from fusionkit.data.probes import read_probe
+
+        return read_probe(source.path, source.name, report=report)
     if source.format == "segments_csv":
         from fusionkit.data.segments_csv import read_segments_csv
 

@@ -53,6 +53,26 @@ def check_label(value, *, file, split, segment) -> float:
     return label
 
 
+# Largest magnitude a feature value may have. Real features are far below it (MOSI's COVAREP utterance means
+# reach 376, FACET and OpenFace values a few hundred); 1e38 or 1e9 in a file is a broken extraction, which would
+# overflow the loss after files were written. Refused, not clipped: clipping would change the data silently.
+FEATURE_BOUND = 1e6
+
+
+def check_feature_range(arr: np.ndarray, *, name: str, file, split, segment, names=None) -> None:
+    """Refuse finite values beyond ±:data:`FEATURE_BOUND`, naming the file, split, segment and column."""
+    if arr.size == 0:
+        return
+    huge = np.abs(arr) > FEATURE_BOUND
+    if huge.any():
+        row, col = (int(x) for x in np.argwhere(huge)[0]) if arr.ndim == 2 else (0, int(np.argmax(huge)))
+        value = float(arr[row, col] if arr.ndim == 2 else arr[col])
+        column = f"column {col}" + (f" ({names[col]})" if names is not None and col < len(names) else "")
+        raise DataError.at(f"{name} feature {column} holds {value:.6g} (row {row}; {int(huge.sum())} value(s) beyond "
+                           f"±{FEATURE_BOUND:g}): a broken extraction, not a feature value; fix or drop the segment",
+                           file=file, split=split, segment=segment)
+
+
 def sanitize_features(features, *, name: str, dim: int | None, file, split, segment, report: LoadReport,
                       rows: int | None = None, count_as: str | None = None) -> np.ndarray:
     """``features`` as float32 ``(n, d)`` with NaN/±inf set to 0 (counted in ``report``).
@@ -85,6 +105,7 @@ def sanitize_features(features, *, name: str, dim: int | None, file, split, segm
     if n_bad:
         arr = np.where(bad, np.float32(0.0), arr)
         report.sanitized_nonfinite[count_as or split] += n_bad
+    check_feature_range(arr, name=name, file=file, split=split, segment=segment)
     return np.ascontiguousarray(arr)
 
 
@@ -93,7 +114,11 @@ def check_words(words, *, file, split, segment) -> list:
         raise DataError.at(f"words must be a list of strings, got {type(words).__name__}", file=file, split=split,
                            segment=segment)
     try:
-        out = [w.decode("utf-8", "replace") if isinstance(w, bytes) else str(w) for w in words]
+        out = []
+        for w in words:
+            if not isinstance(w, (str, bytes)):  # as the CSV reader sees them: every word is text
+                raise TypeError(f"word {len(out)} is {type(w).__name__} {w!r}, not text")
+            out.append(w.decode("utf-8", "replace") if isinstance(w, bytes) else str(w))
         for w in out:  # numpy string arrays can hold code points beyond Unicode, which tokenizers choke on
             if w and max(w) > "\U0010ffff":
                 raise ValueError(f"code point {hex(ord(max(w)))} is beyond Unicode")
@@ -104,3 +129,19 @@ def check_words(words, *, file, split, segment) -> list:
     if not out:
         raise DataError.at("the word list is empty", file=file, split=split, segment=segment)
     return out
+
+
+def check_segment_id(raw, *, seen: set, file, split) -> str:
+    """A segment id as text, the same rules for every reader: missing (None, empty) or non-text ids and an id
+    seen before in the file are a :class:`DataError`."""
+    seg_id = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if not isinstance(seg_id, str):
+        raise DataError.at(f"segment id {raw!r} is {'missing' if raw is None else type(raw).__name__ + ', not text'}",
+                           file=file, split=split)
+    seg_id = seg_id.strip()
+    if not seg_id:
+        raise DataError.at("a segment id is empty", file=file, split=split)
+    if seg_id in seen:
+        raise DataError.at("duplicate segment_id", file=file, split=split, segment=seg_id)
+    seen.add(seg_id)
+    return seg_id

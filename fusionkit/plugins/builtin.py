@@ -1,17 +1,64 @@
-"""The plug-in of fusionkit's own blocks: imports its block modules and adds their ``@register`` declarations.
+"""The plug-in of fusionkit's own blocks, and the lazy entries of fusionkit's own components.
 
-fusionkit's models (``baselines``, ``recipes``) are not imported here: they register through entry points of
-the group ``fusionkit`` declared in ``pyproject.toml``, the same way a third-party plug-in does, so that the
-library package never imports the packages above it.
+fusionkit's models (``baselines``, ``recipes``) are not imported here: they are declared through entry points of
+the group ``fusionkit`` in ``pyproject.toml``, the same way a third-party plug-in is, so that the library package
+never imports the packages above it.
+
+Every component of fusionkit's distribution (these blocks and the models of its entry points) is listed from
+the static index (:mod:`fusionkit.plugins.index`) and added lazily: a component's module is imported when the
+component is first built, so that listing names or building one small block imports nothing else.
 """
+import importlib
+
 from fusionkit.plugins.hookspecs import hookimpl
-from fusionkit.registry import add_declarations
+from fusionkit.registry import _BUILTIN_DECLARATIONS, add_declarations
+
+# Modules whose import declares fusionkit's own blocks (via ``fusionkit.register``).
+BUILTIN_MODULES = ("fusionkit.components", "fusionkit.losses", "fusionkit.encoders")
+
+
+def _loader(name: str, module: str):
+    def load():
+        importlib.import_module(module)
+        for declared, _, factory in reversed(_BUILTIN_DECLARATIONS):
+            if declared == name:
+                return factory
+        raise LookupError(f"built-in component {name!r} is in the index but importing {module} did not declare it; "
+                          f"regenerate the index with python -m fusionkit.plugins.index")
+
+    return load
+
+
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def add_indexed(registry, package: str) -> int:
+    """Add the indexed components declared under ``package`` lazily; returns how many."""
+    from fusionkit.plugins.index import load_entries
+
+    count = 0
+    for entry in load_entries():
+        if in_package(entry["module"], package):
+            registry.add_lazy(entry["name"], _loader(entry["name"], entry["module"]), kind=entry["kind"], meta=entry)
+            count += 1
+    return count
+
+
+def declare_blocks(registry) -> None:
+    """Import the block modules and add their declarations eagerly (how the index is generated)."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    add_declarations(registry, "fusionkit")
 
 
 @hookimpl
 def fusionkit_register_components(registry):
-    import fusionkit.components  # noqa: F401 - importing declares the blocks (lazily: on the first registry call)
-    import fusionkit.encoders  # noqa: F401
-    import fusionkit.losses  # noqa: F401
+    from fusionkit.plugins.index import load_entries
 
-    add_declarations(registry, "fusionkit")
+    add_indexed(registry, "fusionkit")
+    # declared with ``fusionkit.register`` outside fusionkit's own modules (user code imported before the registry)
+    indexed = {entry["name"] for entry in load_entries()}
+    for name, kind, factory in _BUILTIN_DECLARATIONS:
+        if name not in indexed:
+            registry.add(name, factory, kind=kind, override=name in registry)

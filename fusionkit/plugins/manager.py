@@ -3,7 +3,9 @@
 fusionkit's own plug-ins are its block plug-in (:mod:`fusionkit.plugins.builtin`) and the entry points that its
 installed distribution declares in ``pyproject.toml`` (``baselines``, ``recipes``: the models). They are read
 from the distribution's own metadata, are always loaded, and their components carry the plug-in name
-``fusionkit``. Every other distribution's entry point is a third-party plug-in, named by its entry-point name.
+``fusionkit``. The components they declare are listed from the static index (:mod:`fusionkit.plugins.index`)
+and their modules imported when a component is first built; an own entry point that the index does not list
+is loaded and its hook called like any plug-in's. Every other distribution's entry point is a third-party plug-in, named by its entry-point name.
 
 ``FUSIONKIT_DISABLE_PLUGINS=a,b`` blocks third-party plug-ins by entry-point name; ``*`` blocks them all (their
 entry points are then not even looked up). fusionkit's own plug-ins cannot be blocked.
@@ -58,12 +60,23 @@ def _load(ep, hint: str):
         raise PluginLoadError(f"fusionkit plug-in {ep.name!r} ({ep.value}) failed to import: {exc}; {hint}") from exc
 
 
+def _indexed_package(ep) -> str | None:
+    """The package of one of fusionkit's own entry points when the static index lists its components."""
+    from fusionkit.plugins.index import load_entries
+
+    package = ep.value.partition(":")[0].strip()
+    if any(builtin.in_package(entry["module"], package) for entry in load_entries()):
+        return package
+    return None
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     pm.register(builtin, name=BUILTIN_PLUGIN)
     for ep in _own_entry_points():
-        pm.register(_load(ep, "reinstall fusionkit (pip install -e .)"), name=_OWN_PREFIX + ep.name)
+        if not _indexed_package(ep):  # listed from the index instead (build_registry), imported when built
+            pm.register(_load(ep, "reinstall fusionkit (pip install -e .)"), name=_OWN_PREFIX + ep.name)
     blocked = disabled_plugins()
     if "*" in blocked:  # third-party code is not even looked up
         return pm
@@ -91,6 +104,12 @@ def build_registry() -> Registry:
     own = [(n, p) for n, p in pm.list_name_plugin() if plugin_name(n) == BUILTIN_PLUGIN]
     ordered = [(BUILTIN_PLUGIN, builtin)] + sorted((x for x in own if x[0] != BUILTIN_PLUGIN), key=lambda x: x[0])
     ordered += [(n, p) for n, p in pm.list_name_plugin() if plugin_name(n) != BUILTIN_PLUGIN]
+    # the components of fusionkit's own entry points that the index lists: lazily, right after its blocks
+    registry._current_plugin = BUILTIN_PLUGIN
+    for ep in _own_entry_points():
+        package = _indexed_package(ep)
+        if package is not None:
+            builtin.add_indexed(registry, package)
     for name, plugin in ordered:
         impl = getattr(plugin, "fusionkit_register_components", None)
         datasets = getattr(plugin, "fusionkit_register_datasets", None)

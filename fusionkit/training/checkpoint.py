@@ -8,16 +8,16 @@ Layout of a run directory::
     best/model.safetensors          the weights selected on the validation split
     best/model.json                 how to rebuild the model (registry name, build kwargs, text model, dims)
 
-``state.json`` is written last and names the tensor files it belongs to, so a run killed in the middle of a
-save still finds a consistent previous checkpoint. No pickle is ever read or written.
+``state.json`` is written last and names the tensor files it belongs to (with their sha256, and that of
+``best/model.safetensors``), so a run killed in the middle of a save still finds a consistent previous
+checkpoint. Every file has a checksum sidecar ``<file>.sha256`` (:mod:`fusionkit.training.integrity`). No
+pickle is ever read or written.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import stat
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,67 +26,30 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors_bytes
 
+from fusionkit.training.atomic import CheckpointError, atomic_write_bytes, read_json  # noqa: F401 - re-exported
+
 FORMAT_VERSION = 1
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
-
-
-# -- atomic files ------------------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's temporary files are 0600
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, fsync it, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else _NEW_FILE_MODE
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def atomic_write_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> None:
+def atomic_write_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> str:
+    """A safetensors checkpoint file with its checksum sidecar; returns its sha256."""
+    from fusionkit.training.integrity import write_checked
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata=metadata))
+    return write_checked(path, save_safetensors_bytes(tensors, metadata=metadata))
 
 
-def read_json(path: str | os.PathLike):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt") from None
+def write_checked_json(path: str | os.PathLike, obj) -> str:
+    """A checkpoint JSON file with its checksum sidecar (:mod:`fusionkit.training.integrity`); returns its sha256."""
+    from fusionkit.training.integrity import write_checked
+
+    return write_checked(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 # -- model weights -----------------------------------------------------------------------------------------
@@ -106,26 +69,31 @@ def model_tensors(model: torch.nn.Module) -> tuple[dict, dict]:
     return tensors, aliases
 
 
-def save_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+def save_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> str:
+    """Write the model's weights (checked, see :func:`atomic_write_tensors`); returns the file's sha256."""
     tensors, aliases = model_tensors(model)
-    atomic_write_tensors(path, tensors, metadata={"aliases": json.dumps(aliases, sort_keys=True)})
+    return atomic_write_tensors(path, tensors, metadata={"aliases": json.dumps(aliases, sort_keys=True)})
 
 
-def read_model_weights(path: str | os.PathLike) -> dict:
-    """The full state dict stored at ``path`` (aliases re-expanded)."""
+def read_model_weights(path: str | os.PathLike, *, verify: bool = True) -> dict:
+    """The full state dict stored at ``path`` (aliases re-expanded), after checking its checksum."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model weights {str(path)!r} not found")
+    if verify:
+        from fusionkit.training.integrity import verify as verify_checksum
+
+        verify_checksum(path)
     try:
         weights = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+        for alias, target in json.loads(meta.get("aliases", "{}")).items():
+            weights[alias] = weights[target]
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise CheckpointError(f"cannot read model weights {str(path)!r}: {e}") from None
-    for alias, target in json.loads(meta.get("aliases", "{}")).items():
-        weights[alias] = weights[target]
+        raise CheckpointError(f"cannot read model weights {str(path)!r}: {type(e).__name__}: {e}") from None
     return weights
 
 
@@ -201,10 +169,14 @@ def restore_rng(tensors: dict, json_part: dict) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def load_tensor_file(path: str | os.PathLike) -> dict:
+def load_tensor_file(path: str | os.PathLike, *, verify: bool = True) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {str(path)!r} is missing; the checkpoint is incomplete")
+    if verify:
+        from fusionkit.training.integrity import verify as verify_checksum
+
+        verify_checksum(path)
     try:
         return load_safetensors_bytes(path.read_bytes())
     except Exception as e:  # noqa: BLE001

@@ -12,6 +12,7 @@ scheduler steps are exactly those of an uninterrupted run.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -35,12 +36,15 @@ from fusionkit.metrics import compute_metrics
 from fusionkit.planning import Plan, data_build_kwargs
 from fusionkit.training import checkpoint as ckpt
 from fusionkit.training import distributed as dist_utils
+from fusionkit.training import integrity
+from fusionkit.training import stages
 from fusionkit.training.build import build_model, model_description
 from fusionkit.training.config import TrainConfig, select_lower_is_better
 from fusionkit.training.encoder_cache import attach_encoder_cache
 from fusionkit.training.optim import build_optimizer, build_scheduler
 from fusionkit.training.precision import (autocast, backward_and_step, grad_scaler, resolve_precision,
                                           scaler_state)
+from fusionkit.training.progress import RunProgress
 
 
 LAST_DIR = "last"
@@ -52,7 +56,19 @@ CURVE_FILE = "curve.png"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerun with ``resume=True`` to continue."""
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerun with ``resume=True`` to continue.
+
+    ``what``: where it stopped; ``checkpoint``: the ``last/`` directory written (``None`` without ``out_dir``);
+    ``signum``: the signal that stopped it (a command exits with ``128 + signum``: 130 for SIGINT, 143 for
+    SIGTERM).
+    """
+
+    signum: int = signal.SIGINT
+
+    def __init__(self, what: str = "", checkpoint: Path | None = None) -> None:
+        self.what, self.checkpoint = what, checkpoint
+        super().__init__(what + (f"; checkpoint saved in {checkpoint}, rerun with resume=True to continue"
+                                 if checkpoint is not None else ""))
 
 
 @dataclass
@@ -66,6 +82,7 @@ class RunResult:
     test_predictions / test_labels: ``(N,)`` arrays in test-split order; test_features: ``(N, d)``; test_ids.
     test_diagnostics: test-split means of the model's ``ModelOutput.diagnostics`` (empty when it has none).
     test_fused: ``(N, d_f)`` pooled fusion-block outputs (``ModelOutput.fused``), ``None`` when not defined.
+    stage_results: for a model trained in stages (:mod:`fusionkit.training.stages`), every stage's result.
     """
 
     best_epoch: int
@@ -79,6 +96,7 @@ class RunResult:
     test_ids: list = field(default_factory=list)
     test_diagnostics: dict = field(default_factory=dict)
     test_fused: np.ndarray | None = None
+    stage_results: dict = field(default_factory=dict)  # staged models: {stage name: RunResult}, in order
 
 
 @dataclass
@@ -139,6 +157,7 @@ class _SigintFlag:
 
     def __init__(self) -> None:
         self.raised = False
+        self.signum = signal.SIGINT
         self._previous: dict = {}
 
     def __enter__(self):
@@ -148,12 +167,21 @@ class _SigintFlag:
 
     def _handle(self, signum, frame) -> None:
         if self.raised:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.raised = True
+            stop = TrainingInterrupted(f"a second {signal.Signals(signum).name} stopped the run at once, without "
+                                       f"saving the step in flight; the last checkpoint is kept")
+            stop.signum = signum
+            raise stop
+        self.raised, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
+
+
+def _interrupted(flag: _SigintFlag, what: str, checkpoint: Path | None) -> TrainingInterrupted:
+    stop = TrainingInterrupted(what, checkpoint)
+    stop.signum = flag.signum
+    return stop
 
 
 def _show_bars(cfg: TrainConfig, ctx: dist_utils.DistContext) -> bool:
@@ -317,6 +345,7 @@ class _Run:
         self.epoch_sums: dict = {}  # loss sums of the epoch in progress (local to this rank)
         self.epoch_started = 0.0
         self.epoch_seconds_before = 0.0  # time already spent on this epoch before a resume
+        self.best_sha256: str | None = None  # checksum of best/model.safetensors (exact fallback, integrity.py)
 
     def counters(self) -> dict:
         return {k: getattr(self, k) for k in ("epoch", "batches_done", "global_step", "samples_seen", "history",
@@ -365,6 +394,7 @@ def train_and_evaluate(
     model_kwargs: dict | None = None,
     *,
     on_step: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> RunResult:
     """Train registered model ``model_name`` on ``data`` (a :class:`fusionkit.data.LoadedData`) and test it.
@@ -376,6 +406,9 @@ def train_and_evaluate(
     parameters); ``d_acoustic`` / ``d_visual`` are taken from the dataset. ``on_step`` is called after every
     optimizer step with ``{"epoch", "step", "batch", "loss", "samples_seen"}`` (progress hooks, tests);
     ``callbacks``: :class:`TrainerCallback` objects whose ``on_epoch_end`` runs after every epoch.
+    ``on_epoch`` is called after every epoch's validation with that epoch's ``log.jsonl`` entry; an exception it
+    raises (e.g. ``optuna.TrialPruned``) stops training and propagates. Data without a ``test`` split (tuning
+    data, :mod:`benchmarks.tune`) is never tested: ``RunResult.test`` is then ``{}``.
     Returns a :class:`RunResult`; with ``config.out_dir`` it also writes checkpoints, ``log.jsonl``,
     ``result.json``, ``test_predictions.csv`` and ``curve.png`` there (rank 0 only).
     """
@@ -383,13 +416,15 @@ def train_and_evaluate(
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        return _train_and_evaluate(model_name, data, config, model_kwargs, on_step, tuple(callbacks))
+        return _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoch,
+                                   callbacks=tuple(callbacks))
     finally:  # leave the process as we found it (tests and notebooks run several things in one process)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
 
-def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbacks=()) -> RunResult:
+def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoch=None, model=None,
+                        stage=None, callbacks=()) -> RunResult:
     from fusionkit.data import make_loader
 
     config = config or TrainConfig()
@@ -403,13 +438,20 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
     ctx = dist_utils.setup(config.device or "auto")
     seed = config.seed if config.seed is not None else 0
     seed_everything(seed)
-    model = build_model(model_name, build_kwargs)
+    if model is None:
+        model = build_model(model_name, build_kwargs)
+        if stages.model_stages(model):  # trained stage by stage, each through this loop
+            # the stages get the merged build arguments (a Plan's included), so each stage's model.json is the model's
+            return stages.run_stages(functools.partial(_train_and_evaluate, callbacks=callbacks),
+                                     model_name, data, config, build_kwargs, on_step, model)
     defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
+    if stage is not None:
+        config, defaults = stages.stage_config(config, stage, defaults)
     cfg = TrainConfig(**{**config.to_dict(), "seed": seed}).resolve(defaults)
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, ctx.device))
     _configure_torch(cfg, ctx)
     model.to(ctx.device)
-    if cfg.cache_encoder:
+    if cfg.cache_encoder and getattr(getattr(model, "encoder", None), "hidden_state_cache", None) is None:
         attach_encoder_cache(model)
 
     train_ds = data.splits["train"]
@@ -429,7 +471,10 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
     if steps_per_epoch == 0:
         raise ValueError(f"the training split of {data.info.name!r} is empty")
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
+    if stage is not None:
+        optimizer = stages.build_stage_optimizer(model, stage, cfg)
+    else:
+        optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup=cfg.warmup, schedule=cfg.schedule)
     scaler = grad_scaler(cfg.precision, ctx.device)
     net = model
@@ -445,20 +490,26 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
                                     aligned=getattr(data.info, "aligned", True))
     identity = {"model": model_name, "model_json": description, "config": _identity_config(cfg),
                 "train_size": len(train_ds), "world_size": ctx.world}
+    if stage is not None:
+        identity["stage"] = stage.name
     generators = module_generators(model)
     run = _Run()
+    progress = RunProgress(model_name, seed=cfg.seed, epochs=cfg.epochs, metric=cfg.select_metric,
+                           enabled=ctx.is_main)
     best_state: dict | None = None
     resume_rng: tuple | None = None
     if cfg.resume and out_dir is not None and (out_dir / LAST_DIR / "state.json").is_file():
         resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler, ctx.rank, scaler)
+        progress.resumed(epoch=run.epoch, batches_done=run.batches_done, steps_per_epoch=steps_per_epoch,
+                         global_step=run.global_step)
         if run.best_epoch:
-            best_weights = ckpt.read_model_weights(out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
+            best_weights = ckpt.read_model_weights(_checked_best(out_dir, run, restore=writes))
             best_state = {k: v.clone() for k, v in best_weights.items()}
     elif out_dir is not None and writes:
         _clear_run_dir(out_dir)
     dist_utils.barrier(ctx)
 
-    lower = select_lower_is_better(cfg.select_metric)
+    lower = True if stage is not None and stage.select else select_lower_is_better(cfg.select_metric)
     show = _show_bars(cfg, ctx)
     sums_on_device = _LossSums()
     read_every_step = ctx.device.type != "cuda"
@@ -541,10 +592,9 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
                 if stop and not last_batch:
                     step_bar.close()
                     epoch_bar.close()
-                    raise TrainingInterrupted(
-                        f"training of {model_name!r} interrupted at epoch {epoch + 1}, step {run.global_step}"
-                        + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
-                           if out_dir is not None else ""))
+                    raise _interrupted(
+                        sigint, f"training of {model_name!r} interrupted at epoch {epoch + 1}, step {run.global_step}",
+                        out_dir / LAST_DIR if out_dir is not None else None)
             step_bar.close()
             sums_on_device.flush(run.epoch_sums, describe)
 
@@ -558,7 +608,10 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
             count = max(totals[2], 1.0)
             valid = evaluate(model, data.splits["valid"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
                              ctx=ctx, loss=cfg.loss, precision=cfg.precision)
-            value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
+            if stage is not None and stage.select:
+                value = stages.selection_value(stage, valid.diagnostics)
+            else:
+                value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
             improved = run.best_value is None or (value < run.best_value if lower else value > run.best_value)
             seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
             run.history.append({
@@ -573,6 +626,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
                 "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
                 "seconds": round(seconds, 3),
                 "improved": bool(improved),
+                **({"stage": stage.name} if stage is not None else {}),
             })
             train_diagnostics = _gather_diagnostics(ctx, run.epoch_sums.get("diagnostics", {}))
             if train_diagnostics or valid.diagnostics:
@@ -581,8 +635,8 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
                 run.best_value, run.best_epoch, run.best_valid, run.bad_epochs = value, epoch + 1, valid.metrics, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 if writes:
-                    ckpt.save_model_weights(model, out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
-                    ckpt.atomic_write_json(out_dir / BEST_DIR / ckpt.MODEL_JSON, description)
+                    run.best_sha256 = ckpt.save_model_weights(model, out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
+                    ckpt.write_checked_json(out_dir / BEST_DIR / ckpt.MODEL_JSON, description)
             else:
                 run.bad_epochs += 1
                 run.stopped_early = run.bad_epochs >= cfg.patience
@@ -594,6 +648,9 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
                 for callback in callbacks:
                     callback.on_epoch_end(state)
                 run.stopped_early = run.stopped_early or state.should_stop
+            progress.epoch_end(run.history, value=value, best_value=run.best_value, best_epoch=run.best_epoch)
+            if run.stopped_early:
+                progress.stopped_early(epoch=epoch + 1, patience=cfg.patience)
             if writes:
                 ckpt.atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(h, sort_keys=True) + "\n"
                                                                     for h in run.history).encode())
@@ -601,19 +658,33 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
                 save_last()
             epoch_bar.update(1)
             epoch_bar.set_postfix({cfg.select_metric: f"{value:.4f}", "best": run.best_epoch})
+            if on_epoch is not None:
+                on_epoch(dict(run.history[-1], select_value=value))
             if dist_utils.all_sum(ctx, [float(sigint.raised)])[0] and run.epoch < cfg.epochs \
                     and not run.stopped_early:
                 epoch_bar.close()
-                raise TrainingInterrupted(
-                    f"training of {model_name!r} interrupted after epoch {epoch + 1}"
-                    + (f"; checkpoint saved in {out_dir / LAST_DIR}, rerun with resume to continue"
-                       if out_dir is not None else ""))
+                raise _interrupted(sigint, f"training of {model_name!r} interrupted after epoch {epoch + 1}",
+                                   out_dir / LAST_DIR if out_dir is not None else None)
         epoch_bar.close()
 
     # -- test once, with the selected weights ---------------------------------------------------------------
     if best_state is None:
         raise RuntimeError("no epoch finished, so no weights were selected")
     model.load_state_dict(best_state)
+    if stage is not None and stage is not stages.model_stages(model)[-1]:  # an earlier stage: no test split
+        if out_dir is not None and not run.finished:
+            run.finished = True
+            save_last(with_optimizer=False)
+        dist_utils.barrier(ctx)
+        if writes:
+            ckpt.atomic_write_json(out_dir / RESULT_FILE, stages.intermediate_record(run, model_name, stage, cfg))
+        return RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test={}, history=run.history,
+                         checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
+                         test_predictions=np.zeros(0), test_features=np.zeros((0, 0)))
+    if "test" not in data.splits:  # tuning data holds train and valid only: nothing to test, nothing written
+        dist_utils.barrier(ctx)
+        return RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test={}, history=run.history,
+                         checkpoint_dir=None, test_predictions=np.zeros(0), test_features=np.zeros((0, 0)))
     test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx,
                     loss=cfg.loss, precision=cfg.precision)
     result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
@@ -621,6 +692,7 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, callbac
                        test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,
                        test_ids=test.ids, test_diagnostics=test.diagnostics,
                        test_fused=test.fused)
+    progress.finished(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history)
     if out_dir is not None and not run.finished:
         run.finished = True
         save_last(with_optimizer=False)
@@ -658,33 +730,62 @@ def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, 
     if ctx.is_main:
         last = out_dir / LAST_DIR
         previous = ckpt.read_json(last / "state.json") if (last / "state.json").is_file() else {}
-        number = previous.get("save_number", 0) + 1
+        number = (previous.get("save_number", 0) if isinstance(previous, dict) else 0) + 1
         files = {}
         state = {"format": ckpt.FORMAT_VERSION, "save_number": number, "identity": identity,
                  "run": run.counters(), "rng": [g[1] for g in gathered],
                  "epoch_seconds": run.epoch_seconds_before + time.perf_counter() - run.epoch_started}
         tensors = {f"rank{r}.{k}": torch.from_numpy(v) for r, g in enumerate(gathered) for k, v in g[0].items()}
+        state["best_sha256"], state["sha256"] = run.best_sha256, {}
         if optimizer is not None:
             files["model"] = f"model-{number:06d}.safetensors"
-            ckpt.save_model_weights(model, last / files["model"])
+            state["sha256"][files["model"]] = ckpt.save_model_weights(model, last / files["model"])
             opt_tensors, state["optimizer"] = ckpt.split_optimizer_state(optimizer)
             tensors.update(opt_tensors)
             state["scheduler"] = scheduler.state_dict()
             state["scaler"] = scaler_state(scaler)
         files["state"] = f"optim-{number:06d}.safetensors"
-        ckpt.atomic_write_tensors(last / files["state"], tensors)
+        state["sha256"][files["state"]] = ckpt.atomic_write_tensors(last / files["state"], tensors)
         state["files"] = files
-        ckpt.atomic_write_json(last / "state.json", state)
+        ckpt.write_checked_json(last / "state.json", state)
         for stale in last.glob("*.safetensors"):
             if stale.name not in files.values():
-                stale.unlink(missing_ok=True)
+                integrity.remove_checked(stale)
     dist_utils.barrier(ctx)
 
 
-def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int, scaler=None):
-    """Restore ``run``, the model, optimizer and scheduler from ``last/``; returns the RNG state to restore."""
+def _checked_best(out_dir: Path, run: _Run, *, restore: bool) -> Path:
+    """``best/model.safetensors`` after its checksum; when damaged, the exact copy in ``last/`` (same sha256 as
+    recorded for best, :mod:`fusionkit.training.integrity`) replaces it, said on stderr; else CheckpointError."""
     last = out_dir / LAST_DIR
-    state = ckpt.read_json(last / "state.json")
+    alternatives = [last / name for name in sorted(p.name for p in last.glob("model-*.safetensors"))]
+    return integrity.verify_or_fallback(out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS, alternatives,
+                                        [run.best_sha256] if run.best_sha256 else [], restore=restore,
+                                        log=lambda m: print(f"[checkpoint] {m}", file=sys.stderr))
+
+
+def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int, scaler=None):
+    """Restore ``run``, the model, optimizer and scheduler from ``last/``; returns the RNG state to restore.
+    Every file is checked (checksum, :mod:`fusionkit.schemas`) first; anything else that does not fit the model
+    is one :class:`CheckpointError` naming ``state.json``."""
+    path = out_dir / LAST_DIR / "state.json"
+    try:
+        return _load_last_checked(out_dir, identity, run, model, optimizer, scheduler, rank, scaler)
+    except ckpt.CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as e:
+        raise ckpt.CheckpointError(f"cannot restore the checkpoint {str(path)!r} ({type(e).__name__}: "
+                                   f"{str(e)[:300]}); it is damaged or belongs to another version: resume from a "
+                                   f"copy or use a new output directory") from None
+
+
+def _load_last_checked(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int,
+                       scaler=None):
+    from fusionkit.schemas import check_state
+
+    last = out_dir / LAST_DIR
+    integrity.verify(last / "state.json")
+    state = check_state(ckpt.read_json(last / "state.json"), last / "state.json")
     if state.get("format") != ckpt.FORMAT_VERSION:
         raise ckpt.CheckpointError(f"{last / 'state.json'} has format {state.get('format')!r}, expected "
                                    f"{ckpt.FORMAT_VERSION}")
@@ -707,10 +808,15 @@ def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, sched
             f"cannot resume from {str(last)!r}: it belongs to a different run ({', '.join(diff)} differ"
             + (f": {'; '.join(detail)}" if detail else "") + "); use the same settings or a new output directory")
     run.load_counters(state["run"])
+    run.best_sha256 = state.get("best_sha256")
     run.epoch_seconds_before = float(state.get("epoch_seconds", 0.0)) if run.batches_done else 0.0
     tensors = ckpt.load_tensor_file(last / state["files"]["state"])
     if "model" in state["files"]:
-        ckpt.load_model_weights(model, last / state["files"]["model"], what=f"{identity['model']!r}")
+        recorded = state.get("sha256", {}).get(state["files"]["model"])
+        weights = integrity.verify_or_fallback(last / state["files"]["model"], [out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS],
+                                               [recorded] if recorded else [], restore=rank == 0,
+                                               log=lambda m: print(f"[checkpoint] {m}", file=sys.stderr))
+        ckpt.load_model_weights(model, weights, what=f"{identity['model']!r}")
         optimizer.load_state_dict(ckpt.merge_optimizer_state(tensors, state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -735,4 +841,8 @@ def _write_outputs(out_dir: Path, model_name: str, cfg: TrainConfig, result: Run
 
         plot_history(result.history, out_dir / CURVE_FILE, title=f"{model_name} (seed {cfg.seed})")
     except Exception as e:  # noqa: BLE001 - a plotting failure must not lose a finished run
+        from fusionkit.diskfull import DiskFullError
+
+        if isinstance(e, DiskFullError):
+            raise
         warnings.warn(f"could not draw the training curve: {e}", RuntimeWarning, stacklevel=2)

@@ -78,7 +78,7 @@ def build_optimizer(
     ``fused=None`` picks torch's fused kernel wherever it is supported: the same update as the default
     (``foreach``) implementation up to float rounding, in one pass over each parameter instead of about ten
     elementwise passes, and without a per-tensor Python loop — a MiniLM training step on 2 CPU cores is about
-    1.24× faster with it (README, "Performance").
+    1.24× faster with it (docs/performance.md).
     """
     groups = param_groups(model, lr=lr, encoder_lr=encoder_lr, weight_decay=weight_decay)
     if not groups:

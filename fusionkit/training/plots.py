@@ -6,8 +6,9 @@ from pathlib import Path
 
 def plot_history(history: list, path: str | Path, *, title: str = "") -> None:
     """Save a PNG with train/valid loss (left), validation Acc2 (middle) and MAE (right) per epoch."""
-    import matplotlib
+    from fusionkit.optional import require
 
+    matplotlib = require("matplotlib", "the training-curve figure (curve.png)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -39,6 +40,12 @@ def plot_history(history: list, path: str | Path, *, title: str = "") -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    from fusionkit.diskfull import writing
+
+    try:
+        with writing(path):
+            fig.savefig(tmp, dpi=100)
+            tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,476 @@
+"""``python -m benchmarks.run --study probes``: which information each model (or composition) can use, measured on
+the fusion probes (:mod:`fusionkit.data.probes`), whose hidden rule and therefore attainable gain are known.
+
+For every probe and seed:
+
+* **floor**: ``text`` trained on the probe's target (what the text alone can reach);
+* **ceiling**: an oracle that applies the probe's true hidden rule (flip the sign where the hidden variable flips
+  the target) to the test predictions of ``text`` trained on the original labels — everything attainable with
+  this text model plus perfect use of the cue. ``text`` on ``probe-null`` is trained on the original labels
+  (its target is the real label), so those runs serve as the oracle's input;
+* each model's **share of the attainable gain**: ``(model − floor) / (ceiling − floor)`` on MAE and Acc2 (non0),
+  per seed, then mean with a 95 % t-interval over seeds. 0 = no better than text, 1 = as good as the oracle.
+
+``probe-redundant`` and ``probe-null`` change no target, so their ceiling equals their floor; their gain is divided
+by the attainable gain of ``probe-unique-a`` of the same seed (the *reference gap*), and about 0 is expected: a
+positive share there is overfitting to a cue that carries nothing new.
+
+A cell is **clearly above 0** when its mean share is at least :data:`CLEAR_SHARE` and the lower end of its 95 %
+interval is above 0 (so it needs at least two seeds). ``python -m benchmarks.probes compare FULL FAST`` lists the
+cells on which two matrices disagree by that criterion (exit status 1 when any do).
+
+``--fast``: the text encoder frozen in every model that accepts ``encoder_mode`` (floors and ceilings too) and at
+most :data:`FAST_MAX_SAMPLES` examples per split unless ``--max-samples`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.studies import Study, register_study
+from fusionkit.cli import UsageError
+
+PROBE_METRICS = ("mae", "acc2_non0")
+METRIC_TITLES = {"mae": "MAE", "acc2_non0": "Acc2 (non0)"}
+CLEAR_SHARE = 0.10
+# The smallest attainable gap (ceiling better than floor, in every seed) a share is divided by; below it the text
+# model learnt too little for the cue to be worth anything and the share is not reported.
+MIN_GAP = {"mae": 0.02, "acc2_non0": 0.01}
+FAST_MAX_SAMPLES = 600
+FLOOR = "text"
+BASE_PROBE = "probe-null"  # its target is the original label: text there is "text trained on the original labels"
+REFERENCE_PROBE = "probe-unique-a"
+
+
+# -- the ceiling and the share ----------------------------------------------------------------------------------
+def oracle_predictions(ids, text_predictions, table: dict) -> np.ndarray:
+    """The true hidden rule applied to ``text_predictions`` (of ``text`` trained on the original labels): the sign
+    is flipped exactly where the probe flips the target. ``table``: :func:`fusionkit.data.probes.hidden_table`."""
+    flips = np.array([table[i].hidden.flip for i in ids])
+    preds = np.asarray(text_predictions, dtype=np.float64)
+    return np.where(flips, -preds, preds)
+
+
+def probe_metrics(preds, labels) -> dict:
+    from fusionkit.metrics import compute_metrics
+
+    return compute_metrics(np.asarray(preds), np.asarray(labels), names=PROBE_METRICS)
+
+
+def ceiling_metrics(ids, text_predictions, table: dict) -> dict:
+    """Metrics of :func:`oracle_predictions` against the probe's targets."""
+    labels = np.array([table[i].segment.label for i in ids])
+    return probe_metrics(oracle_predictions(ids, text_predictions, table), labels)
+
+
+def interval(values) -> tuple[float | None, float | None]:
+    """``(mean, half-width of the 95 % t-interval)``; the half-width is ``None`` for a single value."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, None
+    from scipy.stats import t
+
+    return mean, float(t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def clearly_above_zero(mean: float | None, half_width: float | None) -> bool:
+    """At least :data:`CLEAR_SHARE` of the attainable gain, with the 95 % interval above 0 (≥ 2 seeds)."""
+    return mean is not None and half_width is not None and mean >= CLEAR_SHARE and mean - half_width > 0
+
+
+# -- reading runs -------------------------------------------------------------------------------------------------
+def read_predictions(run_dir: Path) -> tuple[list, np.ndarray, np.ndarray]:
+    """``(ids, labels, predictions)`` of a run's ``test_predictions.csv``."""
+    from fusionkit.training.engine import PREDICTIONS_FILE
+
+    with open(run_dir / PREDICTIONS_FILE, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return ([r["id"] for r in rows], np.array([float(r["label"]) for r in rows]),
+            np.array([float(r["prediction"]) for r in rows]))
+
+
+def analyse(records: dict, probes: list, labels: list, seeds: list) -> dict:
+    """The capability matrix from ``records[probe][seed] = {"floor": m, "ceiling": m, "models": {label: m}}``
+    (``m``: ``{metric: value}``)."""
+    def gap(probe, seed, metric):
+        """The attainable gain as ``ceiling − floor`` (negative for MAE), or 0 when it is below MIN_GAP."""
+        r = records[probe][seed]
+        value = r["ceiling"][metric] - r["floor"][metric]
+        return value if abs(value) >= MIN_GAP[metric] and (value < 0) == (metric == "mae") else 0.0
+
+    def attainable(probe, metric):
+        return all(gap(probe, s, metric) != 0.0 for s in seeds)
+
+    from fusionkit.data.probes import PROBES
+
+    flipping = [p for p in probes if PROBES[p].flips]
+    reference = REFERENCE_PROBE if REFERENCE_PROBE in probes else (flipping[0] if flipping else None)
+    out = {"floors": {}, "ceilings": {}, "matrix": {}, "reference_probe": reference, "unattainable": {}}
+    for probe in probes:
+        for key in ("floor", "ceiling"):
+            out[key + "s"][probe] = {m: _stats([records[probe][s][key][m] for s in seeds]) for m in PROBE_METRICS}
+    for metric in PROBE_METRICS:
+        # a probe whose rule changes no target is measured against the reference probe's gap
+        relative = {p: (p if p in flipping else reference) for p in probes}
+        out["unattainable"][metric] = [p for p in probes if relative[p] is None or not attainable(relative[p], metric)]
+    for label in labels:
+        row = out["matrix"][label] = {}
+        for probe in probes:
+            row[probe] = {}
+            for metric in PROBE_METRICS:
+                against = probe if probe in flipping else reference
+                gains = [records[probe][s]["models"][label][metric] - records[probe][s]["floor"][metric]
+                         for s in seeds]
+                usable = probe not in out["unattainable"][metric]
+                shares = [g / gap(against, s, metric) for g, s in zip(gains, seeds)] if usable else [None] * len(seeds)
+                mean, half = interval(shares)
+                row[probe][metric] = {"share": mean, "half_width": half, "values": shares,
+                                      "gain": float(np.mean(gains)), "relative_to": against,
+                                      "clearly_above_0": clearly_above_zero(mean, half)}
+    return out
+
+
+def _stats(values) -> dict:
+    mean, half = interval(values)
+    return {"mean": mean, "half_width": half, "values": [float(v) for v in values]}
+
+
+# -- rendering ----------------------------------------------------------------------------------------------------
+def _cell(entry: dict) -> str:
+    if entry["share"] is None:
+        return "–"
+    text = f"{entry['share']:.2f}" + (f" ± {entry['half_width']:.2f}" if entry["half_width"] is not None else "")
+    return text + (" ✓" if entry["clearly_above_0"] else "")
+
+
+def _raw(stats: dict, metric: str) -> str:
+    scale, digits = (1.0, 3) if metric == "mae" else (100.0, 1)
+    text = f"{stats['mean'] * scale:.{digits}f}"
+    return text + (f" ± {stats['half_width'] * scale:.{digits}f}" if stats["half_width"] is not None else "")
+
+
+def render_markdown(results: dict) -> str:
+    from fusionkit.data.probes import PROBES
+
+    pr = results["probe_results"]
+    probes, seeds = results["probes"], results["seeds"]
+    n = len(seeds)
+    lines = [f"# Fusion probes — capability matrix ({'fast' if results['fast'] else 'full'} mode)", "",
+             "Datasets: real CMU-MOSI transcripts and official split with SIMULATED acoustic and visual channels "
+             "carrying a planted word-level cue (fusionkit.data.probes); the target is the real label or its "
+             "negation by the probe's rule. Not MOSI results.", "",
+             f"Seeds: {', '.join(map(str, seeds))}; text model: {results['text_model']}; max samples per split: "
+             f"{results['max_samples'] or 'all'}; "
+             + ("text encoder frozen in every model that accepts it; " if results["fast"] else "")
+             + f"wall time of this invocation {results['wall_time_s']:.0f} s (runs skipped by --resume cost none).", ""]
+    for label, settings in results.get("per_model", {}).items():
+        lines.append(f"`{label}`: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".")
+    from benchmarks.run import composition_lines
+
+    lines += composition_lines(results.get("variants") or {})
+    lines += ["", "| probe | rule |", "|---|---|"] + [f"| `{p}` | {PROBES[p].summary} |" for p in probes]
+    for metric in PROBE_METRICS:
+        lines += ["", f"## Share of the attainable gain — {METRIC_TITLES[metric]}", "",
+                  "(model − floor) / (ceiling − floor) per seed; mean"
+                  + (" ± 95 % t-interval half-width" if n > 1 else " (1 seed: no interval)")
+                  + f"; ✓ = clearly above 0 (mean ≥ {CLEAR_SHARE:g} and interval above 0). "
+                  f"{', '.join(f'`{p}`' for p in probes if not PROBES[p].flips)}: relative to the gap of "
+                  f"`{pr['reference_probe']}` (their own ceiling equals their floor; about 0 expected).", "",
+                  "| model | " + " | ".join(probes) + " |", "|---|" + "---|" * len(probes)]
+        for label, row in pr["matrix"].items():
+            lines.append(f"| {label} | " + " | ".join(_cell(row[p][metric]) for p in probes) + " |")
+        lines.append(f"| *floor (text on the target)* | "
+                     + " | ".join(_raw(pr["floors"][p][metric], metric) for p in probes) + " |")
+        lines.append(f"| *ceiling (oracle on text)* | "
+                     + " | ".join(_raw(pr["ceilings"][p][metric], metric) for p in probes) + " |")
+        if pr["unattainable"][metric]:
+            lines += ["", f"– : no attainable gain on {', '.join(f'`{p}`' for p in pr['unattainable'][metric])} "
+                          f"(the ceiling is not better than the floor by {MIN_GAP[metric]:g} in every seed: the text "
+                          f"model learnt too little for the cue to be worth anything; train longer or on more "
+                          f"samples)."]
+    lines += ["", "Floor and ceiling rows: the raw metric (MAE; Acc2 in %), mean ± 95 % half-width over seeds.",
+              "`heatmap.png`: the same shares as colours. Per-probe tables of every metric: `<probe>/results.md`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_heatmap(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pr = results["probe_results"]
+    probes, labels = results["probes"], list(pr["matrix"])
+    fig, axes = plt.subplots(1, len(PROBE_METRICS), figsize=(1.6 * len(probes) * len(PROBE_METRICS) + 2,
+                                                                0.6 * len(labels) + 2), squeeze=False)
+    image = None
+    for ax, metric in zip(axes[0], PROBE_METRICS):
+        values = np.array([[np.nan if pr["matrix"][m][p][metric]["share"] is None else pr["matrix"][m][p][metric]
+                            ["share"] for p in probes] for m in labels])
+        image = ax.imshow(values, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+        for i, m in enumerate(labels):
+            for j, p in enumerate(probes):
+                ax.text(j, i, _cell(pr["matrix"][m][p][metric]).replace(" ± ", "\n±"), ha="center", va="center",
+                        fontsize=7)
+        ax.set_xticks(range(len(probes)), [p.removeprefix("probe-") for p in probes], rotation=30, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_title(f"share of attainable gain — {METRIC_TITLES[metric]}")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    fig.suptitle(f"fusion probes ({'fast' if results['fast'] else 'full'} mode, {len(results['seeds'])} seed(s)); "
+                 "simulated channels on real MOSI text", fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def compare(full: dict, fast: dict) -> list[str]:
+    """Cells (model, probe, metric) present in both matrices on which "clearly above 0" differs."""
+    out = []
+    a, b = full["probe_results"]["matrix"], fast["probe_results"]["matrix"]
+    for label in a:
+        for probe in a[label]:
+            for metric in PROBE_METRICS:
+                x, y = a[label][probe].get(metric), b.get(label, {}).get(probe, {}).get(metric)
+                if x is None or y is None:
+                    continue
+                if x["clearly_above_0"] != y["clearly_above_0"]:
+                    out.append(f"{label} × {probe} ({METRIC_TITLES[metric]}): full {_cell(x)}, fast {_cell(y)}")
+    return out
+
+
+# -- the study ----------------------------------------------------------------------------------------------------
+def resolve_probes(spec: str | None) -> list[str]:
+    """``--probes`` (comma-separated; default all): always with ``probe-null``, the control and the oracle's base."""
+    from fusionkit.data.probes import PROBE_NAMES
+
+    if spec is None or spec.strip() == "all":
+        return list(PROBE_NAMES)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in names:
+        if name not in PROBE_NAMES:
+            raise UsageError(f"--probes: unknown probe {name!r}; the probes are {', '.join(PROBE_NAMES)}")
+    wanted = set(names) | {BASE_PROBE}
+    return [p for p in PROBE_NAMES if p in wanted]
+
+
+def _refuse_unsupported(args) -> None:
+    given = [flag for flag, value in (("--dataset", args.dataset != "mosi-sim"), ("--features", args.features),
+                                      ("--modalities", args.modalities), ("--layers", args.layers),
+                                      ("--no-restitution", args.no_restitution)) if value]
+    if given:
+        raise UsageError(f"{given[0]} does not apply to --study probes, which runs every probe dataset with all "
+                         f"three channels; drop {given[0]} (use --set MODEL.KEY=VALUE for model options)")
+
+
+def run_study(args, argv) -> int:
+    """The ``--study probes`` command: train floors and models on every probe, then write the matrix."""
+    from benchmarks import run as bench
+    from benchmarks.preflight import preflight
+    from fusionkit.data import DataError, load_splits
+    from fusionkit.encoders.bert import TextModelNotFound, load_tokenizer
+    from fusionkit.training import ModelBuildError, accepted_kwargs
+
+    started = time.perf_counter()
+    _refuse_unsupported(args)
+    probes = resolve_probes(args.probes)
+    models = bench.resolve_models(args.models)
+    encoder_mode = args.encoder_mode or ("frozen" if args.fast else None)
+    max_samples = args.max_samples if args.max_samples is not None or not args.fast else FAST_MAX_SAMPLES
+    args = copy.copy(args)
+    args.max_samples = max_samples
+    per_model, per_model_options = bench.parse_sets(args.sets, sorted({*models, FLOOR}))
+
+    def variant(model: str):
+        accepted = accepted_kwargs(model)
+        kwargs = {"encoder_mode": encoder_mode} if encoder_mode and (accepted is None or "encoder_mode" in accepted) \
+            else {}
+        return bench.Variant(model, model, {**kwargs, **per_model_options.get(model, {})})
+
+    variants = [variant(m) for m in models]
+    floor = next((v for v in variants if v.model == FLOOR), None) or variant(FLOOR)
+    to_train = variants if floor in variants else [floor, *variants]
+    try:
+        tokenizer = load_tokenizer(args.text_model)
+    except TextModelNotFound as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out) if args.out is not None else Path("runs") / ("probes-fast" if args.fast else "probes")
+    bench._check_out_path(out)
+    from benchmarks.lock import DirectoryLock, LockHeld, check_free
+
+    try:
+        check_free(out)
+    except LockHeld as e:
+        raise UsageError(str(e)) from None
+    datasets = {}
+    for probe in probes:
+        try:
+            datasets[probe] = load_splits(probe, data_root=args.data_root, tokenizer=tokenizer,
+                                          max_samples=max_samples, seed=0)
+        except DataError as e:
+            raise UsageError(str(e)) from None
+    model_kwargs: dict = {}
+    if args.tiny_bert:
+        from fusionkit.testing import tiny_bert_config
+
+        model_kwargs["bert_config"] = tiny_bert_config()
+    elif args.text_model is not None:
+        local = Path(args.text_model).expanduser()
+        model_kwargs["text_model"] = str(local.resolve()) if local.is_dir() else args.text_model
+    train_overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                             encoder_lr=args.encoder_lr,
+                                             max_train_samples=args.max_train_samples).items() if v is not None}
+    first = datasets[probes[0]]
+    try:
+        checked = preflight(to_train, data=first, model_kwargs=model_kwargs, train_overrides=train_overrides,
+                            per_model=per_model, sources=bench.set_sources(args.sets))
+        compositions = bench.check_compositions(checked)
+    except (ModelBuildError, TextModelNotFound) as e:
+        raise UsageError(str(e)) from None
+    bench._check_out_dir(out)
+    lock = DirectoryLock(out, ["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        lock.acquire()
+    except LockHeld as e:
+        raise UsageError(str(e)) from None
+    try:
+        return _run(args, probes, variants, floor, to_train, datasets, checked, compositions, model_kwargs,
+                    train_overrides, per_model, per_model_options, out, started)
+    finally:
+        lock.release()
+
+
+def _run(args, probes, variants, floor, to_train, datasets, checked, compositions, model_kwargs, train_overrides,
+         per_model, per_model_options, out, started) -> int:
+    from benchmarks import run as bench
+    from fusionkit.data.probes import hidden_table
+    from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
+
+    seeds = list(range(args.seeds))
+    runs = {p: [] for p in probes}
+    dirs = {p: {} for p in probes}
+    order = [BASE_PROBE] + [p for p in probes if p != BASE_PROBE]
+    for seed in seeds:
+        for probe in order:
+            probe_args = copy.copy(args)
+            probe_args.dataset, probe_args.study, probe_args.features = probe, "probes", []
+            for v in to_train:
+                run_dir = out / probe / v.dirname / f"seed{seed}"
+                print(f"[run] {probe}: {v.label} seed {seed} → {run_dir}", file=sys.stderr)
+                try:
+                    result = bench.run_one(v, seed, datasets[probe], probe_args, model_kwargs, run_dir,
+                                           {**train_overrides, **per_model.get(v.model, {})})
+                except ValueError as e:
+                    raise UsageError(f"{v.label} on {probe}: {e}") from None
+                runs[probe].append({"model": v.label, "seed": seed, "best_epoch": result["best_epoch"],
+                                    "epochs_run": result.get("epochs_run"),
+                                    "test_prediction_std": result.get("test_prediction_std"),
+                                    "test_label_std": result.get("test_label_std"),
+                                    "valid": result["valid"], "test": result["test"]})
+                dirs[probe][(v.label, seed)] = run_dir
+    records = {p: {} for p in probes}
+    for probe in probes:
+        table = hidden_table(probe, data_root=args.data_root)
+        for seed in seeds:
+            ids, _, base = read_predictions(dirs[BASE_PROBE][(floor.label, seed)])
+            by_label = {r["model"]: r for r in runs[probe] if r["seed"] == seed}
+            records[probe][seed] = {
+                "floor": {m: by_label[floor.label]["test"][m] for m in PROBE_METRICS},
+                "ceiling": ceiling_metrics(ids, base, table),
+                "models": {v.label: {m: by_label[v.label]["test"][m] for m in PROBE_METRICS} for v in variants}}
+    labels = [v.label for v in variants]
+    results = {
+        "study": "probes", "fast": bool(args.fast), "probes": probes, "seeds": seeds,
+        "text_model": "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6"),
+        "max_samples": args.max_samples, "train": train_overrides,
+        "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
+                      for m in sorted({*per_model, *per_model_options})},
+        "variants": {v.label: {"model": v.model, "kwargs": bench._json_clean(v.kwargs),
+                               "composition": compositions[v.label]} for v in to_train},
+        "floor": floor.label,
+        "datasets": {p: {"description": datasets[p].info.description, "channels": datasets[p].info.channel_kinds()}
+                     for p in probes},
+        "per_probe": {p: {"summary": bench.summarize(runs[p], [v.label for v in to_train]),
+                          "flags": bench.convergence_flags(runs[p], checked, args), "runs": runs[p]} for p in probes},
+        "records": {p: {str(s): r for s, r in by_seed.items()} for p, by_seed in records.items()},
+        "probe_results": analyse(records, probes, labels, seeds),
+        "wall_time_s": time.perf_counter() - started,
+    }
+    for probe in probes:  # each probe's plain results table, as benchmarks.run writes it for one dataset
+        plain = {"dataset": probe, "simulated": True, "channels": results["datasets"][probe]["channels"],
+                 "modalities": "t,a,v", "text_model": results["text_model"], "seeds": seeds,
+                 "config": {"study": None, "variants": results["variants"], "train": train_overrides,
+                            "per_model": results["per_model"], "max_samples": args.max_samples},
+                 "runs": runs[probe], "summary": results["per_probe"][probe]["summary"],
+                 "flags": results["per_probe"][probe]["flags"]}
+        atomic_write_bytes(out / probe / "results.md", bench.render_markdown(plain).encode())
+    atomic_write_json(out / "results.json", results)
+    text = render_markdown(results)
+    atomic_write_bytes(out / "results.md", text.encode())
+    plot_heatmap(results, out / "heatmap.png")
+    print(text)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'heatmap.png'}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list | None = None) -> int:
+    """``python -m benchmarks.probes compare FULL_DIR FAST_DIR``: the cells whose "clearly above 0" differs."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.probes", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp = sub.add_parser("compare", help="agreement of two capability matrices (e.g. full vs --fast)")
+    cmp.add_argument("full")
+    cmp.add_argument("fast")
+    args = parser.parse_args(argv)
+    loaded = []
+    for where in (args.full, args.fast):
+        path = Path(where) / "results.json" if Path(where).is_dir() else Path(where)
+        if not path.is_file():
+            print(f"error: {path} does not exist; pass the --out directory of a --study probes run", file=sys.stderr)
+            return 2
+        loaded.append(json.loads(path.read_text()))
+    cells = sum(len(row) * len(PROBE_METRICS) for row in loaded[0]["probe_results"]["matrix"].values())
+    disagree = compare(*loaded)
+    for line in disagree:
+        print(line)
+    print(f"{cells - len(disagree)} of {cells} cells agree on 'clearly above 0' (mean share ≥ {CLEAR_SHARE:g}, "
+          f"95 % interval above 0)")
+    return 1 if disagree else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
+
+
+class ProbesStudy(Study):
+    """Any ``--models`` over the fusion probes: floors, ceilings and the capability matrix (its own runner)."""
+
+    name = "probes"
+    figure = True  # heatmap.png
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--fast", action="store_true",
+                            help="--study probes: frozen text encoder (where a model accepts it) and at most 600 "
+                                 "examples per split unless --max-samples is given")
+        parser.add_argument("--probes", default=None, metavar="P1,P2",
+                            help="--study probes: the probes to run (default: all; probe-null is always included)")
+
+    def given_options(self, args) -> list[str]:
+        return [flag for flag, given in (("--fast", getattr(args, "fast", False)),
+                                         ("--probes", getattr(args, "probes", None) is not None)) if given]
+
+    def run(self, args, argv) -> int:
+        return run_study(args, argv)
+
+
+register_study(ProbesStudy())
