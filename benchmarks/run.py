@@ -785,8 +785,6 @@ def _main(argv) -> int:
     except DataError as e:
         raise UsageError(str(e)) from None
     data = select_modalities(data, args.modalities)
-    for line in data.info.report.describe():  # every repair the readers made, in the log (and results.md)
-        print(f"[data] {args.dataset}: {line}", file=sys.stderr)
     model_kwargs: dict = {}
     if args.tiny_bert:
         from fusionkit.testing import tiny_bert_config
@@ -812,6 +810,9 @@ def _main(argv) -> int:
             for seed in range(args.seeds):
                 check_resumable(variant, seed, data, args, model_kwargs, out / variant.dirname / f"seed{seed}",
                                 {**train_overrides, **per_model.get(variant.model, {})})
+    # every repair the readers made, in the log (and results.md); after the checks, so a refusal stays one line
+    for line in data.info.report.describe():
+        print(f"[data] {args.dataset}: {line}", file=sys.stderr)
     lock = None
     if main_process:
         _check_out_dir(out)
