@@ -25,17 +25,19 @@ def _suggestion() -> str:
 
 def test_an_installed_plugin_is_hidden_and_suggestions_stay_as_they_were(tmp_path, monkeypatch):
     before = _suggestion()
-    site = install_dummy_plugin(tmp_path / "site")
+    # its own entry-point name, so that it is "installed after the session started" even in a run that began
+    # with the same dummy plug-in installed (which the session has hidden already)
+    site = install_dummy_plugin(tmp_path / "site", entry_point="late_dummy_blocks")
     monkeypatch.syspath_prepend(str(site))  # installed after the session started: not hidden yet
     importlib.invalidate_caches()
     monkeypatch.delenv("FUSIONKIT_DISABLE_PLUGINS", raising=False)
     try:
-        assert [ep.name for ep in third_party_entry_points()] == ["dummy_blocks"]
+        assert [ep.name for ep in third_party_entry_points()] == ["late_dummy_blocks"]
         # control: the plug-in is discovered and changes the "did you mean" suggestions
         changed = _suggestion()
         assert changed != before and "gated_fusoin_v2" in changed and "concat_fusion" in changed
-        assert isolate(monkeypatch.setattr, monkeypatch.setenv) == ["dummy_blocks"]
-        assert os.environ["FUSIONKIT_DISABLE_PLUGINS"].split(",")[-1] == "dummy_blocks"
+        assert isolate(monkeypatch.setattr, monkeypatch.setenv) == ["late_dummy_blocks"]
+        assert os.environ["FUSIONKIT_DISABLE_PLUGINS"].split(",")[-1] == "late_dummy_blocks"
         assert _suggestion() == before
         monkeypatch.delenv("FUSIONKIT_DISABLE_PLUGINS")  # hidden even from a test that clears the variable
         assert _suggestion() == before and "gated_fusoin_v2" not in fusionkit.list_components()

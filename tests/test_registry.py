@@ -179,6 +179,7 @@ def test_cli_list_shows_kind_and_plugin():
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
 
 
+@pytest.mark.slow
 def test_cli_show_prints_slots_and_contracts():
     res = subprocess.run([sys.executable, "-m", "fusionkit", "show", "mhmf"], capture_output=True, text=True,
                          check=True)

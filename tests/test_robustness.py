@@ -324,6 +324,7 @@ def test_other_clis_report_usage_errors_on_one_line(capsys):
     assert "required: --text" in cli_error(capsys, predict.main, ["somewhere"])
 
 
+@pytest.mark.slow
 def test_cli_processes_exit_2_without_traceback(tmp_path):
     """The same contract for real processes (stderr as a user sees it)."""
     for argv in (["benchmarks.run", "--seeds", "0"],

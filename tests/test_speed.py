@@ -267,6 +267,7 @@ def test_speed_usage_errors(argv, message, capsys, tmp_path):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_speed_levers_smoke(tmp_path):
     out = tmp_path / "levers"
     argv = ["--levers", "--tiny-bert", "--dataset", "synthetic", "--batch-size", "4", "--steps", "1", "--warmup", "0",
