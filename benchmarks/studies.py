@@ -189,17 +189,23 @@ def silhouettes(features: np.ndarray, labels: np.ndarray, seed: int) -> dict:
 
 
 def last_train_diagnostics(run_dir: Path) -> dict:
-    lines = (run_dir / "log.jsonl").read_text().splitlines()
-    return json.loads(lines[-1]).get("train_diagnostics", {}) if lines else {}
+    """The last epoch's train diagnostics of ``log.jsonl``, every line checked against its schema first."""
+    from fusionkit.schemas import HISTORY_ENTRY, read_jsonl
+
+    entries = read_jsonl(run_dir / "log.jsonl", HISTORY_ENTRY)
+    return entries[-1].get("train_diagnostics", {}) if entries else {}
 
 
 def analyse_restitution(run_dirs: dict[str, dict[int, Path]]) -> dict:
     """Per variant and seed: last-epoch train diagnostics, test diagnostics and silhouettes of ``F``."""
+    from fusionkit.schemas import check_result
+    from fusionkit.training.atomic import read_json
+
     out: dict = {}
     for label, by_seed in run_dirs.items():
         out[label] = {}
         for seed, run_dir in by_seed.items():
-            result = json.loads((run_dir / "result.json").read_text())
+            result = check_result(read_json(run_dir / "result.json"), run_dir / "result.json")
             entry = {"train": last_train_diagnostics(run_dir), "test": result.get("test_diagnostics", {})}
             if (run_dir / FUSED_FILE).is_file():
                 entry["silhouette"] = silhouettes(np.load(run_dir / FUSED_FILE), np.load(run_dir / LABELS_FILE), seed)

@@ -46,3 +46,21 @@ def test_the_papers_studies_are_registered_with_what_they_vary():
     assert studies.STUDIES["finetune"].varies("encoder_mode")
     assert studies.STUDIES["layers"].varies("audio_layers") and not studies.STUDIES["layers"].varies("dropout")
     assert studies.STUDIES["restitution"].varies("restitution")
+
+
+def test_the_restitution_studys_log_jsonl_is_checked_against_its_schema(tmp_path):
+    import json
+
+    from fusionkit.training.atomic import CheckpointError
+
+    good = {"epoch": 1, "step": 3, "samples_seen": 12, "train_loss": 0.5, "train_task_loss": 0.5, "valid_loss": 0.4,
+            "valid": {"mae": 0.4}, "seconds": 1.0, "improved": True, "train_diagnostics": {"gate": 0.2}}
+    (tmp_path / "log.jsonl").write_text(json.dumps(good) + "\n")
+    assert studies.last_train_diagnostics(tmp_path) == {"gate": 0.2}
+    for bad in ({**good, "epoch": "one"}, {**good, "train_diagnostics": ["x"]}, [1]):
+        (tmp_path / "log.jsonl").write_text(json.dumps(bad) + "\n")
+        with pytest.raises(CheckpointError, match="log.jsonl"):
+            studies.last_train_diagnostics(tmp_path)
+    (tmp_path / "log.jsonl").write_text("{not json\n")
+    with pytest.raises(CheckpointError, match="line 1"):
+        studies.last_train_diagnostics(tmp_path)
