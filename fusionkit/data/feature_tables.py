@@ -65,6 +65,19 @@ class FeatureTable:
         return int(self.features.shape[1])
 
 
+def _mismatch(name: str, table, lacking: list, extra: list, *, word_level: bool) -> DataError:
+    """The one error for a feature table whose segment ids differ from the segment table's."""
+    parts = []
+    if lacking:
+        parts.append(f"{len(lacking)} segment(s) of the segment table have no row{'s' if word_level else ''}: "
+                     f"{_ids_text(lacking)}")
+    if extra:
+        parts.append(f"{len(extra)} segment(s) of the table are not in the segment table: {_ids_text(extra)}"
+                     if word_level else f"{len(extra)} row(s) name segments the segment table lacks: {_ids_text(extra)}")
+    return DataError.at(f"{name} {'word-level ' if word_level else ''}feature table does not match the segment table "
+                        f"by {ID_COLUMN}: " + "; ".join(parts), file=table.path)
+
+
 def _ids_text(ids) -> str:
     ids = list(ids)
     shown = ", ".join(repr(i) for i in ids[:SHOWN_IDS])
@@ -268,13 +281,7 @@ def join_features(raw: dict, tables: dict, *, layout: str, report: LoadReport) -
         lacking = [i for i in segment_ids if i not in rows]
         extra = [i for i in table.ids if i not in known]
         if lacking or extra:
-            parts = []
-            if lacking:
-                parts.append(f"{len(lacking)} segment(s) of the segment table have no row: {_ids_text(lacking)}")
-            if extra:
-                parts.append(f"{len(extra)} row(s) name segments the segment table lacks: {_ids_text(extra)}")
-            raise DataError.at(f"{name} feature table does not match the segment table by {ID_COLUMN}: "
-                               + "; ".join(parts), file=table.path)
+            raise _mismatch(name, table, lacking, extra, word_level=False)
         for split, segs in raw.items():
             for seg in segs:
                 vec = table.features[rows[seg.id]]
@@ -308,13 +315,7 @@ def _join_words(raw: dict, name: str, table: FeatureTable, report: LoadReport) -
     lacking = [i for i in segment_ids if i not in by_segment]
     extra = [i for i in by_segment if i not in set(segment_ids)]
     if lacking or extra:
-        parts = []
-        if lacking:
-            parts.append(f"{len(lacking)} segment(s) of the segment table have no rows: {_ids_text(lacking)}")
-        if extra:
-            parts.append(f"{len(extra)} segment(s) of the table are not in the segment table: {_ids_text(extra)}")
-        raise DataError.at(f"{name} word-level feature table does not match the segment table by {ID_COLUMN}: "
-                           + "; ".join(parts), file=table.path)
+        raise _mismatch(name, table, lacking, extra, word_level=True)
     for split, segs in raw.items():
         for seg in segs:
             rows = sorted(by_segment[seg.id], key=lambda k: table.word_index[k])
