@@ -75,7 +75,7 @@ def test_sigkilled_grid_worker_run_is_taken_over(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(root), "FUSIONKIT_CACHE": str(tmp_path / "cache")}
     common = ["--models", "text,tfn", "--dataset", "synthetic", "--tiny-bert", "--seeds", "2", "--epochs", "2",
               "--max-samples", "48", "--quiet"]
-    cmd = [sys.executable, "-m", "benchmarks.run", *common, "--workers", "2", "--heartbeat", "0.5", "--grace", "3",
+    cmd = [sys.executable, "-m", "benchmarks.run", *common, "--workers", "2", "--heartbeat", "0.5", "--grace", "8",
            "--out", str(tmp_path / "two")]
     parent = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed = None
