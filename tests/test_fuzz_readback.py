@@ -249,6 +249,13 @@ def test_lock_file_mutants(tmp_path_factory, draw):
 BERT = ("kwargs", "bert_config", "__transformers_config__")
 
 
+def _set(doc, path: tuple, value) -> None:
+    """Replace the value at ``path`` (keys and list indices) inside the JSON document ``doc``."""
+    for k in path[:-1]:
+        doc = doc[k]
+    doc[path[-1]] = value
+
+
 @pytest.mark.parametrize("path,value,key", [
     (("d_acoustic",), -5, "d_acoustic"), (("kwargs", "dropout"), 2.0, "kwargs.dropout"),
     (("kwargs", "dropout"), "0.1", "kwargs.dropout"), (("max_seq_length",), 0, "max_seq_length"),
@@ -261,10 +268,7 @@ def test_hand_edited_model_json_is_one_error_naming_the_key(best_dir, tmp_path, 
     best = tmp_path / "best"
     shutil.copytree(best_dir, best)
     doc = json.loads((best / "model.json").read_text())
-    node = doc
-    for k in path[:-1]:
-        node = node[k]
-    node[path[-1]] = value
+    _set(doc, path, value)
     (best / "model.json").write_text(json.dumps(doc))
     with pytest.warns(UserWarning, match="changed after it was written"):
         with pytest.raises(CheckpointError, match=rf"model\.json.*{key}") as e:
@@ -281,10 +285,7 @@ def test_well_formed_but_wrong_state_json_names_the_key(interrupted, restorer, t
     out = tmp_path / "run"
     shutil.copytree(interrupted, out)
     doc = json.loads((out / "last/state.json").read_text())
-    node = doc
-    for k in path[:-1]:
-        node = node[k]
-    node[path[-1]] = value
+    _set(doc, path, value)
     integrity.write_checked(out / "last/state.json", json.dumps(doc).encode())  # a correct checksum
     with pytest.raises(CheckpointError, match=rf"state\.json: key '[^']*{key}"):
         restorer(out)
