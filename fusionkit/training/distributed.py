@@ -70,3 +70,8 @@ def all_gather_objects(ctx: DistContext, obj) -> list:
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a ``DistributedDataParallel`` wrapper (``model`` itself when it is not wrapped)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -16,7 +16,6 @@ import functools
 import json
 import os
 import random
-import shutil
 import signal
 import sys
 import threading
@@ -36,23 +35,17 @@ from fusionkit.metrics import compute_metrics
 from fusionkit.planning import Plan, data_build_kwargs
 from fusionkit.training import checkpoint as ckpt
 from fusionkit.training import distributed as dist_utils
-from fusionkit.training import integrity
 from fusionkit.training import stages
 from fusionkit.training.build import build_model, model_description
+from fusionkit.training.checkpointing import (BEST_DIR, CURVE_FILE, GENERATOR_PREFIX, LAST_DIR,
+                                              LOG_FILE, PREDICTIONS_FILE, RESULT_FILE, RunState, checked_best,
+                                              clear_run_dir, identity_config, load_last, module_generators,
+                                              save_best, save_last)
 from fusionkit.training.config import TrainConfig, select_lower_is_better
 from fusionkit.training.encoder_cache import attach_encoder_cache
 from fusionkit.training.optim import build_optimizer, build_scheduler
-from fusionkit.training.precision import (autocast, backward_and_step, grad_scaler, resolve_precision,
-                                          scaler_state)
+from fusionkit.training.precision import autocast, backward_and_step, grad_scaler, resolve_precision
 from fusionkit.training.progress import RunProgress
-
-
-LAST_DIR = "last"
-BEST_DIR = "best"
-LOG_FILE = "log.jsonl"
-RESULT_FILE = "result.json"
-PREDICTIONS_FILE = "test_predictions.csv"
-CURVE_FILE = "curve.png"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -122,20 +115,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def module_generators(model: torch.nn.Module) -> dict[str, torch.Generator]:
-    """The ``torch.Generator`` that modules of ``model`` hold as their ``generator`` attribute (e.g. the
-    restitution loss's triplet draws), by module path. The engine re-seeds them with every epoch's seed and
-    keeps their states in checkpoints, exactly like the global generators."""
-    return {name or "<root>": module.generator for name, module in _unwrap(model).named_modules()
-            if isinstance(getattr(module, "generator", None), torch.Generator)}
-
-
 def seed_module_generators(generators: dict[str, torch.Generator], seed: int) -> None:
     for name, generator in generators.items():
         generator.manual_seed(int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0]))
-
-
-GENERATOR_PREFIX = "generator."
 
 
 def _configure_torch(cfg: TrainConfig, ctx: dist_utils.DistContext) -> None:
@@ -186,10 +168,6 @@ def _interrupted(flag: _SigintFlag, what: str, checkpoint: Path | None) -> Train
 
 def _show_bars(cfg: TrainConfig, ctx: dist_utils.DistContext) -> bool:
     return not cfg.quiet and ctx.is_main and sys.stderr.isatty()
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def _add_diagnostics(sums: dict, diagnostics: dict | None, n: int) -> None:
@@ -292,7 +270,7 @@ def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: 
     from fusionkit.data.loader import length_buckets
 
     ctx = ctx or dist_utils.DistContext(rank=0, world=1, local_rank=0, device=next(model.parameters()).device)
-    net = _unwrap(model)
+    net = dist_utils.unwrap(model)
     was_training = net.training
     net.eval()
     mine = []
@@ -326,38 +304,13 @@ def evaluate(model: torch.nn.Module, dataset, *, batch_size: int = 64, padding: 
                       diagnostics=_mean_diagnostics(diag_sums))
 
 
+
 # -- the run -----------------------------------------------------------------------------------------------
-class _Run:
-    """State of one training run (what a checkpoint stores)."""
-
-    def __init__(self) -> None:
-        self.epoch = 0  # 0-based epoch in progress
-        self.batches_done = 0  # batches of that epoch already trained
-        self.global_step = 0
-        self.samples_seen = 0
-        self.history: list = []
-        self.best_value: float | None = None
-        self.best_epoch = 0  # 1-based; 0 = none yet
-        self.best_valid: dict = {}
-        self.bad_epochs = 0
-        self.stopped_early = False
-        self.finished = False
-        self.epoch_sums: dict = {}  # loss sums of the epoch in progress (local to this rank)
-        self.epoch_started = 0.0
-        self.epoch_seconds_before = 0.0  # time already spent on this epoch before a resume
-        self.best_sha256: str | None = None  # checksum of best/model.safetensors (exact fallback, integrity.py)
-
-    def counters(self) -> dict:
-        return {k: getattr(self, k) for k in ("epoch", "batches_done", "global_step", "samples_seen", "history",
-                                                  "best_value", "best_epoch", "best_valid", "bad_epochs",
-                                                  "stopped_early", "finished", "epoch_sums")}
-
-    def load_counters(self, d: dict) -> None:
-        for k, v in d.items():
-            setattr(self, k, v)
-
-
 _build_kwargs = data_build_kwargs  # the former private name
+_Run = RunState  # the former private name
+# the checkpoint steps, called through these names (tests replace them to watch or interrupt a run)
+_identity_config, _clear_run_dir, _save_last, _load_last, _checked_best = (
+    identity_config, clear_run_dir, save_last, load_last, checked_best)
 
 
 @dataclass
@@ -425,8 +378,7 @@ def train_and_evaluate(
 
 def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoch=None, model=None,
                         stage=None, callbacks=()) -> RunResult:
-    from fusionkit.data import make_loader
-
+    """Build the model (a staged model trains stage by stage, each through here), then one :class:`Trainer`."""
     config = config or TrainConfig()
     if isinstance(model_name, Plan):
         if model_kwargs:
@@ -444,386 +396,347 @@ def _train_and_evaluate(model_name, data, config, model_kwargs, on_step, on_epoc
             # the stages get the merged build arguments (a Plan's included), so each stage's model.json is the model's
             return stages.run_stages(functools.partial(_train_and_evaluate, callbacks=callbacks),
                                      model_name, data, config, build_kwargs, on_step, model)
-    defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
-    if stage is not None:
-        config, defaults = stages.stage_config(config, stage, defaults)
-    cfg = TrainConfig(**{**config.to_dict(), "seed": seed}).resolve(defaults)
-    cfg = replace(cfg, precision=resolve_precision(cfg.precision, ctx.device))
-    _configure_torch(cfg, ctx)
-    model.to(ctx.device)
-    if cfg.cache_encoder and getattr(getattr(model, "encoder", None), "hidden_state_cache", None) is None:
-        attach_encoder_cache(model)
+    trainer = Trainer(model_name=model_name, model=model, data=data, config=config, build_kwargs=build_kwargs,
+                      ctx=ctx, seed=seed, stage=stage, on_step=on_step, on_epoch=on_epoch, callbacks=callbacks)
+    trainer.resume()
+    return trainer.fit()
 
-    train_ds = data.splits["train"]
-    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):
-        train_ds = train_ds.subset(range(cfg.max_train_samples))
-    if cfg.batch_size % ctx.world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({ctx.world})")
-    rank_batch = cfg.batch_size // ctx.world
 
-    def train_loader(epoch: int):
-        loader = make_loader(train_ds, batch_size=rank_batch, shuffle=True, seed=cfg.seed, padding=cfg.padding,
-                             distributed=ctx.enabled, pin_memory=ctx.device.type == "cuda")
+class Trainer:
+    """One run of the shared loop, in named steps.
+
+    ``Trainer(...)`` sets the run up (settings, optimizer, scheduler, output directory identity); :meth:`resume`
+    restores ``last/`` or clears the output directory; :meth:`fit` then repeats :meth:`fit_epoch`,
+    :meth:`validate`, :meth:`select` (which writes ``best/``) and :meth:`end_epoch` (hooks, ``log.jsonl``,
+    :meth:`checkpoint` to ``last/``) until the last epoch or an early stop, and :meth:`finish` tests the selected
+    weights once and writes the results. The order of these steps fixes every random draw, so it must not change.
+    """
+
+    def __init__(self, *, model_name: str, model: torch.nn.Module, data, config: TrainConfig, build_kwargs: dict,
+                 ctx: dist_utils.DistContext, seed: int, stage: stages.TrainingStage | None = None,
+                 on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
+                 callbacks: Sequence[TrainerCallback] = ()) -> None:
+        from fusionkit.data import make_loader
+
+        self.model_name, self.model, self.data, self.ctx, self.stage = model_name, model, data, ctx, stage
+        self.on_step, self.on_epoch, self.callbacks = on_step, on_epoch, tuple(callbacks)
+        defaults = {k: v for k, v in dict(getattr(model, "train_defaults", {}) or {}).items() if k != "seed"}
+        if stage is not None:
+            config, defaults = stages.stage_config(config, stage, defaults)
+        cfg = TrainConfig(**{**config.to_dict(), "seed": seed}).resolve(defaults)
+        self.cfg = cfg = replace(cfg, precision=resolve_precision(cfg.precision, ctx.device))
+        _configure_torch(cfg, ctx)
+        model.to(ctx.device)
+        if cfg.cache_encoder and getattr(getattr(model, "encoder", None), "hidden_state_cache", None) is None:
+            attach_encoder_cache(model)
+
+        train_ds = data.splits["train"]
+        if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_ds):
+            train_ds = train_ds.subset(range(cfg.max_train_samples))
+        if cfg.batch_size % ctx.world:
+            raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({ctx.world})")
+        self.train_ds = train_ds
+        self.make_loader = functools.partial(
+            make_loader, train_ds, batch_size=cfg.batch_size // ctx.world, shuffle=True, seed=cfg.seed,
+            padding=cfg.padding, distributed=ctx.enabled, pin_memory=ctx.device.type == "cuda")
+        self.steps_per_epoch = len(self.train_loader(0))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training split of {data.info.name!r} is empty")
+        total_steps = self.steps_per_epoch * cfg.epochs
+        if stage is not None:
+            self.optimizer = stages.build_stage_optimizer(model, stage, cfg)
+        else:
+            self.optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
+                                             weight_decay=cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, total_steps=total_steps, warmup=cfg.warmup,
+                                         schedule=cfg.schedule)
+        self.scaler = grad_scaler(cfg.precision, ctx.device)
+        self.net = model
+        if ctx.enabled:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+        self.out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
+        self.writes = self.out_dir is not None and ctx.is_main
+        self.description = model_description(model_name, build_kwargs, dataset=data.info.name,
+                                             max_seq_length=getattr(train_ds, "max_seq_length", None),
+                                             aligned=getattr(data.info, "aligned", True))
+        self.identity = {"model": model_name, "model_json": self.description, "config": _identity_config(cfg),
+                         "train_size": len(train_ds), "world_size": ctx.world}
+        if stage is not None:
+            self.identity["stage"] = stage.name
+        self.generators = module_generators(model)
+        self.state = RunState()
+        self.progress = RunProgress(model_name, seed=cfg.seed, epochs=cfg.epochs, metric=cfg.select_metric,
+                                    enabled=ctx.is_main)
+        self.best_state: dict | None = None  # the selected weights, on the CPU
+        self.resume_rng: tuple | None = None  # generator states of a mid-epoch checkpoint, until its epoch starts
+        self.lower = True if stage is not None and stage.select else select_lower_is_better(cfg.select_metric)
+        self.show = _show_bars(cfg, ctx)
+        self.sums_on_device = _LossSums()
+        self.read_every_step = ctx.device.type != "cuda"
+        self.last_save = 0.0  # the save-interval clock at the last save (set by resume)
+        self.sigint: _SigintFlag | None = None
+        self.epoch_bar = None
+
+    def train_loader(self, epoch: int):
+        loader = self.make_loader()
         loader.set_epoch(epoch)
         return loader
 
-    steps_per_epoch = len(train_loader(0))
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training split of {data.info.name!r} is empty")
-    total_steps = steps_per_epoch * cfg.epochs
-    if stage is not None:
-        optimizer = stages.build_stage_optimizer(model, stage, cfg)
-    else:
-        optimizer = build_optimizer(model, lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup=cfg.warmup, schedule=cfg.schedule)
-    scaler = grad_scaler(cfg.precision, ctx.device)
-    net = model
-    if ctx.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=True)
+    # -- resume ------------------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """With ``resume=True`` and a ``last/`` checkpoint: restore the run, model, optimizer, scheduler and
+        scaler (the generator states wait for :meth:`fit_epoch`) and the selected weights; otherwise start a fresh
+        output directory."""
+        out_dir, state = self.out_dir, self.state
+        if self.cfg.resume and out_dir is not None and (out_dir / LAST_DIR / "state.json").is_file():
+            self.resume_rng = _load_last(out_dir, self.identity, state, self.model, self.optimizer, self.scheduler,
+                                         self.ctx.rank, self.scaler)
+            self.progress.resumed(epoch=state.epoch, batches_done=state.batches_done,
+                                  steps_per_epoch=self.steps_per_epoch, global_step=state.global_step)
+            if state.best_epoch:
+                best_weights = ckpt.read_model_weights(_checked_best(out_dir, state, restore=self.writes))
+                self.best_state = {k: v.clone() for k, v in best_weights.items()}
+        elif out_dir is not None and self.writes:
+            _clear_run_dir(out_dir)
+        dist_utils.barrier(self.ctx)
+        self.last_save = _clock()
 
-    out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
-    writes = out_dir is not None and ctx.is_main
-    description = model_description(model_name, build_kwargs, dataset=data.info.name,
-                                    max_seq_length=getattr(train_ds, "max_seq_length", None),
-                                    aligned=getattr(data.info, "aligned", True))
-    identity = {"model": model_name, "model_json": description, "config": _identity_config(cfg),
-                "train_size": len(train_ds), "world_size": ctx.world}
-    if stage is not None:
-        identity["stage"] = stage.name
-    generators = module_generators(model)
-    run = _Run()
-    progress = RunProgress(model_name, seed=cfg.seed, epochs=cfg.epochs, metric=cfg.select_metric,
-                           enabled=ctx.is_main)
-    best_state: dict | None = None
-    resume_rng: tuple | None = None
-    if cfg.resume and out_dir is not None and (out_dir / LAST_DIR / "state.json").is_file():
-        resume_rng = _load_last(out_dir, identity, run, model, optimizer, scheduler, ctx.rank, scaler)
-        progress.resumed(epoch=run.epoch, batches_done=run.batches_done, steps_per_epoch=steps_per_epoch,
-                         global_step=run.global_step)
-        if run.best_epoch:
-            best_weights = ckpt.read_model_weights(_checked_best(out_dir, run, restore=writes))
-            best_state = {k: v.clone() for k, v in best_weights.items()}
-    elif out_dir is not None and writes:
-        _clear_run_dir(out_dir)
-    dist_utils.barrier(ctx)
+    # -- the epochs ----------------------------------------------------------------------------------------
+    def fit(self) -> RunResult:
+        """Train until the last epoch or an early stop, then :meth:`finish`."""
+        state, cfg = self.state, self.cfg
+        with _SigintFlag() as sigint:
+            self.sigint = sigint
+            self.epoch_bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=self.model_name, unit="epoch",
+                                  disable=not self.show, dynamic_ncols=True)
+            while not state.finished and state.epoch < cfg.epochs and not state.stopped_early:
+                self.fit_epoch()
+                valid, value, improved = self.validate()
+                self.select(valid, value, improved)
+                self.end_epoch(value)
+            self.epoch_bar.close()
+        return self.finish()
 
-    lower = True if stage is not None and stage.select else select_lower_is_better(cfg.select_metric)
-    show = _show_bars(cfg, ctx)
-    sums_on_device = _LossSums()
-    read_every_step = ctx.device.type != "cuda"
-    last_save = _clock()
+    def fit_epoch(self) -> None:
+        """Train the epoch in progress (its remaining batches after a mid-epoch resume): seed it, skip the batches
+        done, restore the checkpoint's generator states, then one :meth:`train_step` per batch."""
+        state, cfg, ctx = self.state, self.cfg, self.ctx
+        epoch = state.epoch
+        seed_everything(epoch_seed(cfg.seed, epoch, ctx.rank))
+        seed_module_generators(self.generators, epoch_seed(cfg.seed, epoch, ctx.rank))
+        iterator = iter(self.train_loader(epoch))
+        for _ in range(state.batches_done):
+            next(iterator)
+        if self.resume_rng is not None:
+            if state.batches_done:  # mid-epoch: continue the generators; at an epoch start the seed rules
+                ckpt.restore_rng(*self.resume_rng)
+                for name, generator in self.generators.items():
+                    generator.set_state(self.resume_rng[0][GENERATOR_PREFIX + name])
+            self.resume_rng = None
+        if state.batches_done == 0:
+            state.epoch_sums = {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}, "diagnostics": {}}
+            state.epoch_seconds_before = 0.0
+        state.epoch_started = time.perf_counter()
+        unsynced = 0  # samples of this rank since the ranks last agreed
+        self.net.train()
+        step_bar = tqdm(total=self.steps_per_epoch, initial=state.batches_done, desc=f"epoch {epoch + 1}",
+                        unit="step", leave=False, disable=not self.show, dynamic_ncols=True)
+        for batch in iterator:
+            loss, n = self.train_step(batch)
+            unsynced += n
+            state.global_step += 1
+            state.batches_done += 1
+            step_bar.update(1)
+            last_batch = state.batches_done == self.steps_per_epoch
+            step_save = bool(cfg.save_every) and state.global_step % cfg.save_every == 0
+            # the ranks agree on stopping, saving and the samples seen: every step on CPU; on a GPU every
+            # log_every steps, at step-count saves and the epoch's last batch (a collective waits for the host)
+            stop = due = False
+            if self.read_every_step or self.on_step is not None or last_batch or step_save \
+                    or state.global_step % cfg.log_every == 0:
+                due = bool(cfg.save_interval) and _clock() - self.last_save >= cfg.save_interval
+                seen, stop, due = dist_utils.all_sum(ctx, [float(unsynced), float(self.sigint.raised),
+                                                           float(due and ctx.is_main)])  # rank 0's clock rules
+                state.samples_seen += int(seen)
+                unsynced = 0
+            if state.global_step % cfg.log_every == 0:
+                self.sums_on_device.flush(state.epoch_sums, self._non_finite)
+                step_bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.on_step is not None:
+                self.on_step({"epoch": epoch, "step": state.global_step, "batch": state.batches_done,
+                              "loss": loss.item(), "samples_seen": state.samples_seen})
+                stop = dist_utils.all_sum(ctx, [float(self.sigint.raised)])[0]
+            if self.out_dir is not None and not last_batch and (stop or due or step_save):
+                self.sums_on_device.flush(state.epoch_sums, self._non_finite)
+                self.checkpoint()
+            if stop and not last_batch:
+                step_bar.close()
+                self.epoch_bar.close()
+                raise self._interrupted(f"interrupted at epoch {epoch + 1}, step {state.global_step}")
+        step_bar.close()
+        self.sums_on_device.flush(state.epoch_sums, self._non_finite)
 
-    def save_last(with_optimizer: bool = True) -> None:
-        nonlocal last_save
-        _save_last(out_dir, ctx, identity, run, model, optimizer if with_optimizer else None,
-                   scheduler if with_optimizer else None, scaler)
-        last_save = _clock()
+    def train_step(self, batch) -> tuple[torch.Tensor, int]:
+        """Forward, loss, backward, optimizer and scheduler step on one batch; returns the loss and batch size."""
+        cfg, ctx = self.cfg, self.ctx
+        batch = batch.to(ctx.device, non_blocking=True)
+        with autocast(cfg.precision, ctx.device):
+            out = self.net(batch)
+            task = _task_loss(out.prediction, batch.label, cfg.loss)
+            terms = dict(out.loss_terms or {})
+            loss = task + sum(terms.values()) if terms else task
+        n = len(batch)
+        self.sums_on_device.add(self.state.global_step + 1, loss, task, terms, n, getattr(out, "diagnostics", None))
+        if self.read_every_step:  # refuses a non-finite loss before the update
+            self.sums_on_device.flush(self.state.epoch_sums, self._non_finite)
+        self.optimizer.zero_grad(set_to_none=True)
+        backward_and_step(loss, self.model, self.optimizer, self.scaler, cfg.grad_clip)
+        self.scheduler.step()
+        return loss, n
 
-    def describe(step: int, task: float, terms: dict) -> str:
-        return (f"non-finite training loss at epoch {run.epoch + 1}, step {step} "
+    def _non_finite(self, step: int, task: float, terms: dict) -> str:
+        cfg = self.cfg
+        return (f"non-finite training loss at epoch {self.state.epoch + 1}, step {step} "
                 f"(task {task:.4g}, terms {terms}); lower the learning rate (lr={cfg.lr}, "
                 f"encoder_lr={cfg.encoder_lr}) or check the data")
-    with _SigintFlag() as sigint:
-        epoch_bar = tqdm(total=cfg.epochs, initial=run.epoch, desc=model_name, unit="epoch", disable=not show,
-                         dynamic_ncols=True)
-        while not run.finished and run.epoch < cfg.epochs and not run.stopped_early:
-            epoch = run.epoch
-            seed_everything(epoch_seed(cfg.seed, epoch, ctx.rank))
-            seed_module_generators(generators, epoch_seed(cfg.seed, epoch, ctx.rank))
-            iterator = iter(train_loader(epoch))
-            for _ in range(run.batches_done):
-                next(iterator)
-            if resume_rng is not None:
-                if run.batches_done:  # mid-epoch: continue the generators; at an epoch start the seed rules
-                    ckpt.restore_rng(*resume_rng)
-                    for name, generator in generators.items():
-                        generator.set_state(resume_rng[0][GENERATOR_PREFIX + name])
-                resume_rng = None
-            if run.batches_done == 0:
-                run.epoch_sums = {"loss": 0.0, "task": 0.0, "n": 0.0, "terms": {}, "diagnostics": {}}
-                run.epoch_seconds_before = 0.0
-            run.epoch_started = time.perf_counter()
-            unsynced = 0  # samples of this rank since the ranks last agreed
-            net.train()
-            step_bar = tqdm(total=steps_per_epoch, initial=run.batches_done, desc=f"epoch {epoch + 1}",
-                            unit="step", leave=False, disable=not show, dynamic_ncols=True)
-            for batch in iterator:
-                batch = batch.to(ctx.device, non_blocking=True)
-                with autocast(cfg.precision, ctx.device):
-                    out = net(batch)
-                    task = _task_loss(out.prediction, batch.label, cfg.loss)
-                    terms = dict(out.loss_terms or {})
-                    loss = task + sum(terms.values()) if terms else task
-                n = len(batch)
-                sums_on_device.add(run.global_step + 1, loss, task, terms, n, getattr(out, "diagnostics", None))
-                if read_every_step:  # refuses a non-finite loss before the update
-                    sums_on_device.flush(run.epoch_sums, describe)
-                optimizer.zero_grad(set_to_none=True)
-                backward_and_step(loss, model, optimizer, scaler, cfg.grad_clip)
-                scheduler.step()
-                unsynced += n
-                run.global_step += 1
-                run.batches_done += 1
-                step_bar.update(1)
-                last_batch = run.batches_done == steps_per_epoch
-                step_save = bool(cfg.save_every) and run.global_step % cfg.save_every == 0
-                # the ranks agree on stopping, saving and the samples seen: every step on CPU; on a GPU every
-                # log_every steps, at step-count saves and the epoch's last batch (a collective waits for the host)
-                stop = due = False
-                if read_every_step or on_step is not None or last_batch or step_save \
-                        or run.global_step % cfg.log_every == 0:
-                    due = bool(cfg.save_interval) and _clock() - last_save >= cfg.save_interval
-                    seen, stop, due = dist_utils.all_sum(ctx, [float(unsynced), float(sigint.raised),
-                                                               float(due and ctx.is_main)])  # rank 0's clock rules
-                    run.samples_seen += int(seen)
-                    unsynced = 0
-                if run.global_step % cfg.log_every == 0:
-                    sums_on_device.flush(run.epoch_sums, describe)
-                    step_bar.set_postfix(loss=f"{loss.item():.4f}")
-                if on_step is not None:
-                    on_step({"epoch": epoch, "step": run.global_step, "batch": run.batches_done,
-                             "loss": loss.item(), "samples_seen": run.samples_seen})
-                    stop = dist_utils.all_sum(ctx, [float(sigint.raised)])[0]
-                if out_dir is not None and not last_batch and (stop or due or step_save):
-                    sums_on_device.flush(run.epoch_sums, describe)
-                    save_last()
-                if stop and not last_batch:
-                    step_bar.close()
-                    epoch_bar.close()
-                    raise _interrupted(
-                        sigint, f"training of {model_name!r} interrupted at epoch {epoch + 1}, step {run.global_step}",
-                        out_dir / LAST_DIR if out_dir is not None else None)
-            step_bar.close()
-            sums_on_device.flush(run.epoch_sums, describe)
 
-            # -- end of epoch: validation, selection, checkpoint ------------------------------------------
-            sums = {k: v for k, v in run.epoch_sums.items() if k not in ("terms", "diagnostics")}
-            # a rank may not have seen every loss term (e.g. terms that need both classes in a batch)
-            term_names = sorted({k for names in dist_utils.all_gather_objects(ctx, sorted(run.epoch_sums["terms"]))
-                                 for k in names})
-            totals = dist_utils.all_sum(ctx, [sums["loss"], sums["task"], sums["n"]]
-                                        + [run.epoch_sums["terms"].get(k, 0.0) for k in term_names])
-            count = max(totals[2], 1.0)
-            valid = evaluate(model, data.splits["valid"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
-                             ctx=ctx, loss=cfg.loss, precision=cfg.precision)
-            if stage is not None and stage.select:
-                value = stages.selection_value(stage, valid.diagnostics)
-            else:
-                value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
-            improved = run.best_value is None or (value < run.best_value if lower else value > run.best_value)
-            seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
-            run.history.append({
-                "epoch": epoch + 1,
-                "step": run.global_step,
-                "samples_seen": run.samples_seen,
-                "train_loss": totals[0] / count,
-                "train_task_loss": totals[1] / count,
-                "train_terms": {k: totals[3 + i] / count for i, k in enumerate(term_names)},
-                "valid_loss": valid.loss,
-                "valid": valid.metrics,
-                "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
-                "seconds": round(seconds, 3),
-                "improved": bool(improved),
-                **({"stage": stage.name} if stage is not None else {}),
-            })
-            train_diagnostics = _gather_diagnostics(ctx, run.epoch_sums.get("diagnostics", {}))
-            if train_diagnostics or valid.diagnostics:
-                run.history[-1].update(train_diagnostics=train_diagnostics, valid_diagnostics=valid.diagnostics)
-            if improved:
-                run.best_value, run.best_epoch, run.best_valid, run.bad_epochs = value, epoch + 1, valid.metrics, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                if writes:
-                    run.best_sha256 = ckpt.save_model_weights(model, out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS)
-                    ckpt.write_checked_json(out_dir / BEST_DIR / ckpt.MODEL_JSON, description)
-            else:
-                run.bad_epochs += 1
-                run.stopped_early = run.bad_epochs >= cfg.patience
-            run.epoch += 1
-            run.batches_done = 0
-            if callbacks:
-                state = TrainerState(model_name=model_name, epoch=run.epoch, global_step=run.global_step,
-                                     history=list(run.history), best_epoch=run.best_epoch, best_value=run.best_value)
-                for callback in callbacks:
-                    callback.on_epoch_end(state)
-                run.stopped_early = run.stopped_early or state.should_stop
-            progress.epoch_end(run.history, value=value, best_value=run.best_value, best_epoch=run.best_epoch)
-            if run.stopped_early:
-                progress.stopped_early(epoch=epoch + 1, patience=cfg.patience)
-            if writes:
-                ckpt.atomic_write_bytes(out_dir / LOG_FILE, "".join(json.dumps(h, sort_keys=True) + "\n"
-                                                                    for h in run.history).encode())
-            if out_dir is not None:
-                save_last()
-            epoch_bar.update(1)
-            epoch_bar.set_postfix({cfg.select_metric: f"{value:.4f}", "best": run.best_epoch})
-            if on_epoch is not None:
-                on_epoch(dict(run.history[-1], select_value=value))
-            if dist_utils.all_sum(ctx, [float(sigint.raised)])[0] and run.epoch < cfg.epochs \
-                    and not run.stopped_early:
-                epoch_bar.close()
-                raise _interrupted(sigint, f"training of {model_name!r} interrupted after epoch {epoch + 1}",
-                                   out_dir / LAST_DIR if out_dir is not None else None)
-        epoch_bar.close()
+    def _interrupted(self, where: str) -> TrainingInterrupted:
+        return _interrupted(self.sigint, f"training of {self.model_name!r} {where}",
+                            self.out_dir / LAST_DIR if self.out_dir is not None else None)
 
-    # -- test once, with the selected weights ---------------------------------------------------------------
-    if best_state is None:
-        raise RuntimeError("no epoch finished, so no weights were selected")
-    model.load_state_dict(best_state)
-    if stage is not None and stage is not stages.model_stages(model)[-1]:  # an earlier stage: no test split
-        if out_dir is not None and not run.finished:
-            run.finished = True
-            save_last(with_optimizer=False)
+    # -- validation and selection ------------------------------------------------------------------------
+    def validate(self) -> tuple[EvalOutput, float, bool]:
+        """Evaluate the validation split and append the epoch's ``log.jsonl`` entry (training losses summed over
+        the ranks); returns the evaluation, its selection value and whether it improves on the best so far."""
+        state, cfg, ctx, stage = self.state, self.cfg, self.ctx, self.stage
+        sums = {k: v for k, v in state.epoch_sums.items() if k not in ("terms", "diagnostics")}
+        # a rank may not have seen every loss term (e.g. terms that need both classes in a batch)
+        term_names = sorted({k for names in dist_utils.all_gather_objects(ctx, sorted(state.epoch_sums["terms"]))
+                             for k in names})
+        totals = dist_utils.all_sum(ctx, [sums["loss"], sums["task"], sums["n"]]
+                                    + [state.epoch_sums["terms"].get(k, 0.0) for k in term_names])
+        count = max(totals[2], 1.0)
+        valid = evaluate(self.model, self.data.splits["valid"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
+                         ctx=ctx, loss=cfg.loss, precision=cfg.precision)
+        if stage is not None and stage.select:
+            value = stages.selection_value(stage, valid.diagnostics)
+        else:
+            value = valid.loss if cfg.select_metric == "loss" else valid.metrics[cfg.select_metric]
+        improved = state.best_value is None or (value < state.best_value if self.lower else value > state.best_value)
+        seconds = state.epoch_seconds_before + time.perf_counter() - state.epoch_started
+        state.history.append({
+            "epoch": state.epoch + 1,
+            "step": state.global_step,
+            "samples_seen": state.samples_seen,
+            "train_loss": totals[0] / count,
+            "train_task_loss": totals[1] / count,
+            "train_terms": {k: totals[3 + i] / count for i, k in enumerate(term_names)},
+            "valid_loss": valid.loss,
+            "valid": valid.metrics,
+            "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)},
+            "seconds": round(seconds, 3),
+            "improved": bool(improved),
+            **({"stage": stage.name} if stage is not None else {}),
+        })
+        train_diagnostics = _gather_diagnostics(ctx, state.epoch_sums.get("diagnostics", {}))
+        if train_diagnostics or valid.diagnostics:
+            state.history[-1].update(train_diagnostics=train_diagnostics, valid_diagnostics=valid.diagnostics)
+        return valid, value, improved
+
+    def select(self, valid: EvalOutput, value: float, improved: bool) -> None:
+        """Keep an improving epoch's weights (in memory and in ``best/``); count the others for early stopping."""
+        state = self.state
+        if improved:
+            state.best_value, state.best_epoch, state.best_valid = value, state.epoch + 1, valid.metrics
+            state.bad_epochs = 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            if self.writes:
+                state.best_sha256 = save_best(self.out_dir, self.model, self.description)
+        else:
+            state.bad_epochs += 1
+            state.stopped_early = state.bad_epochs >= self.cfg.patience
+
+    def end_epoch(self, value: float) -> None:
+        """Close the epoch: callbacks, progress, ``log.jsonl``, the ``last/`` checkpoint, ``on_epoch``; a stop
+        signal received during the epoch ends the run here (:class:`TrainingInterrupted`)."""
+        state, cfg = self.state, self.cfg
+        epoch = state.epoch
+        state.epoch += 1
+        state.batches_done = 0
+        if self.callbacks:
+            shared = TrainerState(model_name=self.model_name, epoch=state.epoch, global_step=state.global_step,
+                                  history=list(state.history), best_epoch=state.best_epoch,
+                                  best_value=state.best_value)
+            for callback in self.callbacks:
+                callback.on_epoch_end(shared)
+            state.stopped_early = state.stopped_early or shared.should_stop
+        self.progress.epoch_end(state.history, value=value, best_value=state.best_value, best_epoch=state.best_epoch)
+        if state.stopped_early:
+            self.progress.stopped_early(epoch=epoch + 1, patience=cfg.patience)
+        if self.writes:
+            ckpt.atomic_write_bytes(self.out_dir / LOG_FILE, "".join(json.dumps(h, sort_keys=True) + "\n"
+                                                                     for h in state.history).encode())
+        if self.out_dir is not None:
+            self.checkpoint()
+        self.epoch_bar.update(1)
+        self.epoch_bar.set_postfix({cfg.select_metric: f"{value:.4f}", "best": state.best_epoch})
+        if self.on_epoch is not None:
+            self.on_epoch(dict(state.history[-1], select_value=value))
+        if dist_utils.all_sum(self.ctx, [float(self.sigint.raised)])[0] and state.epoch < cfg.epochs \
+                and not state.stopped_early:
+            self.epoch_bar.close()
+            raise self._interrupted(f"interrupted after epoch {epoch + 1}")
+
+    # -- checkpoint ----------------------------------------------------------------------------------------
+    def checkpoint(self, with_optimizer: bool = True) -> None:
+        """Write ``last/`` (``with_optimizer=False``: the finished run, counters and generators only)."""
+        _save_last(self.out_dir, self.ctx, self.identity, self.state, self.model,
+                   self.optimizer if with_optimizer else None, self.scheduler if with_optimizer else None,
+                   self.scaler)
+        self.last_save = _clock()
+
+    # -- finish --------------------------------------------------------------------------------------------
+    def finish(self) -> RunResult:
+        """Load the selected weights and test them once (not in a stage before the last, nor without a test
+        split); mark ``last/`` finished and write ``result.json``, the test predictions and the curve."""
+        state, cfg, ctx, out_dir, stage = self.state, self.cfg, self.ctx, self.out_dir, self.stage
+        if self.best_state is None:
+            raise RuntimeError("no epoch finished, so no weights were selected")
+        self.model.load_state_dict(self.best_state)
+        if stage is not None and stage is not stages.model_stages(self.model)[-1]:  # an earlier stage: no test split
+            self._mark_finished()
+            dist_utils.barrier(ctx)
+            if self.writes:
+                ckpt.atomic_write_json(out_dir / RESULT_FILE,
+                                       stages.intermediate_record(state, self.model_name, stage, cfg))
+            return RunResult(best_epoch=state.best_epoch, valid=state.best_valid, test={}, history=state.history,
+                             checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
+                             test_predictions=np.zeros(0), test_features=np.zeros((0, 0)))
+        if "test" not in self.data.splits:  # tuning data holds train and valid only: nothing to test, nothing written
+            dist_utils.barrier(ctx)
+            return RunResult(best_epoch=state.best_epoch, valid=state.best_valid, test={}, history=state.history,
+                             checkpoint_dir=None, test_predictions=np.zeros(0), test_features=np.zeros((0, 0)))
+        test = evaluate(self.model, self.data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding,
+                        ctx=ctx, loss=cfg.loss, precision=cfg.precision)
+        result = RunResult(best_epoch=state.best_epoch, valid=state.best_valid, test=test.metrics,
+                           history=state.history, checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
+                           test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,
+                           test_ids=test.ids, test_diagnostics=test.diagnostics, test_fused=test.fused)
+        self.progress.finished(best_epoch=state.best_epoch, valid=state.best_valid, test=test.metrics,
+                               history=state.history)
+        self._mark_finished()
+        if self.writes:
+            _write_outputs(out_dir, self.model_name, cfg, result, test)
         dist_utils.barrier(ctx)
-        if writes:
-            ckpt.atomic_write_json(out_dir / RESULT_FILE, stages.intermediate_record(run, model_name, stage, cfg))
-        return RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test={}, history=run.history,
-                         checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
-                         test_predictions=np.zeros(0), test_features=np.zeros((0, 0)))
-    if "test" not in data.splits:  # tuning data holds train and valid only: nothing to test, nothing written
-        dist_utils.barrier(ctx)
-        return RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test={}, history=run.history,
-                         checkpoint_dir=None, test_predictions=np.zeros(0), test_features=np.zeros((0, 0)))
-    test = evaluate(model, data.splits["test"], batch_size=cfg.eval_batch_size, padding=cfg.padding, ctx=ctx,
-                    loss=cfg.loss, precision=cfg.precision)
-    result = RunResult(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history,
-                       checkpoint_dir=out_dir / BEST_DIR if out_dir is not None else None,
-                       test_predictions=test.predictions, test_features=test.features, test_labels=test.labels,
-                       test_ids=test.ids, test_diagnostics=test.diagnostics,
-                       test_fused=test.fused)
-    progress.finished(best_epoch=run.best_epoch, valid=run.best_valid, test=test.metrics, history=run.history)
-    if out_dir is not None and not run.finished:
-        run.finished = True
-        save_last(with_optimizer=False)
-    if writes:
-        _write_outputs(out_dir, model_name, cfg, result, test)
-    dist_utils.barrier(ctx)
-    return result
+        return result
 
-
-# -- checkpoint plumbing -----------------------------------------------------------------------------------
-def _identity_config(cfg: TrainConfig) -> dict:
-    """Settings a resumed run must share with the interrupted one (everything that changes the result)."""
-    d = cfg.to_dict()
-    for k in ("out_dir", "resume", "log_every", "save_every", "save_interval", "quiet", "device", "num_threads",
-              "cache_encoder"):
-        d.pop(k)
-    return d
-
-
-def _clear_run_dir(out_dir: Path) -> None:
-    for name in (LAST_DIR, BEST_DIR):
-        if (out_dir / name).exists():
-            shutil.rmtree(out_dir / name)
-    for name in (LOG_FILE, RESULT_FILE, PREDICTIONS_FILE, CURVE_FILE):
-        (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _save_last(out_dir: Path, ctx, identity: dict, run: _Run, model, optimizer, scheduler, scaler=None) -> None:
-    """Write ``last/``: tensor files under a fresh save number, then ``state.json`` naming them."""
-    # every rank's generator states (dropout differs per rank), gathered to rank 0
-    rng_tensors, rng_json = ckpt.capture_rng()
-    rng_tensors.update({GENERATOR_PREFIX + name: g.get_state() for name, g in module_generators(model).items()})
-    gathered = dist_utils.all_gather_objects(ctx, ({k: v.numpy() for k, v in rng_tensors.items()}, rng_json))
-    if ctx.is_main:
-        last = out_dir / LAST_DIR
-        previous = ckpt.read_json(last / "state.json") if (last / "state.json").is_file() else {}
-        number = (previous.get("save_number", 0) if isinstance(previous, dict) else 0) + 1
-        files = {}
-        state = {"format": ckpt.FORMAT_VERSION, "save_number": number, "identity": identity,
-                 "run": run.counters(), "rng": [g[1] for g in gathered],
-                 "epoch_seconds": run.epoch_seconds_before + time.perf_counter() - run.epoch_started}
-        tensors = {f"rank{r}.{k}": torch.from_numpy(v) for r, g in enumerate(gathered) for k, v in g[0].items()}
-        state["best_sha256"], state["sha256"] = run.best_sha256, {}
-        if optimizer is not None:
-            files["model"] = f"model-{number:06d}.safetensors"
-            state["sha256"][files["model"]] = ckpt.save_model_weights(model, last / files["model"])
-            opt_tensors, state["optimizer"] = ckpt.split_optimizer_state(optimizer)
-            tensors.update(opt_tensors)
-            state["scheduler"] = scheduler.state_dict()
-            state["scaler"] = scaler_state(scaler)
-        files["state"] = f"optim-{number:06d}.safetensors"
-        state["sha256"][files["state"]] = ckpt.atomic_write_tensors(last / files["state"], tensors)
-        state["files"] = files
-        ckpt.write_checked_json(last / "state.json", state)
-        for stale in last.glob("*.safetensors"):
-            if stale.name not in files.values():
-                integrity.remove_checked(stale)
-    dist_utils.barrier(ctx)
-
-
-def _checked_best(out_dir: Path, run: _Run, *, restore: bool) -> Path:
-    """``best/model.safetensors`` after its checksum; when damaged, the exact copy in ``last/`` (same sha256 as
-    recorded for best, :mod:`fusionkit.training.integrity`) replaces it, said on stderr; else CheckpointError."""
-    last = out_dir / LAST_DIR
-    alternatives = [last / name for name in sorted(p.name for p in last.glob("model-*.safetensors"))]
-    return integrity.verify_or_fallback(out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS, alternatives,
-                                        [run.best_sha256] if run.best_sha256 else [], restore=restore,
-                                        log=lambda m: print(f"[checkpoint] {m}", file=sys.stderr))
-
-
-def _load_last(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int, scaler=None):
-    """Restore ``run``, the model, optimizer and scheduler from ``last/``; returns the RNG state to restore.
-    Every file is checked (checksum, :mod:`fusionkit.schemas`) first; anything else that does not fit the model
-    is one :class:`CheckpointError` naming ``state.json``."""
-    path = out_dir / LAST_DIR / "state.json"
-    try:
-        return _load_last_checked(out_dir, identity, run, model, optimizer, scheduler, rank, scaler)
-    except ckpt.CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as e:
-        raise ckpt.CheckpointError(f"cannot restore the checkpoint {str(path)!r} ({type(e).__name__}: "
-                                   f"{str(e)[:300]}); it is damaged or belongs to another version: resume from a "
-                                   f"copy or use a new output directory") from None
-
-
-def _load_last_checked(out_dir: Path, identity: dict, run: _Run, model, optimizer, scheduler, rank: int,
-                       scaler=None):
-    from fusionkit.schemas import check_state
-
-    last = out_dir / LAST_DIR
-    integrity.verify(last / "state.json")
-    state = check_state(ckpt.read_json(last / "state.json"), last / "state.json")
-    if state.get("format") != ckpt.FORMAT_VERSION:
-        raise ckpt.CheckpointError(f"{last / 'state.json'} has format {state.get('format')!r}, expected "
-                                   f"{ckpt.FORMAT_VERSION}")
-    saved = state["identity"]
-    saved_precision = saved.get("config", {}).get("precision", "fp32")
-    if saved_precision != identity["config"]["precision"]:
-        raise ckpt.CheckpointError(
-            f"cannot resume from {str(last)!r}: it was trained with precision {saved_precision!r}, this run asks for "
-            f"{identity['config']['precision']!r}; resume with precision {saved_precision!r} (--precision "
-            f"{saved_precision}) or start in a new output directory")
-    if saved != json.loads(json.dumps(identity)):
-        diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != json.loads(json.dumps(identity)).get(k))
-        detail = []
-        for k in ("config",):
-            if k in diff:
-                a, b = saved[k], json.loads(json.dumps(identity[k]))
-                detail += [f"{n}: checkpoint {a.get(n)!r} vs now {b.get(n)!r}" for n in sorted(set(a) | set(b))
-                           if a.get(n) != b.get(n)]
-        raise ckpt.CheckpointError(
-            f"cannot resume from {str(last)!r}: it belongs to a different run ({', '.join(diff)} differ"
-            + (f": {'; '.join(detail)}" if detail else "") + "); use the same settings or a new output directory")
-    run.load_counters(state["run"])
-    run.best_sha256 = state.get("best_sha256")
-    run.epoch_seconds_before = float(state.get("epoch_seconds", 0.0)) if run.batches_done else 0.0
-    tensors = ckpt.load_tensor_file(last / state["files"]["state"])
-    if "model" in state["files"]:
-        recorded = state.get("sha256", {}).get(state["files"]["model"])
-        weights = integrity.verify_or_fallback(last / state["files"]["model"], [out_dir / BEST_DIR / ckpt.MODEL_WEIGHTS],
-                                               [recorded] if recorded else [], restore=rank == 0,
-                                               log=lambda m: print(f"[checkpoint] {m}", file=sys.stderr))
-        ckpt.load_model_weights(model, weights, what=f"{identity['model']!r}")
-        optimizer.load_state_dict(ckpt.merge_optimizer_state(tensors, state["optimizer"]))
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    prefix = f"rank{rank}."
-    rng_tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return rng_tensors, state["rng"][rank]
+    def _mark_finished(self) -> None:
+        if self.out_dir is not None and not self.state.finished:
+            self.state.finished = True
+            self.checkpoint(with_optimizer=False)
 
 
 def _write_outputs(out_dir: Path, model_name: str, cfg: TrainConfig, result: RunResult, test: EvalOutput) -> None:
