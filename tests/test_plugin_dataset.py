@@ -8,6 +8,7 @@ import pytest
 
 import fusionkit
 from fusionkit.data import DataError, load_splits
+from fusionkit.registry import RegistryError
 
 MODULE = textwrap.dedent('''
     import fusionkit
@@ -64,4 +65,61 @@ def test_without_the_plugin_the_name_is_unknown(monkeypatch):
         with pytest.raises(DataError, match="unknown dataset 'tiny-sim'"):
             load_splits("tiny-sim", cache=False)
     finally:
+        fusionkit.reset_registry()
+
+
+BUILTIN_WAY = textwrap.dedent('''
+    import fusionkit
+    from fusionkit.data import readers
+    from fusionkit.data.api import Source
+
+
+    def resolve(root):
+        return Source(name="reviews", format="synthetic", path=None, simulated=True, dims=(74, 47),
+                      description="the synthetic reviews under another name (SIMULATED channels)")
+
+
+    @fusionkit.hookimpl
+    def fusionkit_register_datasets(datasets):
+        datasets.add("reviews", resolve=resolve, read=readers.read_source)  # as fusionkit's own are added
+        datasets.add("synthetic", resolve=resolve, read=readers.read_source, override=True)
+''')
+
+
+def test_the_builtin_datasets_are_registered_entries_in_their_order():
+    from fusionkit.data import DATASET_NAMES
+    from fusionkit.data.builtin_datasets import RESOLVERS
+    from fusionkit.plugins import builtin
+
+    datasets = fusionkit.get_registry().datasets
+    assert datasets.names(builtin=True) == list(DATASET_NAMES) == list(builtin.BUILTIN_DATASETS) == list(RESOLVERS)
+    assert {datasets.get(n).plugin for n in DATASET_NAMES} == {"fusionkit"}
+
+
+def test_a_plugin_dataset_registered_the_builtin_way_loads_by_name(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    info = site / "fk_reviews-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "fk_reviews.py").write_text(BUILTIN_WAY)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fk-reviews\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fusionkit]\nreviews = fk_reviews\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("FUSIONKIT_DISABLE_PLUGINS", raising=False)
+    fusionkit.reset_registry()
+    try:
+        # a built-in name cannot be taken, not even with override=True
+        with pytest.raises(RegistryError, match="'synthetic' from plug-in 'reviews' is a built-in dataset"):
+            fusionkit.get_registry()
+        (site / "fk_reviews.py").write_text(BUILTIN_WAY.rsplit("    datasets.add(\"synthetic\"", 1)[0])
+        sys.modules.pop("fk_reviews", None)
+        fusionkit.reset_registry()
+        data = load_splits("reviews", cache=False, max_samples=5)
+        reference = load_splits("synthetic", cache=False, max_samples=5)
+        assert (data.info.name, data.info.format, data.info.channels) == ("reviews", "synthetic",
+                                                                          reference.info.channels)
+        for split in ("train", "valid", "test"):
+            assert data.splits[split].ids == reference.splits[split].ids
+            assert (data.splits[split].acoustic == reference.splits[split].acoustic).all()
+    finally:
+        sys.modules.pop("fk_reviews", None)
         fusionkit.reset_registry()

@@ -62,3 +62,27 @@ def fusionkit_register_components(registry):
     for name, kind, factory in _BUILTIN_DECLARATIONS:
         if name not in indexed:
             registry.add(name, factory, kind=kind, override=name in registry)
+
+
+# fusionkit's own datasets (:mod:`fusionkit.data.builtin_datasets`, which ``tests/test_plugin_dataset.py`` checks
+# against this list), by name and in this order; that module (and torch) is imported when one is first resolved.
+BUILTIN_DATASETS_MODULE = "fusionkit.data.builtin_datasets"
+BUILTIN_DATASETS = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim", "mosi-covarep", "probe-unique-a",
+                    "probe-unique-v", "probe-synergy", "probe-timing", "probe-redundant", "probe-null")
+
+
+def _dataset(name: str):
+    def resolve(root):
+        return importlib.import_module(BUILTIN_DATASETS_MODULE).resolve(name, root)
+
+    def read(source, *, seed, report):
+        return importlib.import_module(BUILTIN_DATASETS_MODULE).read(source, seed=seed, report=report)
+
+    return resolve, read
+
+
+@hookimpl
+def fusionkit_register_datasets(datasets):
+    for name in BUILTIN_DATASETS:
+        resolve, read = _dataset(name)
+        datasets.add(name, resolve=resolve, read=read)
