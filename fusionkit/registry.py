@@ -102,6 +102,7 @@ class DatasetSpec:
     resolve: Callable  # (root: Path) -> fusionkit.data.api.Source
     read: Callable  # (source, *, seed, report) -> {split: [RawSegment]}
     plugin: str
+    description: str = ""  # one line for ``fusionkit list --kind dataset``
 
     @property
     def builtin(self) -> bool:
@@ -111,13 +112,14 @@ class DatasetSpec:
 
 class DatasetTable:
     """Datasets by name: fusionkit's own and those plug-ins add (hook ``fusionkit_register_datasets``):
-    ``datasets.add(name, resolve=, read=)``."""
+    ``datasets.add(name, resolve=, read=, description=)``."""
 
     def __init__(self, owner: "Registry") -> None:
         self._owner = owner
         self._specs: dict[str, DatasetSpec] = {}
 
-    def add(self, name: str, *, resolve: Callable, read: Callable, override: bool = False) -> None:
+    def add(self, name: str, *, resolve: Callable, read: Callable, override: bool = False,
+            description: str = "") -> None:
         if not isinstance(name, str) or not name or name != name.lower():
             raise RegistryError(f"dataset name must be a non-empty lower-case string, got {name!r}")
         if not callable(resolve) or not callable(read):
@@ -129,7 +131,7 @@ class DatasetTable:
         if taken is not None and not override:
             raise RegistryError(f"dataset name {name!r} from plug-in {self._owner._current_plugin!r} is already "
                                 f"registered by plug-in {taken.plugin!r}; choose another name or pass override=True")
-        self._specs[name] = DatasetSpec(name, resolve, read, self._owner._current_plugin)
+        self._specs[name] = DatasetSpec(name, resolve, read, self._owner._current_plugin, str(description))
 
     def get(self, name: str) -> DatasetSpec | None:
         return self._specs.get(name)

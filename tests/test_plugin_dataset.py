@@ -1,13 +1,14 @@
 """A plug-in adds a dataset by name (hook ``fusionkit_register_datasets``); ``load_splits`` loads it."""
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
 import pytest
 
 import fusionkit
-from fusionkit.data import DataError, load_splits
+from fusionkit.data import DATASET_NAMES, DataError, load_splits
 from fusionkit.registry import RegistryError
 
 MODULE = textwrap.dedent('''
@@ -58,6 +59,16 @@ def test_a_plugin_dataset_loads_by_name(dataset_plugin):
         load_splits("tiny-sm", cache=False)
 
 
+def test_list_shows_the_builtin_and_the_plugin_datasets(dataset_plugin, capsys):
+    from fusionkit.__main__ import main
+
+    assert main(["list", "--kind", "dataset", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == [*DATASET_NAMES, "tiny-sim"]
+    assert rows[-1] == {"name": "tiny-sim", "kind": "dataset", "plugin": "tiny_dataset", "description": ""}
+    assert rows[0]["plugin"] == "fusionkit" and rows[0]["description"].startswith("Generated review sentences")
+
+
 def test_without_the_plugin_the_name_is_unknown(monkeypatch):
     monkeypatch.setenv("FUSIONKIT_DISABLE_PLUGINS", "*")
     fusionkit.reset_registry()
@@ -91,9 +102,13 @@ def test_the_builtin_datasets_are_registered_entries_in_their_order():
     from fusionkit.data.builtin_datasets import RESOLVERS
     from fusionkit.plugins import builtin
 
+    from fusionkit.data.probes import PROBES
+
     datasets = fusionkit.get_registry().datasets
     assert datasets.names(builtin=True) == list(DATASET_NAMES) == list(builtin.BUILTIN_DATASETS) == list(RESOLVERS)
     assert {datasets.get(n).plugin for n in DATASET_NAMES} == {"fusionkit"}
+    # what `fusionkit list --kind dataset` says of a probe is the probe's own rule
+    assert all(datasets.get(p).description.endswith(": " + rule.summary) for p, rule in PROBES.items())
 
 
 def test_a_plugin_dataset_registered_the_builtin_way_loads_by_name(tmp_path, monkeypatch):
