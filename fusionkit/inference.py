@@ -230,14 +230,14 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
     try:
         # a block from a plug-in that is not installed: say which, before building anything
         check_installed(name, description.get("composition") or {})
-        accepted = accepted_kwargs(name)
-        if kwargs.get("bert_config") is None and (accepted is None or "bert_config" in accepted):
-            # every weight comes from the checkpoint: build the text encoder from its config, skip loading it
-            from transformers import AutoConfig
-
-            kwargs["bert_config"] = AutoConfig.from_pretrained(resolve_text_model(kwargs.get("text_model")),
-                                                               local_files_only=True)
         if plan is None:
+            accepted = accepted_kwargs(name)
+            if kwargs.get("bert_config") is None and (accepted is None or "bert_config" in accepted):
+                # every weight comes from the checkpoint: build the text encoder from its config, skip loading it
+                from transformers import AutoConfig
+
+                kwargs["bert_config"] = AutoConfig.from_pretrained(resolve_text_model(kwargs.get("text_model")),
+                                                                   local_files_only=True)
             plan = Plan(model=name, kwargs=kwargs, composition=description.get("composition") or {})
         elif plan.model != name:
             raise ModelBuildError(f"the plan is for model {plan.model!r}, the checkpoint holds {name!r}")
