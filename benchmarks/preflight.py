@@ -1,19 +1,20 @@
 """Checks ``benchmarks.run`` makes before anything is trained or written.
 
-Every model option is checked twice, both driven by the model factory itself (no per-model tables here):
+Every model option is checked by the model factory itself (no per-model tables here):
 
-1. :func:`check_option` — the value against the factory parameter's annotation (``int``, ``float``, ``bool``,
-   ``str``, ``None``, unions, ``Literal``, ``tuple[...]`` / ``Sequence[...]``; other annotations are left to the
-   factory) and a generic range rule: numbers are finite; an integer option whose default is at least 1 (or
-   ``None``) must be at least 1, any other integer option at least 0; a float option whose default is at
-   least 0 must be at least 0; an option whose name contains ``dropout`` is a probability in [0, 1); the
+1. :func:`check_option` (:mod:`fusionkit.options`) — each ``--set`` value as it is parsed, before the data is
+   loaded, named as the user wrote it: against the factory parameter's annotation (``int``, ``float``,
+   ``bool``, ``str``, ``None``, unions, ``Literal``, ``tuple[...]`` / ``Sequence[...]``; other annotations are
+   left to the factory) and a generic range rule: numbers are finite; an integer option whose default is at
+   least 1 (or ``None``) must be at least 1, any other integer option at least 0; a float option whose default
+   is at least 0 must be at least 0; an option whose name contains ``dropout`` is a probability in [0, 1); the
    entries of an integer-list option named ``*layers`` are 1-based layer indices (at least 1).
-2. :func:`preflight` — every table row's model is built once on the ``meta`` device (no memory, no weights
-   read; a model that cannot be built there is built for real on the CPU) with the dataset's feature sizes
-   and the text encoder in use, so the factory's own checks (divisibility, layer indices vs the encoder's
-   depth, choices) run; its training settings are resolved with the model's ``train_defaults`` and checked
+2. :func:`preflight` — every table row is planned once (:func:`fusionkit.planning.plan`: the dataset's feature
+   sizes merged, every option name and value checked as above, the model built once on the ``meta`` device
+   with the text encoder in use, so the factory's own checks (divisibility, layer indices vs the encoder's
+   depth, choices) run); its training settings are resolved with the model's ``train_defaults`` and checked
    by :class:`fusionkit.training.TrainConfig`. A failure becomes one :class:`UsageError` naming the model,
-   the options given and the factory's reason.
+   the options given and the factory's reason. The row is trained with that plan.
 """
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def clearly_above_zero(mean: float | None, half_width: float | None) -> bool:
 # -- reading runs -------------------------------------------------------------------------------------------------
 def read_predictions(run_dir: Path) -> tuple[list, np.ndarray, np.ndarray]:
     """``(ids, labels, predictions)`` of a run's ``test_predictions.csv``."""
-    from fusionkit.training.engine import PREDICTIONS_FILE
+    from fusionkit.training import PREDICTIONS_FILE
 
     with open(run_dir / PREDICTIONS_FILE, newline="") as fh:
         rows = list(csv.DictReader(fh))

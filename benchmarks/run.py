@@ -385,15 +385,13 @@ def select_modalities(data, spec: str | None):
 
 def check_modalities(variants: list, data, model_kwargs: dict) -> None:
     """Before any training: every model must build on the data's modalities (a model that cannot run without a
-    modality, or not on text alone, says so here). Built with a randomly initialised encoder from the text
-    model's config, so no weights are loaded; skipped when every modality is present."""
+    modality, or not on text alone, says so here). Planned (:func:`fusionkit.planning.plan`: the data's sizes and
+    modalities merged, options checked, one dry build) with a randomly initialised encoder from the text model's
+    config, so no weights are loaded; skipped when every modality is present."""
     if tuple(data.info.modalities) == ("t", "a", "v"):
         return
-    import torch
-
+    from fusionkit.planning import plan
     from fusionkit.training import ModelBuildError
-    from fusionkit.training.build import build_model
-    from fusionkit.planning import data_build_kwargs
 
     config = model_kwargs.get("bert_config")
     if config is None:
@@ -402,16 +400,11 @@ def check_modalities(variants: list, data, model_kwargs: dict) -> None:
         from fusionkit.encoders.bert import resolve_text_model
 
         config = AutoConfig.from_pretrained(resolve_text_model(model_kwargs.get("text_model")), local_files_only=True)
-    state = torch.random.get_rng_state()
-    try:
-        for variant in variants:
-            kwargs = {**model_kwargs, **variant.kwargs, "bert_config": config}
-            try:
-                build_model(variant.model, data_build_kwargs(data, kwargs, variant.model))
-            except (ModelBuildError, ValueError) as e:
-                raise UsageError(f"{variant.label} on modalities {','.join(data.info.modalities)}: {e}") from None
-    finally:
-        torch.random.set_rng_state(state)
+    for variant in variants:
+        try:
+            plan(variant.model, data, **{**model_kwargs, **variant.kwargs, "bert_config": config})
+        except (ModelBuildError, ValueError) as e:
+            raise UsageError(f"{variant.label} on modalities {','.join(data.info.modalities)}: {e}") from None
 
 
 # -- runs --------------------------------------------------------------------------------------------------

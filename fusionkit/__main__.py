@@ -1,5 +1,6 @@
 """``python -m fusionkit list [--kind KIND] [--json]``: every registered component with its kind, plug-in and
-description, then each model's slots with their default blocks. ``python -m fusionkit show NAME``: a model's
+description, then each model's slots with their default blocks (``--kind dataset``: the registered datasets,
+fusionkit's own and the plug-ins'). ``python -m fusionkit show NAME``: a model's
 slots and their contracts, or a component's kind, plug-in, constructor and the model slots that take its kind.
 
 Built-in components are described from the static index (:mod:`fusionkit.plugins.index`), so both commands
@@ -30,7 +31,7 @@ def _main(argv: list[str] | None) -> int:
     sub.add_parser("extract", help="word-aligned features from clips and word timings (docs/extraction.md)")
     sub.add_parser("predict", help="score new clips with a run trained on extracted features")
     p_list = sub.add_parser("list", help="list registered components and each model's slots")
-    p_list.add_argument("--kind", default=None, help="only this kind")
+    p_list.add_argument("--kind", default=None, help="only this kind (dataset: the registered datasets)")
     p_list.add_argument("--json", action="store_true", help="one JSON array: name, kind, plugin, description "
                                                             "(and a model's slot defaults)")
     p_show = sub.add_parser("show", help="a model's slots and their contracts, or one component")
@@ -41,14 +42,16 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         registry = get_registry()
-        if args.command == "list" and args.kind is not None and args.kind not in KINDS:
-            raise ValueError(f"unknown kind {args.kind!r}; expected one of {', '.join(KINDS)}")
+        if args.command == "list" and args.kind is not None and args.kind not in (*KINDS, "dataset"):
+            raise ValueError(f"unknown kind {args.kind!r}; expected one of {', '.join(KINDS)}, dataset")
         if args.command == "show":
             registry.get(args.name)
     except Exception as exc:  # noqa: BLE001 - CLI boundary
         raise UsageError(str(exc).strip("'\"")) from None
     if args.command == "show":
         return _show(registry, args.name)
+    if args.kind == "dataset":
+        return _list_datasets(registry, as_json=args.json)
     specs = sorted((s for s in registry.specs() if args.kind is None or s.kind == args.kind),
                    key=lambda s: (s.kind, s.name))
     if args.json:
@@ -67,6 +70,21 @@ def _main(argv: list[str] | None) -> int:
         for model in models:
             defaults = _slot_defaults(registry, model)
             print(f"{model}: " + (", ".join(f"{k}={v}" for k, v in defaults.items()) or "(none declared)"))
+    return 0
+
+
+def _list_datasets(registry, *, as_json: bool) -> int:
+    """The dataset names ``load_splits`` and ``--dataset`` take: fusionkit's own in their order, then the plug-ins'."""
+    specs = [registry.datasets.get(n) for n in registry.datasets.names()]
+    if as_json:
+        print(json.dumps([{"name": s.name, "kind": "dataset", "plugin": s.plugin, "description": s.description}
+                          for s in specs], indent=1))
+        return 0
+    width = max((len(s.name) for s in specs), default=4)
+    plugin_width = max((len(s.plugin) for s in specs), default=6)
+    print(f"{'name':<{width}}  {'kind':<8}  {'plugin':<{plugin_width}}  description")
+    for s in specs:
+        print(f"{s.name:<{width}}  {'dataset':<8}  {s.plugin:<{plugin_width}}  {s.description}")
     return 0
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from fusionkit.slots import check_installed
-from fusionkit.build import ModelBuildError, accepted_kwargs, build_model, from_json_kwargs
+from fusionkit.build import ModelBuildError, accepted_kwargs, from_json_kwargs
+from fusionkit.planning import Plan
 from fusionkit.training.checkpoint import MODEL_JSON, MODEL_WEIGHTS, CheckpointError, load_model_weights, read_json
 
 
@@ -99,7 +100,7 @@ class Predictor:
 
     def evaluate(self, dataset, *, batch_size: int = 64):
         """Predictions and metrics on a labelled :class:`~fusionkit.data.MultimodalDataset`."""
-        from fusionkit.training.engine import evaluate
+        from fusionkit.training import evaluate
 
         self._check_dims(dataset.d_acoustic, dataset.d_visual, f"dataset {getattr(dataset, 'name', '') or ''!r}")
         return evaluate(self.model, dataset, batch_size=batch_size)
@@ -197,8 +198,13 @@ class Predictor:
         return scores[0] if single else scores
 
 
-def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor:
-    """Rebuild the model saved in ``checkpoint_dir`` (a ``best/`` directory or the run directory above it)."""
+def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -> Predictor:
+    """Rebuild the model saved in ``checkpoint_dir`` (a ``best/`` directory or the run directory above it).
+
+    The model is built as a :class:`fusionkit.planning.Plan` (the object the engine and the benchmarks train):
+    the one of ``model.json`` (its options checked as :func:`fusionkit.plan` checks them), or ``plan``, a plan of
+    the same model whose weights are the checkpoint's (e.g. ``fusionkit.plan(name, data, **options)``).
+    """
     from fusionkit.encoders.bert import load_tokenizer, resolve_text_model
     from fusionkit.training.distributed import resolve_device
 
@@ -224,17 +230,21 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu") -> Predictor
     try:
         # a block from a plug-in that is not installed: say which, before building anything
         check_installed(name, description.get("composition") or {})
-        accepted = accepted_kwargs(name)
-        if kwargs.get("bert_config") is None and (accepted is None or "bert_config" in accepted):
-            # every weight comes from the checkpoint: build the text encoder from its config, skip loading it
-            from transformers import AutoConfig
+        if plan is None:
+            accepted = accepted_kwargs(name)
+            if kwargs.get("bert_config") is None and (accepted is None or "bert_config" in accepted):
+                # every weight comes from the checkpoint: build the text encoder from its config, skip loading it
+                from transformers import AutoConfig
 
-            kwargs["bert_config"] = AutoConfig.from_pretrained(resolve_text_model(kwargs.get("text_model")),
-                                                               local_files_only=True)
-        model = build_model(name, kwargs)
+                kwargs["bert_config"] = AutoConfig.from_pretrained(resolve_text_model(kwargs.get("text_model")),
+                                                                   local_files_only=True)
+            plan = Plan(model=name, kwargs=kwargs, composition=description.get("composition") or {})
+        elif plan.model != name:
+            raise ModelBuildError(f"the plan is for model {plan.model!r}, the checkpoint holds {name!r}")
+        model = plan.build()
     except ModelBuildError as e:
         raise CheckpointError(f"cannot rebuild the model described by {path / MODEL_JSON}: {e}") from None
     load_model_weights(model, _checked_weights(path), what=f"{name!r} described by {path / MODEL_JSON}")
     model.to(dev)
-    tokenizer = load_tokenizer(kwargs.get("text_model"))
+    tokenizer = load_tokenizer(plan.kwargs.get("text_model"))
     return Predictor(model, description, tokenizer, dev)

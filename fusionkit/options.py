@@ -132,9 +132,10 @@ def _range_problem(name: str, value, default) -> str | None:
     return None
 
 
-def check_option(model: str, key: str, value, raw: str | None = None):
+def check_option(model: str, key: str, value, raw: str | None = None, *, where: str | None = None):
     """Check ``--set model.key=value`` (``value`` parsed as JSON, ``raw`` the text) against the factory's
-    annotation and the range rule; returns the value to pass, or raises :class:`UsageError`."""
+    annotation and the range rule; returns the value to pass, or raises :class:`UsageError`. ``where``: how the
+    message names the option (default ``--set model.key=value``)."""
     from fusionkit.build import model_spec
 
     factory = model_spec(model).factory
@@ -142,7 +143,8 @@ def check_option(model: str, key: str, value, raw: str | None = None):
     if param is None:  # a factory taking **kwargs: nothing to check against
         return value
     hint = _hints(factory).get(key)
-    where = f"--set {model}.{key}={raw if raw is not None else _shown(value)}"
+    if where is None:
+        where = f"--set {model}.{key}={raw if raw is not None else _shown(value)}"
     if hint is not None:
         ok = matches(value, hint)
         if ok is False:

@@ -5,14 +5,17 @@
 1. merges the data's sizes into the build arguments (``d_acoustic``, ``d_visual`` and, for data with fewer
    modalities than ``t,a,v``, ``modalities``), refusing arguments that contradict the data;
 2. checks every option against the factory's accepted keywords (one :class:`~fusionkit.build.ModelBuildError`
-   naming the option and the accepted ones);
+   naming the option and the accepted ones) and every option value against the factory parameter's annotation
+   and the generic range rule (:func:`fusionkit.options.check_option`, the check of ``--set`` and of a
+   checkpoint's ``model.json``);
 3. resolves the composition (the block in every slot, and the plug-in that provides it);
 4. builds the model once on the meta device (shapes only; a block other than a slot's default is dry-run against
    its contract there), with the global RNG state left as it was, to read the model's ``train_defaults`` and
    size.
 
-The engine (:func:`fusionkit.training.train_and_evaluate`), the benchmarks and :meth:`Plan.build` accept the plan,
-so the arguments are merged and checked in one place. Imports: this module sits above :mod:`fusionkit.slots` and
+The engine (:func:`fusionkit.training.train_and_evaluate`), the benchmarks and the inference loader
+(:func:`fusionkit.inference.load`) take the plan and build the model with :meth:`Plan.build`, so the arguments
+are merged and checked in one place. Imports: this module sits above :mod:`fusionkit.slots` and
 below :mod:`fusionkit.training`.
 """
 from __future__ import annotations
@@ -80,6 +83,38 @@ class Plan:
         return build_model(self.model, self.kwargs)
 
 
+# options that are not checked by value here: the encoder config (an object) and the data's sizes (0 = absent)
+_UNCHECKED = ("bert_config", "d_acoustic", "d_visual")
+_OPAQUE = object()
+
+
+def _json_view(value):
+    """``value`` as ``--set`` would give it (tuples as lists), or ``_OPAQUE`` for an object, a dict (a slot's
+    block with its arguments, checked by the build) or anything else JSON does not hold."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_json_view(v) for v in value]
+        return _OPAQUE if any(v is _OPAQUE for v in items) else items
+    return _OPAQUE
+
+
+def check_options(model: str, kwargs: dict) -> None:
+    """Every option value of ``kwargs`` against ``model``'s factory (:func:`fusionkit.options.check_option`);
+    one :class:`~fusionkit.build.ModelBuildError` naming the option, what it takes and the value given."""
+    from fusionkit.cli import UsageError
+    from fusionkit.options import _shown, check_option
+
+    for key, value in kwargs.items():
+        shown = _json_view(value)
+        if key in _UNCHECKED or shown is _OPAQUE:
+            continue
+        try:
+            check_option(model, key, shown, where=f"plan({model!r}, {key}={_shown(shown)})")
+        except UsageError as e:
+            raise ModelBuildError(str(e)) from None
+
+
 def _build_on_meta(model: str, kwargs: dict) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         try:
@@ -97,8 +132,8 @@ def plan(model: str, data=None, **options) -> Plan:
 
     ``data``: a loaded dataset (its feature sizes and modalities are merged), or ``None`` (then pass
     ``d_acoustic`` / ``d_visual`` yourself). Raises :class:`~fusionkit.build.ModelBuildError` (an unknown model or
-    option, a misfit block: :class:`~fusionkit.slots.SlotError`) or the factory's own ``ValueError`` before any
-    real build.
+    option, a value the option does not take, a misfit block: :class:`~fusionkit.slots.SlotError`) or the
+    factory's own ``ValueError`` before any real build.
     """
     kwargs = data_build_kwargs(data, options, model) if data is not None else dict(options)
     accepted = accepted_kwargs(model)  # an unknown model raises here
@@ -107,6 +142,7 @@ def plan(model: str, data=None, **options) -> Plan:
         if bad:
             raise ModelBuildError(f"model {model!r} does not accept {', '.join(bad)}; its options are "
                                   f"{', '.join(sorted(accepted))}")
+    check_options(model, kwargs)
     composition = resolve_composition(model, kwargs)
     built = _build_on_meta(model, kwargs)
     defaults = {k: v for k, v in dict(getattr(built, "train_defaults", {}) or {}).items() if k != "seed"}

@@ -102,31 +102,46 @@ class DatasetSpec:
     resolve: Callable  # (root: Path) -> fusionkit.data.api.Source
     read: Callable  # (source, *, seed, report) -> {split: [RawSegment]}
     plugin: str
+    description: str = ""  # one line for ``fusionkit list --kind dataset``
+
+    @property
+    def builtin(self) -> bool:
+        """Whether fusionkit itself registered it (a name then resolves before a path of that name)."""
+        return self.plugin == "fusionkit"
 
 
 class DatasetTable:
-    """Datasets added by plug-ins (hook ``fusionkit_register_datasets``): ``datasets.add(name, resolve=, read=)``."""
+    """Datasets by name: fusionkit's own and those plug-ins add (hook ``fusionkit_register_datasets``):
+    ``datasets.add(name, resolve=, read=, description=)``."""
 
     def __init__(self, owner: "Registry") -> None:
         self._owner = owner
         self._specs: dict[str, DatasetSpec] = {}
 
-    def add(self, name: str, *, resolve: Callable, read: Callable, override: bool = False) -> None:
+    def add(self, name: str, *, resolve: Callable, read: Callable, override: bool = False,
+            description: str = "") -> None:
         if not isinstance(name, str) or not name or name != name.lower():
             raise RegistryError(f"dataset name must be a non-empty lower-case string, got {name!r}")
         if not callable(resolve) or not callable(read):
             raise RegistryError(f"dataset {name!r}: resolve and read must be callables")
         taken = self._specs.get(name)
+        if taken is not None and taken.builtin and self._owner._current_plugin != taken.plugin:
+            raise RegistryError(f"dataset name {name!r} from plug-in {self._owner._current_plugin!r} is a built-in "
+                                f"dataset of fusionkit, which cannot be replaced; choose another name")
         if taken is not None and not override:
             raise RegistryError(f"dataset name {name!r} from plug-in {self._owner._current_plugin!r} is already "
                                 f"registered by plug-in {taken.plugin!r}; choose another name or pass override=True")
-        self._specs[name] = DatasetSpec(name, resolve, read, self._owner._current_plugin)
+        self._specs[name] = DatasetSpec(name, resolve, read, self._owner._current_plugin, str(description))
 
     def get(self, name: str) -> DatasetSpec | None:
         return self._specs.get(name)
 
-    def names(self) -> list[str]:
-        return sorted(self._specs)
+    def names(self, *, builtin: bool | None = None) -> list[str]:
+        """fusionkit's own names in their order, then the plug-ins' sorted (``builtin``: only the one or the
+        other)."""
+        own = [n for n, s in self._specs.items() if s.builtin]
+        added = sorted(n for n, s in self._specs.items() if not s.builtin)
+        return (own if builtin is not False else []) + (added if builtin is not True else [])
 
 
 class Registry:

@@ -444,6 +444,9 @@ def check_installed(model: str, composition: dict) -> None:
         block, plugin = entry.get("block"), entry.get("plugin")
         if block is None:
             continue
+        if not isinstance(block, str):  # a hand-edited model.json
+            raise SlotError(f"{model}.{slot} records block {block!r}, which is not a block name; record the "
+                            f"registered name of the block the model was built with")
         if block not in registry:
             raise SlotError(f"{model}.{slot} was built with block {block!r} from plug-in {plugin!r}, which is not "
                             f"installed here; install the package that provides plug-in {plugin!r} (entry-point "

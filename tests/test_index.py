@@ -60,7 +60,8 @@ def test_list_and_show_import_no_torch_and_no_model():
     proc = _python(
         "import sys\n"
         "from fusionkit.__main__ import main\n"
-        "for argv in (['list'], ['list', '--json', '--kind', 'model'], ['show', 'mhmf'], ['show', 'gated_fusion']):\n"
+        "for argv in (['list'], ['list', '--json', '--kind', 'model'], ['list', '--kind', 'dataset'], ['show', 'mhmf'],\n"
+        "             ['show', 'gated_fusion']):\n"
         "    assert main(argv) == 0\n"
         f"print(sorted(m for m in {HEAVY!r} + ('baselines', 'recipes', 'fusionkit.components') if m in sys.modules),"
         " file=sys.stderr)\n")

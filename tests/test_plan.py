@@ -97,3 +97,38 @@ def test_every_metric_carries_its_table_label():
     labels = [metric_label(m) for m in METRICS]
     assert labels[:2] == ["Acc2 has0", "Acc2 non0"] and metric_label("mae") == "MAE"
     assert len(set(labels)) == len(METRICS) and all(get_metric(m).label == metric_label(m) for m in METRICS)
+
+
+def test_plan_refuses_a_bad_option_value_before_any_build(data, monkeypatch):
+    import fusionkit.planning as planning
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built despite a bad option value")
+
+    monkeypatch.setattr(planning, "_build_on_meta", no_build)
+    with pytest.raises(ModelBuildError) as e:
+        fusionkit.plan("mhmf", data, d_fusion="x")
+    assert str(e.value) == ("plan('mhmf', d_fusion=\"x\"): option d_fusion of model 'mhmf' takes an integer or null, "
+                            "got the string \"x\"")
+    with pytest.raises(ModelBuildError, match=r"option dropout of model 'mhmf' is a dropout probability in \[0, 1\), "
+                                              r"got 1.5"):
+        fusionkit.plan("mhmf", data, dropout=1.5)
+    with pytest.raises(ModelBuildError, match=r"plan\('mhmf', audio_layers=\[0, 2\]\): layer 0 is below 1"):
+        fusionkit.plan("mhmf", data, audio_layers=(0, 2))  # a tuple is checked as the list it is
+
+
+@pytest.mark.slow
+def test_the_inference_loader_builds_a_plan(data, tmp_path):
+    tiny = {"bert_config": tiny_bert_config(hidden_size=16, num_layers=2, heads=2)}
+    planned = fusionkit.plan("text", data, **tiny)
+    cfg = TrainConfig(epochs=1, batch_size=8, quiet=True, num_threads=1, out_dir=str(tmp_path))
+    train_and_evaluate(planned, data, cfg)
+    by_json = fusionkit.load(tmp_path)
+    by_plan = fusionkit.load(tmp_path, plan=planned)
+    assert by_json.model.state_dict().keys() == by_plan.model.state_dict().keys()
+    assert all(torch.equal(v, by_plan.model.state_dict()[k]) for k, v in by_json.model.state_dict().items())
+    with pytest.warns(UserWarning, match="no acoustic or visual features"):
+        assert by_json.predict("a fine film") == by_plan.predict("a fine film")
+    with pytest.raises(fusionkit.training.CheckpointError, match="the plan is for model 'mhmf', the checkpoint "
+                                                                 "holds 'text'"):
+        fusionkit.load(tmp_path, plan=fusionkit.plan("mhmf", data, **tiny))

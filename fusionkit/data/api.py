@@ -13,12 +13,13 @@ from fusionkit.data.dataset import DatasetInfo, LoadedData, MultimodalDataset, b
 from fusionkit.data.errors import DataError, LoadReport
 from fusionkit.data.probes import PROBE_NAMES
 from fusionkit.data.probes import fingerprint as probe_fingerprint
+from fusionkit.data.readers import DIMS  # noqa: F401 - re-exported
 from fusionkit.data.segments import SPLITS, sanitize_features
 from fusionkit.data.simulate import fingerprint as sim_fingerprint
 from fusionkit.data.tokenizers import get_tokenizer, tokenizer_identity
 
+# fusionkit's own datasets (fusionkit.data.builtin_datasets, registered in the dataset registry), in this order
 DATASET_NAMES = ("synthetic", "mosi", "mosei", "mosi-sim", "mosei-sim", "mosi-covarep") + PROBE_NAMES
-DIMS = {"mosi": (74, 47), "mosei": (74, 35)}
 COVAREP_MEANS = "mosi_covarep_utterance_mean.csv"
 COVAREP_DESCRIPTION = (
     "CMU-MOSI transcripts, labels and official split; acoustic channel read from " + COVAREP_MEANS + ": the "
@@ -54,6 +55,7 @@ class Source:
     extra: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)  # modality → segment-level feature table (joined by id)
     channels: dict = field(default_factory=dict)  # modality → "file" / "simulated" / "absent" (known up front)
+    dataset: str | None = None  # the registered dataset it was resolved as (None: a path); read by its ``read``
 
     def checksum(self, seed: int) -> str:
         if self.path is None:
@@ -123,51 +125,12 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
     if features and key in DATASET_NAMES:
         raise DataError(f"features: dataset {key!r} comes with its own channels; pass a segment table's path "
                         f"(e.g. <root>/mosi/mosi_segments.csv) to join feature tables to it")
-    if key in PROBE_NAMES:  # fusion probes (fusionkit.data.probes)
-        from fusionkit.data import probes
-
-        return probes.resolve(key, root=data_root(data_root_dir))
-    if key == "mosi-covarep":
-        root = data_root(data_root_dir)
-        path, table = root / "mosi" / "mosi_segments.csv", root / "mosi" / COVAREP_MEANS
-        missing = [p for p in (path, table) if not p.is_file()]
-        if missing:
-            raise _missing(key, missing, f"put the CMU-MOSI segment table mosi_segments.csv and the COVAREP "
-                                         f"utterance means {COVAREP_MEANS} in {root / 'mosi'}")
-        return Source(name=key, format="feature_table", path=path, simulated=False, dims=None,
-                      description=COVAREP_DESCRIPTION.format(layout=LAYOUT_WORDS["repeat"]), features={"acoustic": table},
-                      channels={"text": "file", "acoustic": "file", "visual": "absent"})
-    if key == "synthetic":
-        return Source(
-            name="synthetic", format="synthetic", path=None, simulated=True, dims=(74, 47),
-            description="generated review sentences from a small sentiment lexicon with SIMULATED, "
-                        "label-correlated nonverbal channels (74-d acoustic, 47-d visual); no files",
-        )
-    if key in ("mosi-sim", "mosei-sim"):
-        corpus = key.split("-")[0]
-        root = data_root(data_root_dir)
-        path = root / corpus / f"{corpus}_segments.csv"
-        if not path.is_file():
-            raise _missing(key, [path], f"put the {corpus.upper()} segment table {corpus}_segments.csv (columns "
-                                        f"segment_id, video_id, clip_id, start, end, label, split, transcript, words) "
-                                        f"in {root / corpus}")
-        d_v = DIMS[corpus][1]
-        return Source(name=key, format="segments_csv", path=path, simulated=True, dims=(74, d_v),
-                      description=SIM_DESCRIPTION.format(corpus=f"CMU-{corpus.upper()}", d_v=d_v))
-    if key in ("mosi", "mosei"):
-        root = data_root(data_root_dir)
-        candidates = readers.candidate_paths(key, root)
-        for path in candidates:
-            if readers.holds_data(path):
-                fmt = readers.detect_format(path)
-                # the channels are what the reader produces (read from this file), not what the name promises
-                return Source(name=key, format=fmt, path=path, simulated=False, dims=None,
-                              description=f"features read from {path}", extra={"corpus": key})
-        tried = [*candidates[:-1], f"{candidates[-1]}/*.csd"]
-        raise _missing(key, tried, f"put real {key.upper()} features there in one of the supported formats: "
-                                        f"MAG-BERT's {key}.pkl, MMSA's aligned_50.pkl / unaligned_50.pkl, or a "
-                                        f"directory of CMU-MultimodalSDK .csd files (words, COVAREP, FACET, labels); "
-                                        f"or use '{key}-sim' (real transcripts, simulated nonverbal channels)")
+    datasets = _datasets()
+    spec = datasets.get(key)
+    if spec is not None and spec.builtin:  # fusionkit's own (fusionkit.data.builtin_datasets)
+        source = spec.resolve(data_root(data_root_dir))
+        source.dataset = key
+        return source
     path = Path(text).expanduser()
     if path.exists():
         fmt = readers.detect_format(path)
@@ -176,13 +139,15 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
         description = (SIM_DESCRIPTION.format(corpus=path.name, d_v=dims[1]) if simulated
                        else f"features read from {path.name}")
         return Source(name=path.stem, format=fmt, path=path, simulated=simulated, dims=dims, description=description)
-    added = _plugin_datasets()
-    spec = added.get(key) if key not in DATASET_NAMES else None
     if spec is not None:  # a dataset a plug-in added (hook fusionkit_register_datasets)
+        from fusionkit.data.readers import FORMAT_READERS
+
         source = spec.resolve(data_root(data_root_dir))
-        source.format, source.extra = PLUGIN_FORMAT, {**source.extra, "dataset": key}
+        if source.format not in FORMAT_READERS:  # a format of the plug-in's own, read by its ``read`` alone
+            source.format = PLUGIN_FORMAT
+        source.extra, source.dataset = {**source.extra, "dataset": key}, key
         return source
-    names = ", ".join((*DATASET_NAMES, *added.names()))
+    names = ", ".join(datasets.names())
     if "/" in text or os.sep in text or Path(text).suffix:
         raise DataError(f"data file {text!r} does not exist; pass an existing file or one of the dataset names: "
                         f"{names}")
@@ -192,7 +157,8 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
 PLUGIN_FORMAT = "plugin"
 
 
-def _plugin_datasets():
+def _datasets():
+    """The dataset registry: fusionkit's own datasets and the plug-ins'."""
     from fusionkit.registry import get_registry
 
     return get_registry().datasets
@@ -202,27 +168,9 @@ def _read_segments(source: Source, *, seed: int, report: LoadReport) -> tuple[di
     """``({split: [RawSegment]}, aligned)`` with features sanitized (counted in ``report``)."""
     from fusionkit.data import readers
 
-    if source.format == "synthetic":
-        raw = readers.read_synthetic(seed=seed)
-    elif source.format == PLUGIN_FORMAT:
-        raw = _plugin_datasets().get(source.extra["dataset"]).read(source, seed=seed, report=report)
-    elif source.format == "feature_table":
-        from fusionkit.data.feature_tables import join_features, read_feature_table
-        from fusionkit.data.segments_csv import read_segments_csv
-
-        raw = read_segments_csv(source.path, dims=None, report=report, simulate=False)
-        tables = {m: read_feature_table(p) for m, p in source.features.items()}
-        join_features(raw, tables, layout=source.extra.get("segment_features", "repeat"), report=report)
-        source.extra["feature_names"] = {m: t.names for m, t in tables.items()}
-        if any(t.word_level for t in tables.values()):  # word-level tables (python -m fusionkit extract)
-            source.description = source.description.replace("; one vector per segment", "; word-level rows: " + ", ".join(
-                m for m, t in sorted(tables.items()) if t.word_level))
-    else:
-        if source.format in ("pickle", "mag_pickle") and source.extra.get("corpus") in DIMS:
-            source.extra["mag_dims"] = DIMS[source.extra["corpus"]]  # MAG-BERT's COVAREP/FACET sizes
-        raw = readers.read(source, report=report)
-        if not source.simulated:
-            source.description += f" ({source.format})"
+    spec = _datasets().get(source.dataset) if source.dataset is not None else None
+    # a named dataset's own read; a path: the reader of its format
+    raw = (spec.read if spec is not None else readers.read_source)(source, seed=seed, report=report)
     if source.simulated:  # generated features may carry the simulated -inf artifacts
         for split, segments in raw.items():
             for seg in segments:

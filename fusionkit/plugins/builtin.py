@@ -1,4 +1,4 @@
-"""The plug-in of fusionkit's own blocks, and the lazy entries of fusionkit's own components.
+"""The plug-in of fusionkit's own blocks and datasets, and the lazy entries of fusionkit's own components.
 
 fusionkit's models (``baselines``, ``recipes``) are not imported here: they are declared through entry points of
 the group ``fusionkit`` in ``pyproject.toml``, the same way a third-party plug-in is, so that the library package
@@ -62,3 +62,44 @@ def fusionkit_register_components(registry):
     for name, kind, factory in _BUILTIN_DECLARATIONS:
         if name not in indexed:
             registry.add(name, factory, kind=kind, override=name in registry)
+
+
+# fusionkit's own datasets (:mod:`fusionkit.data.builtin_datasets`, which ``tests/test_plugin_dataset.py`` checks
+# against this table), by name and in this order, with what ``fusionkit list --kind dataset`` says of each; that
+# module (and torch) is imported when one is first resolved.
+BUILTIN_DATASETS_MODULE = "fusionkit.data.builtin_datasets"
+_PROBE = "Fusion probe on the CMU-MOSI transcripts, simulated nonverbal channels: "
+BUILTIN_DATASETS = {
+    "synthetic": "Generated review sentences with simulated, label-correlated acoustic and visual channels; no files.",
+    "mosi": "CMU-MOSI with word-aligned features read from files (MAG-BERT or MMSA pickle, CMU-MultimodalSDK .csd).",
+    "mosei": "CMU-MOSEI with word-aligned features read from files (MAG-BERT or MMSA pickle, CMU-MultimodalSDK .csd).",
+    "mosi-sim": "CMU-MOSI transcripts, labels and split with simulated acoustic and visual channels.",
+    "mosei-sim": "CMU-MOSEI transcripts, labels and split with simulated acoustic and visual channels.",
+    "mosi-covarep": "CMU-MOSI transcripts with the per-segment mean of 73 COVAREP dimensions as the acoustic "
+                    "channel; no visual channel.",
+    "probe-unique-a": _PROBE + "30% of segments are ironic (target −y); the flag is an acoustic cue on 3 words",
+    "probe-unique-v": _PROBE + "30% of segments are ironic (target −y); the flag is a visual cue on 3 words",
+    "probe-synergy": _PROBE + "acoustic and visual cues each present with p=1/2; target −y when exactly one is "
+                              "present (XOR)",
+    "probe-timing": _PROBE + "every segment has an acoustic cue on 3 words; target −y when they are in the first "
+                             "half of the utterance (p=0.3)",
+    "probe-redundant": _PROBE + "acoustic cue on the words of a fixed sentiment lexicon, signed by polarity; target y",
+    "probe-null": _PROBE + "acoustic and visual cues (each p=0.3) unrelated to the target; target y",
+}
+
+
+def _dataset(name: str):
+    def resolve(root):
+        return importlib.import_module(BUILTIN_DATASETS_MODULE).resolve(name, root)
+
+    def read(source, *, seed, report):
+        return importlib.import_module(BUILTIN_DATASETS_MODULE).read(source, seed=seed, report=report)
+
+    return resolve, read
+
+
+@hookimpl
+def fusionkit_register_datasets(datasets):
+    for name, description in BUILTIN_DATASETS.items():
+        resolve, read = _dataset(name)
+        datasets.add(name, resolve=resolve, read=read, description=description)

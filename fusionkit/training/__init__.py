@@ -2,14 +2,15 @@
 from fusionkit.training.build import ModelBuildError, accepted_kwargs, build_model, model_description
 from fusionkit.training.checkpoint import CheckpointError
 from fusionkit.training.config import GLOBAL_DEFAULTS, TrainConfig
-from fusionkit.training.engine import (EvalOutput, RunResult, TrainerCallback, TrainerState, TrainingInterrupted, evaluate,
-                                      train_and_evaluate)
+from fusionkit.training.engine import (PREDICTIONS_FILE, EvalOutput, RunResult, TrainerCallback, TrainerState,
+                                      TrainingInterrupted, evaluate, train_and_evaluate)
 
 __all__ = [
     "GLOBAL_DEFAULTS",
     "CheckpointError",
     "EvalOutput",
     "ModelBuildError",
+    "PREDICTIONS_FILE",
     "RunResult",
     "TrainConfig",
     "TrainerCallback",
