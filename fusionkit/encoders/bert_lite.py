@@ -80,18 +80,27 @@ class LiteBertOutput(NamedTuple):
     last_hidden_state: torch.Tensor
 
 
+class _Linear(nn.Linear):
+    def reset_parameters(self) -> None:
+        """No initialisation: every weight is read from a checkpoint."""
+
+
+class _Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:
+        """No initialisation: every weight is read from a checkpoint."""
+
+
 def _linear(n_in: int, n_out: int) -> nn.Linear:
-    # no initialisation: every weight is read from a checkpoint
-    return nn.Linear(n_in, n_out, device="meta")
+    return _Linear(n_in, n_out)
 
 
 class _Embeddings(nn.Module):
     def __init__(self, c: LiteBertConfig) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id, device="meta")
-        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size, device="meta")
-        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size, device="meta")
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps, device="meta")
+        self.word_embeddings = _Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position_embeddings = _Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = _Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
@@ -127,7 +136,7 @@ class _Residual(nn.Module):
     def __init__(self, n_in: int, c: LiteBertConfig) -> None:
         super().__init__()
         self.dense = _linear(n_in, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps, device="meta")
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -184,7 +193,6 @@ class LiteBertModel(nn.Module):
         self.config = config
         self.embeddings = _Embeddings(config)
         self.encoder = _Encoder(config)
-        self.to_empty(device=torch.get_default_device())
 
     def forward(
         self,
