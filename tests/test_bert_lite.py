@@ -227,14 +227,43 @@ def test_unsupported_config_loads_through_transformers_and_says_so(tmp_path, cap
 
 
 @pytest.mark.slow
-def test_load_and_predict_import_no_transformers(tmp_path):
+def test_load_and_predict_import_neither_transformers_nor_timm(tmp_path):
     best = _checkpoint(tmp_path)
     code = ("import sys, warnings, fusionkit; warnings.simplefilter('ignore'); "
             f"print(fusionkit.load({str(best)!r}).predict('what a great movie')); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))")
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'timm', 'torchvision'}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr
     score, modules = proc.stdout.splitlines()
     float(score)
     assert modules == "[]"
+
+
+# -- the FFN of the adapters and MISA's fusion layer ---------------------------------------------------------------
+@pytest.mark.parametrize("kwargs", [
+    dict(in_features=8, hidden_features=32, act_layer=nn.GELU, drop=(0.0, 0.1)),
+    dict(in_features=8, hidden_features=16, act_layer=nn.ReLU, drop=0.3),
+    dict(in_features=6, hidden_features=None, out_features=4, act_layer=nn.GELU, drop=(0.2, 0.0)),
+])
+def test_mlp_is_timms_mlp(kwargs):
+    """Same initialisation from the same seed, same parameter names, same outputs (dropout masks included)."""
+    from timm.layers import Mlp as TimmMlp
+
+    from fusionkit.components.mlp import Mlp
+
+    torch.manual_seed(3)
+    ours = Mlp(**kwargs)
+    torch.manual_seed(3)
+    theirs = TimmMlp(**kwargs)
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    x = torch.randn(3, 5, kwargs["in_features"])
+    for train in (False, True):
+        ours.train(train), theirs.train(train)
+        torch.manual_seed(4)
+        got = ours(x)
+        torch.manual_seed(4)
+        assert torch.equal(got, theirs(x))
+
