@@ -158,6 +158,25 @@ def test_lite_tokenizer_gives_transformers_ids(tmp_path, keep_json, settings):
     assert len(_encode(lite, [SENTENCES[-2]])[0][0]) > 128  # tokenizer.json's truncation to 128 is not applied
 
 
+def test_tokenizer_saved_by_transformers_takes_the_light_path(tmp_path):
+    from transformers import AutoTokenizer
+
+    saved = tmp_path / "saved"
+    load_tokenizer(None).save_pretrained(saved)
+    shutil.copy(Path(resolve_text_model(None)) / "config.json", saved / "config.json")
+    lite, why = lite_tokenizer(saved)
+    assert why is None
+    assert _encode(lite, SENTENCES) == _encode(AutoTokenizer.from_pretrained(str(saved)), SENTENCES)
+
+
+def test_added_tokens_beyond_the_special_ones_go_to_transformers(tmp_path):
+    decoder = {"0": {"content": "[PAD]", "special": True}, "30522": {"content": "[NEW]", "special": True}}
+    path = _tokenizer_dir(tmp_path, True, added_tokens_decoder=decoder)
+    assert lite_tokenizer(path)[0] is None and "[NEW]" in lite_tokenizer(path)[1]
+    path = _tokenizer_dir(tmp_path, False, added_tokens_decoder={"0": {"content": "[PAD]", "special": True}})
+    assert lite_tokenizer(path)[1] is None
+
+
 _BUNDLED = (lite_tokenizer(resolve_text_model(None))[0], load_tokenizer(None))
 
 

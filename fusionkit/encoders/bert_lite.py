@@ -220,10 +220,13 @@ class LiteBertModel(nn.Module):
 # -- tokenizer ----------------------------------------------------------------------------------------------------
 SPECIAL = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
            "mask_token": "[MASK]"}
-# tokenizer_config.json keys that do not change how BertTokenizer splits text
+# tokenizer_config.json keys that do not change how BertTokenizer splits words (padding, truncation and decoding
+# settings included: word_pieces calls it without padding or truncation); the ones read are checked below
 NEUTRAL_KEYS = {"do_lower_case", "tokenize_chinese_chars", "strip_accents", "tokenizer_class", "name_or_path",
                 "model_max_length", "do_basic_tokenize", "never_split", "clean_up_tokenization_spaces",
-                "special_tokens_map_file", "padding_side", "truncation_side", "model_input_names", *SPECIAL}
+                "special_tokens_map_file", "padding_side", "truncation_side", "model_input_names", "backend",
+                "is_local", "local_files_only", "max_length", "pad_to_multiple_of", "pad_token_type_id", "stride",
+                "truncation_strategy", "extra_special_tokens", "added_tokens_decoder", *SPECIAL}
 
 
 class _Encoded:
@@ -281,6 +284,8 @@ def _tokenizer_unsupported(settings: dict, path: Path) -> str | None:
         return f"tokenizer_config.json sets {', '.join(other)}"
     if settings.get("never_split") or settings.get("do_basic_tokenize", True) is not True:
         return "never_split / do_basic_tokenize settings"
+    if settings.get("backend", "tokenizers") != "tokenizers" or settings.get("extra_special_tokens"):
+        return "another backend or extra special tokens"
     if not (path / "tokenizer.json").is_file() and not (path / "vocab.txt").is_file():
         return "neither tokenizer.json nor vocab.txt"
     return None
@@ -317,6 +322,11 @@ def lite_tokenizer(path: str | Path) -> tuple[LiteTokenizer | None, str | None]:
     else:
         lines = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")
         vocab = {token: i for i, token in enumerate(lines[:-1] if lines and lines[-1] == "" else lines)}
+    plain = {"special": True, "lstrip": False, "rstrip": False, "single_word": False, "normalized": False}
+    for index, token in (settings.get("added_tokens_decoder") or {}).items():
+        if not isinstance(token, dict) or token.get("content") not in special.values() \
+                or vocab.get(token["content"]) != int(index) or any(token.get(k, v) != v for k, v in plain.items()):
+            return None, f"added token {token!r} is not one of the plain special tokens"
     backend = Tokenizer(WordPiece(vocab, unk_token=special["unk_token"]))
     do_lower_case = settings.get("do_lower_case", True)
     backend.normalizer = normalizers.BertNormalizer(
