@@ -90,10 +90,6 @@ class _Embedding(nn.Embedding):
         """No initialisation: every weight is read from a checkpoint."""
 
 
-def _linear(n_in: int, n_out: int) -> nn.Linear:
-    return _Linear(n_in, n_out)
-
-
 class _Embeddings(nn.Module):
     def __init__(self, c: LiteBertConfig) -> None:
         super().__init__()
@@ -117,9 +113,9 @@ class _SelfAttention(nn.Module):
     def __init__(self, c: LiteBertConfig) -> None:
         super().__init__()
         self.head_size = c.hidden_size // c.num_attention_heads
-        self.query = _linear(c.hidden_size, c.hidden_size)
-        self.key = _linear(c.hidden_size, c.hidden_size)
-        self.value = _linear(c.hidden_size, c.hidden_size)
+        self.query = _Linear(c.hidden_size, c.hidden_size)
+        self.key = _Linear(c.hidden_size, c.hidden_size)
+        self.value = _Linear(c.hidden_size, c.hidden_size)
         self.dropout = nn.Dropout(c.attention_probs_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -135,7 +131,7 @@ class _Residual(nn.Module):
 
     def __init__(self, n_in: int, c: LiteBertConfig) -> None:
         super().__init__()
-        self.dense = _linear(n_in, c.hidden_size)
+        self.dense = _Linear(n_in, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
@@ -156,7 +152,7 @@ class _Attention(nn.Module):
 class _Intermediate(nn.Module):
     def __init__(self, c: LiteBertConfig) -> None:
         super().__init__()
-        self.dense = _linear(c.hidden_size, c.intermediate_size)
+        self.dense = _Linear(c.hidden_size, c.intermediate_size)
         self.act = ACTIVATIONS[c.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
