@@ -13,6 +13,7 @@ shape, so a checkpoint of a different model or configuration fails with one :cla
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +25,8 @@ from fusionkit.slots import check_installed
 from fusionkit.build import ModelBuildError, accepted_kwargs, from_json_kwargs
 from fusionkit.planning import Plan
 from fusionkit.training.checkpoint import MODEL_JSON, MODEL_WEIGHTS, CheckpointError, load_model_weights, read_json
+
+logger = logging.getLogger("fusionkit.inference")
 
 
 def _find_checkpoint(path: str | os.PathLike) -> Path:
@@ -205,7 +208,7 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
     the one of ``model.json`` (its options checked as :func:`fusionkit.plan` checks them), or ``plan``, a plan of
     the same model whose weights are the checkpoint's (e.g. ``fusionkit.plan(name, data, **options)``).
     """
-    from fusionkit.encoders.bert import load_tokenizer, resolve_text_model
+    from fusionkit.encoders.bert import resolve_text_model
     from fusionkit.training.distributed import resolve_device
 
     try:
@@ -221,8 +224,9 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
         raise CheckpointError(f"{path / MODEL_JSON} is malformed ('model' must be a name and 'kwargs' an object); "
                               f"it was not written by fusionkit")
     _check_description(path, description)
+    lite = _lite_config(description)
     try:
-        kwargs = from_json_kwargs(description["kwargs"])
+        kwargs = from_json_kwargs(description["kwargs"] if lite is None else {**description["kwargs"], "bert_config": lite})
     except Exception as e:  # noqa: BLE001 - transformers' config classes raise several types for bad values
         raise CheckpointError(f"{path / MODEL_JSON}: key 'kwargs.bert_config' cannot be read by transformers "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:300]}); restore the file") from None
@@ -234,10 +238,7 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
             accepted = accepted_kwargs(name)
             if kwargs.get("bert_config") is None and (accepted is None or "bert_config" in accepted):
                 # every weight comes from the checkpoint: build the text encoder from its config, skip loading it
-                from transformers import AutoConfig
-
-                kwargs["bert_config"] = AutoConfig.from_pretrained(resolve_text_model(kwargs.get("text_model")),
-                                                                   local_files_only=True)
+                kwargs["bert_config"] = _text_model_config(description, resolve_text_model(kwargs.get("text_model")))
             plan = Plan(model=name, kwargs=kwargs, composition=description.get("composition") or {})
         elif plan.model != name:
             raise ModelBuildError(f"the plan is for model {plan.model!r}, the checkpoint holds {name!r}")
@@ -246,5 +247,60 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
         raise CheckpointError(f"cannot rebuild the model described by {path / MODEL_JSON}: {e}") from None
     load_model_weights(model, _checked_weights(path), what=f"{name!r} described by {path / MODEL_JSON}")
     model.to(dev)
-    tokenizer = load_tokenizer(plan.kwargs.get("text_model"))
+    tokenizer = _tokenizer(plan.kwargs.get("text_model"))
     return Predictor(model, description, tokenizer, dev)
+
+
+# -- without transformers' model code where it can (fusionkit.encoders.bert_lite) -------------------------------
+def _lite_encoder(description: dict) -> bool:
+    """Whether the model's text encoder is the built-in ``bert_encoder`` (the block LiteBertModel stands in for)."""
+    entry = (description.get("composition") or {}).get("text_encoder")
+    if entry is None:
+        return description["kwargs"].get("text_encoder", "bert_encoder") == "bert_encoder"
+    return isinstance(entry, dict) and entry.get("block") == "bert_encoder" and entry.get("plugin") in (None, "fusionkit")
+
+
+def _lite_config(description: dict):
+    """The recorded ``bert_config`` as a LiteBertConfig when LiteBertModel reproduces it, else ``None``."""
+    from fusionkit.build import BERT_CONFIG_KEY
+    from fusionkit.encoders.bert_lite import LiteBertConfig, unsupported
+
+    recorded = description["kwargs"].get("bert_config")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get(BERT_CONFIG_KEY), dict):
+        return None
+    why = "the text encoder is not the built-in bert_encoder" if not _lite_encoder(description) else \
+        unsupported(recorded[BERT_CONFIG_KEY])
+    if why is not None:
+        logger.debug("text encoder through transformers' BertModel: %s", why)
+        return None
+    return LiteBertConfig(recorded[BERT_CONFIG_KEY])
+
+
+def _text_model_config(description: dict, path: str):
+    """The text model's config: a LiteBertConfig when LiteBertModel reproduces it, else transformers'."""
+    from fusionkit.encoders.bert_lite import LiteBertConfig, unsupported
+
+    if Path(path).is_dir() and (Path(path) / "config.json").is_file():
+        config = LiteBertConfig.from_dir(path)
+        why = "the text encoder is not the built-in bert_encoder" if not _lite_encoder(description) else \
+            unsupported(config)
+        if why is None:
+            return config
+        logger.debug("text encoder through transformers' BertModel: %s", why)
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, local_files_only=True)
+
+
+def _tokenizer(text_model):
+    """The text model's tokenizer: a LiteTokenizer when it reproduces transformers' exactly, else transformers'."""
+    from fusionkit.encoders.bert import load_tokenizer, resolve_text_model
+    from fusionkit.encoders.bert_lite import lite_tokenizer
+
+    path = Path(resolve_text_model(text_model))
+    if path.is_dir():
+        tokenizer, why = lite_tokenizer(path)
+        if tokenizer is not None:
+            return tokenizer
+        logger.debug("tokenizer through transformers: %s", why)
+    return load_tokenizer(text_model)

@@ -1,7 +1,7 @@
 """Sequence adapters: the self-attention adapter (SA) and the MulT-style cross-attention adapter (CA).
 
 Both are stacks of one pre-LN layer class, :class:`CrossModalLayer`, built on the shared
-:class:`~fusionkit.components.attention.Attention` core and timm's ``Mlp``::
+:class:`~fusionkit.components.attention.Attention` core and timm's ``Mlp`` (:mod:`fusionkit.components.mlp`)::
 
     cross-attention:  x ← x + Drop(Attn(LN_t(x), LN_s(s)))      (queries from the target x, keys/values from s)
     self-attention:   x ← x + Drop(Attn(LN_t(x), LN_t(x)))
@@ -33,6 +33,7 @@ from torch import nn
 from fusionkit.components import attention as attention_core
 from fusionkit.components.attention import Attention, check_divisible
 from fusionkit.components.checks import check_dropout, check_positive
+from fusionkit.components.mlp import Mlp
 from fusionkit.registry import register
 
 
@@ -91,8 +92,6 @@ class CrossModalLayer(nn.Module):
         )
         self.drop = nn.Dropout(res_dropout)
         self.norm_ffn = nn.LayerNorm(dim)
-        from timm.layers import Mlp  # here, not at module level: importing timm.layers imports torchvision
-
         self.ffn = Mlp(
             in_features=dim, hidden_features=int(dim * ffn_ratio), act_layer=act_layer, drop=(relu_dropout, res_dropout)
         )

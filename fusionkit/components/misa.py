@@ -15,7 +15,8 @@ Multimodal Sentiment Analysis", ACM MM 2020), following ``src/models.py`` of htt
   ``Linear → activation → Dropout → Linear(3)``), used instead of CMD when ``use_cmd_sim=False``.
 
 The fusion transformer is built from fusionkit's shared :class:`~fusionkit.components.attention.Attention` core
-and timm's ``Mlp``; with the same weights it computes what ``nn.TransformerEncoderLayer`` computes.
+and timm's ``Mlp`` (:mod:`fusionkit.components.mlp`); with the same weights it computes what
+``nn.TransformerEncoderLayer`` computes.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fusionkit.components.attention import Attention, init_packed_in_proj_
 from fusionkit.components.checks import check_dropout, check_positive
+from fusionkit.components.mlp import Mlp
 from fusionkit.registry import register
 
 MODALITIES = ("t", "v", "a")  # the authors' order: text, visual, acoustic
@@ -167,8 +169,6 @@ class PostNormTransformerLayer(nn.Module):
         init_packed_in_proj_(self.attn, xavier_out=False)  # nn.MultiheadAttention._reset_parameters
         self.drop = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(dim)
-        from timm.layers import Mlp  # here, not at module level: importing timm.layers imports torchvision
-
         self.ffn = Mlp(in_features=dim, hidden_features=ffn_dim, act_layer=nn.ReLU, drop=dropout)
         self.norm2 = nn.LayerNorm(dim)
 

@@ -218,8 +218,16 @@ def build_bert_encoder(
 ) -> BertEncoder:
     """BERT-family text encoder (default: the bundled pretrained MiniLM-L6, hidden 384).
 
-    ``config``: a ``transformers`` config to build a randomly initialised model in memory instead (tests).
+    ``config``: a ``transformers`` config to build a randomly initialised model in memory instead (tests), or a
+    :class:`~fusionkit.encoders.bert_lite.LiteBertConfig` (what :func:`fusionkit.load` passes when it can): then the
+    encoder is a :class:`~fusionkit.encoders.bert_lite.LiteBertModel` with uninitialised weights, to be loaded.
     """
+    from fusionkit.encoders.bert_lite import LiteBertConfig, LiteBertModel
+
+    if isinstance(config, LiteBertConfig):
+        if mode not in ENCODER_MODES:
+            raise ValueError(f"unknown encoder mode {mode!r}; expected one of {', '.join(ENCODER_MODES)}")
+        return BertEncoder(model=LiteBertModel(config), mode=mode, injection=injection, injection_layer=injection_layer)
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
