@@ -548,9 +548,10 @@ def convergence_flags(runs: list[dict], checked: list, args) -> dict[str, list[d
 
 
 def _fmt(metric: str, mean: float, std: float | None = None) -> str:
-    scale, digits = (1.0, 3) if metric in ("mae", "corr") else (100.0, 1)
-    text = f"{mean * scale:.{digits}f}"
-    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+    from fusionkit.metrics import format_metric
+
+    text = format_metric(metric, mean)
+    return text if std is None else f"{text} ± {format_metric(metric, std)}"
 
 
 def channel_title(channels: dict | None, modalities: str | None, simulated: bool) -> str:

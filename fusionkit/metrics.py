@@ -142,15 +142,24 @@ _FUNCTIONS: dict[str, Callable[..., float]] = {
 }
 
 
-# Each function carries its table label (``metric.label``), so a renderer never keeps its own copy.
+# Each function carries its table label (``metric.label``) and how a table shows it (``metric.scale``: 100 for
+# the percentages, ``metric.digits``), so a renderer never keeps its own copy.
 for _fn, _label in zip(_FUNCTIONS.values(), ("Acc2 has0", "Acc2 non0", "F1 has0", "F1 non0", "Acc7", "Acc5", "MAE",
                                             "Corr")):
     _fn.label = _label
+    _fn.scale, _fn.digits = (1.0, 3) if _fn in (mae, corr) else (100.0, 1)
 
 
 def metric_label(name: str) -> str:
     """The table label of metric ``name`` (``"Acc2 has0"``, ``"MAE"``, …)."""
     return get_metric(name).label
+
+
+def format_metric(name: str, value: float, *, signed: bool = False) -> str:
+    """``value`` of metric ``name`` as a table shows it: accuracies and F1 in percent with one decimal
+    (``0.8312`` → ``"83.1"``), MAE and Corr with three decimals; ``signed`` prefixes ``+`` to a positive value."""
+    fn = get_metric(name)
+    return f"{value * fn.scale:{'+' if signed else ''}.{fn.digits}f}"
 
 
 def get_metric(name: str) -> Callable[..., float]:

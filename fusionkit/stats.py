@@ -242,8 +242,9 @@ def table_statistics(runs: list[dict], labels: list[str], *, reference: str | No
 def _num(metric: str, value: float | None, signed: bool = False) -> str:
     if value is None:
         return "–"
-    scale, digits = (1.0, 3) if metric in ("mae", "corr") else (100.0, 1)
-    return f"{value * scale:{'+' if signed else ''}.{digits}f}"
+    from fusionkit.metrics import format_metric
+
+    return format_metric(metric, value, signed=signed)
 
 
 def _p(value: float | None) -> str:

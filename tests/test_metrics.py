@@ -125,3 +125,18 @@ def test_weighted_f1_matches_sklearn(pairs):
     true, pred = (np.array(x, dtype=bool) for x in zip(*pairs))
     assert metrics.weighted_f1(true, pred) == pytest.approx(
         f1_score(true, pred, average="weighted", zero_division=0), abs=1e-12)
+
+
+def test_format_metric_scales_percentages_and_keeps_errors_raw():
+    from fusionkit.metrics import METRICS, format_metric, get_metric
+
+    assert format_metric("acc2_non0", 0.83125) == "83.1"
+    assert format_metric("f1_has0", 0.5) == "50.0"
+    assert format_metric("mae", 0.79251) == "0.793"
+    assert format_metric("corr", -0.25) == "-0.250"
+    assert format_metric("mae", 0.0125, signed=True) == "+0.013"
+    assert format_metric("acc7", -0.012, signed=True) == "-1.2"
+    for name in METRICS:  # every metric carries how it is shown, beside its label
+        assert get_metric(name).scale in (1.0, 100.0) and get_metric(name).digits in (1, 3)
+    with pytest.raises(KeyError, match="unknown metric 'acc9'"):
+        format_metric("acc9", 0.5)
