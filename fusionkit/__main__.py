@@ -59,11 +59,7 @@ def _main(argv: list[str] | None) -> int:
                            **({"slots": _slot_defaults(registry, s.name)} if s.kind == "model" else {})}
                           for s in specs], indent=1))
         return 0
-    width = max((len(s.name) for s in specs), default=4)
-    plugin_width = max((len(s.plugin) for s in specs), default=6)
-    print(f"{'name':<{width}}  {'kind':<8}  {'plugin':<{plugin_width}}  description")
-    for s in specs:
-        print(f"{s.name:<{width}}  {s.kind:<8}  {s.plugin:<{plugin_width}}  {s.doc}")
+    _print_table([(s.name, s.kind, s.plugin, s.doc) for s in specs])
     models = [s.name for s in specs if s.kind == "model"]
     if models:
         print("\nslots (model: slot=default block; `python -m fusionkit show MODEL` for the contracts)")
@@ -80,12 +76,17 @@ def _list_datasets(registry, *, as_json: bool) -> int:
         print(json.dumps([{"name": s.name, "kind": "dataset", "plugin": s.plugin, "description": s.description}
                           for s in specs], indent=1))
         return 0
-    width = max((len(s.name) for s in specs), default=4)
-    plugin_width = max((len(s.plugin) for s in specs), default=6)
-    print(f"{'name':<{width}}  {'kind':<8}  {'plugin':<{plugin_width}}  description")
-    for s in specs:
-        print(f"{s.name:<{width}}  {'dataset':<8}  {s.plugin:<{plugin_width}}  {s.description}")
+    _print_table([(s.name, "dataset", s.plugin, s.description) for s in specs])
     return 0
+
+
+def _print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    """``name  kind  plugin  description`` rows, the first two columns padded to their widest entry."""
+    width = max((len(r[0]) for r in rows), default=4)
+    plugin_width = max((len(r[2]) for r in rows), default=6)
+    print(f"{'name':<{width}}  {'kind':<8}  {'plugin':<{plugin_width}}  description")
+    for name, kind, plugin, description in rows:
+        print(f"{name:<{width}}  {kind:<8}  {plugin:<{plugin_width}}  {description}")
 
 
 def _slots_of(registry, model: str) -> dict:

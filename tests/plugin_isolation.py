@@ -92,15 +92,20 @@ def fusionkit_register_components(registry):
 '''
 
 
-def install_dummy_plugin(site: Path, *, entry_point: str = "dummy_blocks") -> Path:
-    """Lay out a distribution ``fk-dummy-blocks`` in ``site`` as ``pip install --target`` would: its module and a
-    ``.dist-info`` whose ``entry_points.txt`` declares it in group ``fusionkit``. Put ``site`` on ``sys.path`` /
-    ``PYTHONPATH`` to install it."""
+def install_plugin(site: Path, module: str, source: str, *, entry_point: str) -> Path:
+    """Lay out a one-module distribution in ``site`` as ``pip install --target`` would: ``module.py`` with
+    ``source``, and a ``.dist-info`` whose ``entry_points.txt`` declares it as ``entry_point`` in group
+    ``fusionkit``. Put ``site`` on ``sys.path`` / ``PYTHONPATH`` to install it."""
     site.mkdir(parents=True, exist_ok=True)
-    (site / "fk_dummy_blocks.py").write_text(DUMMY_PLUGIN)
-    info = site / "fk_dummy_blocks-0.1.dist-info"
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-0.1.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fk-dummy-blocks\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{GROUP}]\n{entry_point} = fk_dummy_blocks\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{GROUP}]\n{entry_point} = {module}\n")
     (info / "RECORD").write_text("")
     return site
+
+
+def install_dummy_plugin(site: Path, *, entry_point: str = "dummy_blocks") -> Path:
+    """The distribution ``fk-dummy-blocks`` (two fusion blocks) laid out in ``site`` by :func:`install_plugin`."""
+    return install_plugin(site, "fk_dummy_blocks", DUMMY_PLUGIN, entry_point=entry_point)

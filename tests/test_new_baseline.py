@@ -15,6 +15,7 @@ import torch
 
 import benchmarks.run as bench
 import fusionkit
+from plugin_isolation import install_plugin
 
 MODULE = textwrap.dedent('''
     """fk_pooled_baseline: masked mean of the text, of the audio and of the video, concatenated, then a head."""
@@ -81,12 +82,7 @@ SMOKE = ["--dataset", "synthetic", "--seeds", "1", "--epochs", "1", "--batch-siz
 
 @pytest.fixture
 def new_baseline(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    info = site / "fk_pooled_baseline-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "fk_pooled_baseline.py").write_text(MODULE)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fk-pooled-baseline\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fusionkit]\npooled_baseline = fk_pooled_baseline\n")
+    site = install_plugin(tmp_path / "site", "fk_pooled_baseline", MODULE, entry_point="pooled_baseline")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FUSIONKIT_DISABLE_PLUGINS", raising=False)

@@ -10,6 +10,7 @@ import pytest
 import fusionkit
 from fusionkit.data import DATASET_NAMES, DataError, load_splits
 from fusionkit.registry import RegistryError
+from plugin_isolation import install_plugin
 
 MODULE = textwrap.dedent('''
     import fusionkit
@@ -35,12 +36,7 @@ MODULE = textwrap.dedent('''
 
 @pytest.fixture
 def dataset_plugin(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    info = site / "fk_tiny_dataset-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "fk_tiny_dataset.py").write_text(MODULE)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fk-tiny-dataset\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fusionkit]\ntiny_dataset = fk_tiny_dataset\n")
+    site = install_plugin(tmp_path / "site", "fk_tiny_dataset", MODULE, entry_point="tiny_dataset")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.delenv("FUSIONKIT_DISABLE_PLUGINS", raising=False)
     fusionkit.reset_registry()
@@ -112,12 +108,7 @@ def test_the_builtin_datasets_are_registered_entries_in_their_order():
 
 
 def test_a_plugin_dataset_registered_the_builtin_way_loads_by_name(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    info = site / "fk_reviews-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "fk_reviews.py").write_text(BUILTIN_WAY)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fk-reviews\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fusionkit]\nreviews = fk_reviews\n")
+    site = install_plugin(tmp_path / "site", "fk_reviews", BUILTIN_WAY, entry_point="reviews")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.delenv("FUSIONKIT_DISABLE_PLUGINS", raising=False)
     fusionkit.reset_registry()
