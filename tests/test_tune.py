@@ -190,26 +190,31 @@ def test_from_tuning_runs_the_best_settings_on_fresh_seeds(tmp_path, capsys):
 def test_sigkilled_worker_trial_is_retried_and_budget_is_exact(tmp_path):
     out = tmp_path / "tune"
     cmd = [sys.executable, "-m", "benchmarks.tune", "--models", "text,tfn", "--dataset", "synthetic", "--tiny-bert",
-           "--trials", "4", "--workers", "2", "--epochs", "2", "--max-samples", "48", "--out", str(out),
+           "--trials", "4", "--workers", "2", "--epochs", "2", "--max-samples", "96", "--out", str(out),
            "--heartbeat", "0.5", "--grace", "8"]  # 16 beats of slack for a loaded machine
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     parent = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     url = f"sqlite:///{(out / 'study.db').resolve()}"
-    killed = None
+    killed = killed_study = storage = None
     deadline = time.monotonic() + 240
     try:
+        # one storage for the whole watch, and a trial of either model: a poll that opens the storage anew can
+        # take longer than a tiny trial on a loaded machine, and miss every one of them
         while killed is None and time.monotonic() < deadline and parent.poll() is None:
-            time.sleep(0.2)
-            if not (out / "study.db").is_file():
-                continue
+            time.sleep(0.1)
             try:
-                running = [t for t in _trials(url, "tune-synthetic/text")
-                           if t.state.name == "RUNNING" and "pid" in t.user_attrs]
-            except Exception:  # noqa: BLE001 - the study is being created
+                import optuna
+
+                storage = storage or tune.open_storage(url)
+                for name in ("tune-synthetic/text", "tune-synthetic/tfn"):
+                    running = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+                               if t.state.name == "RUNNING" and "pid" in t.user_attrs]
+                    if running:
+                        killed, killed_study = running[0], name
+                        os.kill(killed.user_attrs["pid"], signal.SIGKILL)
+                        break
+            except Exception:  # noqa: BLE001 - the storage or the studies are being created
                 continue
-            if running:
-                killed = running[0]
-                os.kill(killed.user_attrs["pid"], signal.SIGKILL)
         assert killed is not None, "no trial was seen running"
         parent.communicate(timeout=600)
     finally:
@@ -223,10 +228,10 @@ def test_sigkilled_worker_trial_is_retried_and_budget_is_exact(tmp_path):
         finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
         assert len(finished) == 4, [(t.number, t.state.name) for t in trials]
         assert (out / model / "best.json").is_file()
-    text = _trials(url, "tune-synthetic/text")
-    lost = next(t for t in text if t.number == killed.number)
+    trials = _trials(url, killed_study)
+    lost = next(t for t in trials if t.number == killed.number)
     assert lost.state.name == "FAIL"
-    retries = [t for t in text if t.user_attrs.get("retry_of") == killed.number]
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
     assert len(retries) == 1 and retries[0].params == killed.params
     assert retries[0].state.name in ("COMPLETE", "PRUNED")
 
