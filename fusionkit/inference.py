@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fusionkit.slots import check_installed
-from fusionkit.build import ModelBuildError, accepted_kwargs, from_json_kwargs
+from fusionkit.build import ModelBuildError, accepted_kwargs, from_json_kwargs, to_json_kwargs
 from fusionkit.planning import Plan
 from fusionkit.training.checkpoint import MODEL_JSON, MODEL_WEIGHTS, CheckpointError, load_model_weights, read_json
 
@@ -242,6 +242,13 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
             plan = Plan(model=name, kwargs=kwargs, composition=description.get("composition") or {})
         elif plan.model != name:
             raise ModelBuildError(f"the plan is for model {plan.model!r}, the checkpoint holds {name!r}")
+        else:  # the plan's options are the model's: another value would build (or tokenize) another model
+            given = {k: v for k, v in to_json_kwargs(plan.kwargs).items() if k != "bert_config"}
+            recorded = {k: v for k, v in description["kwargs"].items() if k != "bert_config"}
+            differ = sorted(k for k in given.keys() | recorded.keys() if given.get(k) != recorded.get(k))
+            if differ:
+                raise ModelBuildError(f"the plan's options differ from the checkpoint's in {', '.join(differ)}; "
+                                      f"plan with the options in model.json, or load without a plan")
         model = plan.build()
     except ModelBuildError as e:
         raise CheckpointError(f"cannot rebuild the model described by {path / MODEL_JSON}: {e}") from None

@@ -105,6 +105,9 @@ def test_injection_hook_sees_and_replaces_the_same_hidden_states():
     ({"is_decoder": True}, "decoder"),
     ({"model_type": "roberta"}, "model_type 'roberta'"),
     ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+    ({"dtype": "bfloat16"}, "dtype 'bfloat16'"),
+    ({"torch_dtype": "float16"}, "dtype 'float16'"),
+    ({"chunk_size_feed_forward": 4}, "chunked feed-forward"),
 ])
 def test_unsupported_configurations_are_named(change, reason):
     config = {**tiny_bert_config().to_dict(), **change}
@@ -189,6 +192,36 @@ def test_lite_tokenizer_matches_on_any_words(words):
     want = reference(as_lists, is_split_into_words=True, add_special_tokens=False)
     got = lite(as_lists, is_split_into_words=True, add_special_tokens=False)
     assert (list(got["input_ids"][0]), list(got.word_ids(0))) == (list(want["input_ids"][0]), list(want.word_ids(0)))
+
+
+def test_special_tokens_map_overrides_tokenizer_config_as_in_transformers(tmp_path):
+    from transformers import AutoTokenizer
+
+    words = [["the", "🎬", "movie"]]  # the emoji is not in the vocabulary: the unknown token
+    for where in ("map", "config"):
+        (tmp_path / where).mkdir()
+        path = _tokenizer_dir(tmp_path / where, True)
+        if where == "map":
+            special = json.loads((path / "special_tokens_map.json").read_text())
+            (path / "special_tokens_map.json").write_text(json.dumps({**special, "unk_token": "[MASK]"}))
+        else:
+            config = json.loads((path / "tokenizer_config.json").read_text())
+            (path / "tokenizer_config.json").write_text(json.dumps({**config, "unk_token": "[MASK]"}))
+        lite, why = lite_tokenizer(path)
+        assert why is None
+        reference = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        got = lite(words, is_split_into_words=True, add_special_tokens=False)["input_ids"][0]
+        want = reference(words, is_split_into_words=True, add_special_tokens=False)["input_ids"][0]
+        assert list(got) == list(want)
+
+
+@pytest.mark.parametrize("settings, reason", [
+    ({"unk_token": {"__type": "AddedToken", "content": "[UNK]", "lstrip": False}}, "special tokens with options"),
+    ({"do_lower_case": "false"}, "non-boolean normaliser settings"),
+    ({"strip_accents": "yes"}, "non-boolean normaliser settings"),
+])
+def test_tokenizer_settings_it_cannot_read_go_to_transformers(tmp_path, settings, reason):
+    assert lite_tokenizer(_tokenizer_dir(tmp_path, True, **settings)) == (None, reason)
 
 
 def test_other_tokenizer_settings_go_to_transformers(tmp_path):

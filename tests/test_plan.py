@@ -132,3 +132,6 @@ def test_the_inference_loader_builds_a_plan(data, tmp_path):
     with pytest.raises(fusionkit.training.CheckpointError, match="the plan is for model 'mhmf', the checkpoint "
                                                                  "holds 'text'"):
         fusionkit.load(tmp_path, plan=fusionkit.plan("mhmf", data, **tiny))
+    with pytest.raises(fusionkit.training.CheckpointError, match="the plan's options differ from the checkpoint's "
+                                                                 "in dropout"):
+        fusionkit.load(tmp_path, plan=fusionkit.plan("text", data, **tiny, dropout=0.3))

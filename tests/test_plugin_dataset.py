@@ -53,6 +53,9 @@ def test_a_plugin_dataset_loads_by_name(dataset_plugin):
     assert {len(data.splits[s]) for s in ("train", "valid", "test")} == {12}
     with pytest.raises(DataError, match="unknown dataset 'tiny-sm'.*tiny-sim"):
         load_splits("tiny-sm", cache=False)
+    # a named dataset brings its own channels: feature tables join a segment table's path only
+    with pytest.raises(DataError, match="dataset 'tiny-sim' comes with its own channels"):
+        load_splits("tiny-sim", features={"acoustic": "covarep.csv"}, cache=False)
 
 
 def test_list_shows_the_builtin_and_the_plugin_datasets(dataset_plugin, capsys):

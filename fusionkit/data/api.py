@@ -122,10 +122,10 @@ def _resolve_source(name_or_path, *, data_root_dir=None, features=None) -> Sourc
 
     text = str(name_or_path)
     key = text.lower()
-    if features and key in DATASET_NAMES:
+    datasets = _datasets()
+    if features and (key in DATASET_NAMES or datasets.get(key) is not None):
         raise DataError(f"features: dataset {key!r} comes with its own channels; pass a segment table's path "
                         f"(e.g. <root>/mosi/mosi_segments.csv) to join feature tables to it")
-    datasets = _datasets()
     spec = datasets.get(key)
     if spec is not None and spec.builtin:  # fusionkit's own (fusionkit.data.builtin_datasets)
         source = spec.resolve(data_root(data_root_dir))

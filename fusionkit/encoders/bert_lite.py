@@ -72,6 +72,11 @@ def unsupported(config: dict | LiteBertConfig) -> str | None:
         return "an attention implementation other than sdpa"
     if c["hidden_size"] % c["num_attention_heads"]:
         return "hidden_size not a multiple of num_attention_heads"
+    dtype = c.get("dtype") or c.get("torch_dtype")
+    if dtype not in (None, "float32"):
+        return f"dtype {dtype!r} (LiteBertModel computes in float32, transformers in the config's dtype)"
+    if c["chunk_size_feed_forward"]:
+        return "a chunked feed-forward (chunk_size_feed_forward), whose rounding differs"
     return None
 
 
@@ -300,14 +305,20 @@ def lite_tokenizer(path: str | Path) -> tuple[LiteTokenizer | None, str | None]:
     if config.get("model_type") != "bert":
         return None, f"model_type {config.get('model_type')!r}"
     why = _tokenizer_unsupported(settings, path)
-    if why is None and any(not isinstance(v, str) for v in special_map.values()):
-        why = "special tokens with options"
+    if why is None and any(not isinstance(v, str) for v in special_map.values()) \
+            or any(not isinstance(settings.get(k), (str, type(None))) for k in SPECIAL):
+        why = why or "special tokens with options"
+    if why is None and (not all(isinstance(settings.get(k, True), bool)
+                                for k in ("do_lower_case", "tokenize_chinese_chars"))
+                        or not isinstance(settings.get("strip_accents"), (bool, type(None)))):
+        why = "non-boolean normaliser settings"
     if why is not None:
         return None, why
     from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordPiece
 
-    special = {k: str(settings.get(k) or special_map.get(k) or v) for k, v in SPECIAL.items()}
+    # special_tokens_map.json overrides tokenizer_config.json, as in transformers
+    special = {k: str(special_map.get(k) or settings.get(k) or v) for k, v in SPECIAL.items()}
     # as BertTokenizer.__init__ builds its backend: the vocabulary (tokenizer.json's, else vocab.txt), WordPiece
     # with its defaults, the normaliser from tokenizer_config.json, BERT pre-tokenisation, the special tokens
     if (path / "tokenizer.json").is_file():
