@@ -54,11 +54,20 @@ def preflight(variants, *, data, model_kwargs: dict, train_overrides: dict, per_
         given = dict(sources.get(variant.model, {}))
         for key, value in variant.kwargs.items():
             given.setdefault(key, f"{key}={_shown(value)}")
+        modalities = tuple(getattr(data.info, "modalities", ("t", "a", "v")))
         try:
             # the data's feature sizes (and modalities) merged, options checked, one build on the meta device
             planned = plan(variant.model, data, **{**model_kwargs, **variant.kwargs})
-        except ModelBuildError as e:
-            raise UsageError(str(e)) from None
+        except (ModelBuildError, ValueError) as e:
+            if modalities != ("t", "a", "v"):  # a model that cannot run on this subset of the modalities
+                raise UsageError(f"{variant.label} on modalities {','.join(modalities)}: {e}") from None
+            if isinstance(e, ModelBuildError):
+                raise UsageError(str(e)) from None
+            if not given:
+                raise  # the model fails with its own defaults: a bug, not a usage error
+            row = "" if variant.label == variant.model else f" ({variant.label})"
+            raise UsageError(f"model {variant.model!r}{row} cannot be built with "
+                             f"{', '.join(given.values())}: {e}") from None
         except BUILD_ERRORS as e:
             if not given:
                 raise  # the model fails with its own defaults: a bug, not a usage error

@@ -383,30 +383,6 @@ def select_modalities(data, spec: str | None):
     return selected
 
 
-def check_modalities(variants: list, data, model_kwargs: dict) -> None:
-    """Before any training: every model must build on the data's modalities (a model that cannot run without a
-    modality, or not on text alone, says so here). Planned (:func:`fusionkit.planning.plan`: the data's sizes and
-    modalities merged, options checked, one dry build) with a randomly initialised encoder from the text model's
-    config, so no weights are loaded; skipped when every modality is present."""
-    if tuple(data.info.modalities) == ("t", "a", "v"):
-        return
-    from fusionkit.planning import plan
-    from fusionkit.training import ModelBuildError
-
-    config = model_kwargs.get("bert_config")
-    if config is None:
-        from transformers import AutoConfig
-
-        from fusionkit.encoders.bert import resolve_text_model
-
-        config = AutoConfig.from_pretrained(resolve_text_model(model_kwargs.get("text_model")), local_files_only=True)
-    for variant in variants:
-        try:
-            plan(variant.model, data, **{**model_kwargs, **variant.kwargs, "bert_config": config})
-        except (ModelBuildError, ValueError) as e:
-            raise UsageError(f"{variant.label} on modalities {','.join(data.info.modalities)}: {e}") from None
-
-
 # -- runs --------------------------------------------------------------------------------------------------
 def _json_clean(obj):
     from fusionkit.training.build import to_json_kwargs
@@ -791,7 +767,6 @@ def _main(argv) -> int:
                                              encoder_lr=args.encoder_lr,
                                              max_train_samples=args.max_train_samples).items() if v is not None}
     # every row's model is built once (meta device) and its training settings resolved before any run starts
-    check_modalities(variants, data, model_kwargs)
     try:
         checked = preflight(variants, data=data, model_kwargs=model_kwargs, train_overrides=train_overrides,
                             per_model=per_model,
