@@ -169,3 +169,21 @@ def test_a_block_that_ignores_acoustic_scores_about_zero_on_unique_acoustic(tmp_
     # recovers a good part of it
     assert shares["deaf"]["mae"] < 0.1 and shares["deaf"]["acc2_non0"] < 0.1, shares
     assert shares["real"]["mae"] > 0.4 and shares["real"]["acc2_non0"] > 0.3, shares
+
+
+@pytest.mark.slow
+def test_fast_mode_freezes_the_encoder_and_trains_at_its_budget_unless_told(tmp_path, monkeypatch, tok):
+    from benchmarks import probes as study
+    from benchmarks import run as bench
+
+    monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("fusionkit.encoders.bert.load_tokenizer", lambda name=None: tok)
+    _sentiment_table(tmp_path / "data", n=48)
+    argv = ["--study", "probes", "--probes", "probe-unique-a", "--models", "text", "--seeds", "1", "--fast",
+            "--lr", "5e-4", "--data-root", str(tmp_path / "data"), "--tiny-bert", "--quiet", "--threads", "1",
+            "--out", str(tmp_path / "out")]
+    assert bench.main(argv) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    # --lr given wins; the epochs are the fast mode's
+    assert results["fast"] and results["train"] == {"lr": 5e-4, "epochs": study.FAST_TRAIN["epochs"]}
+    assert results["variants"]["text"]["kwargs"] == {"encoder_mode": "frozen"}
