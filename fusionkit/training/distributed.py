@@ -1,6 +1,7 @@
 """Optional data-parallel training under ``torchrun`` (gloo on CPU, NCCL on GPU)."""
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -45,9 +46,17 @@ def setup(device: str) -> DistContext:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        # left to the interpreter's exit, gloo's threads can be destroyed while still joinable: the rank then
+        # aborts ("terminate called without an active exception") after its work is done
+        atexit.register(_leave_process_group)
     if dist.is_available() and dist.is_initialized():
         return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, device=dev)
     return DistContext(rank=0, world=1, local_rank=0, device=dev)
+
+
+def _leave_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_sum(ctx: DistContext, values: list[float]) -> list[float]:
