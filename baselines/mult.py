@@ -151,8 +151,8 @@ class MulT(nn.Module):
         text = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
         text = F.dropout(text, p=self.embed_dropout, training=self.training)
         inputs = {"l": text, "a": batch.acoustic, "v": batch.visual}
-        seqs = {m: self.proj[m](inputs[m]) for m in self.modalities}
         masks = {"l": batch.mask, "a": batch.a_mask, "v": batch.v_mask}
+        seqs = {m: self.proj[m](inputs[m], masks[m]) for m in self.modalities}
         last = []
         for target in self.targets:
             crossed = [
