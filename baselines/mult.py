@@ -29,7 +29,9 @@ Departures from the authors' code, and why:
 * Variable lengths: the authors' sequences have a fixed length and no padding mask (their position table treats
   steps whose first feature is exactly 0 as padding). Here padded keys are masked (``batch.mask``,
   ``batch.a_mask``, ``batch.v_mask``; unaligned audio/vision work), padded steps get no position, and "the last
-  step" is each sample's last *real* step (the authors take index −1 of their padded arrays).
+  step" is each sample's last *real* step (the authors take index −1 of their left-padded arrays, i.e. the last
+  word). Padded steps enter the temporal convolution as zero rows (the authors' padding rows are zero vectors),
+  so with a kernel wider than 1 a real step never reads BERT's states at [PAD].
 * During training the authors draw separate embedding-dropout masks for keys and values of the source (two
   copies of one tensor); here one dropout mask serves both, as keys and values come from one tensor.
 * Training: fusionkit's engine optimises MSE (the authors: L1) with AdamW without weight decay and a linear
@@ -151,8 +153,8 @@ class MulT(nn.Module):
         text = self.encoder(batch.input_ids, batch.mask, batch.token_type_ids).last_hidden_state
         text = F.dropout(text, p=self.embed_dropout, training=self.training)
         inputs = {"l": text, "a": batch.acoustic, "v": batch.visual}
-        seqs = {m: self.proj[m](inputs[m]) for m in self.modalities}
         masks = {"l": batch.mask, "a": batch.a_mask, "v": batch.v_mask}
+        seqs = {m: self.proj[m](inputs[m], masks[m]) for m in self.modalities}
         last = []
         for target in self.targets:
             crossed = [

@@ -145,6 +145,33 @@ def test_mult_partial_mode_and_unaligned_sequences():
         _model("mult", targets=("x",))
 
 
+def test_mult_reads_the_last_real_step():
+    """The authors' data are left-padded, so their index -1 is the last word; with right padding it is the last
+    real step (here [SEP]), never a padded one."""
+    from baselines.mult import last_real_step
+
+    x = torch.arange(2 * 4, dtype=torch.float).reshape(2, 4, 1)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    assert last_real_step(x, mask).flatten().tolist() == [3.0, 5.0]
+
+
+def test_mult_wide_conv_kernel_is_padding_free():
+    """With a temporal kernel wider than 1 (MMSA's grid has 3 and 5) a real step's projection must not read
+    BERT's states at [PAD]: a sample's prediction does not depend on its batch's padding or on pad tokens."""
+    model = _model("mult", d_model=12, heads=2, layers=1, kernel_size=3).eval()
+    batch = _batch(lengths=[9, 5, 7, 4])
+    pad = ~batch.mask
+    other_pad_tokens = replace(batch, input_ids=torch.where(pad, torch.full_like(batch.input_ids, 1500),
+                                                            batch.input_ids))
+    alone = replace(batch, input_ids=batch.input_ids[1:2, :5], attention_mask=batch.attention_mask[1:2, :5],
+                    token_type_ids=batch.token_type_ids[1:2, :5], acoustic=batch.acoustic[1:2, :5],
+                    visual=batch.visual[1:2, :5], label=batch.label[1:2], ids=batch.ids[1:2])
+    with torch.no_grad():
+        full = model(batch).prediction
+        assert torch.allclose(model(other_pad_tokens).prediction, full, atol=1e-6)
+        assert torch.allclose(model(alone).prediction, full[1:2], atol=1e-5)
+
+
 def test_wrong_feature_size_is_a_clear_error(built):
     name, model = built
     model.eval()

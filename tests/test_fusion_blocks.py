@@ -342,3 +342,9 @@ def test_temporal_conv_projection():
     assert proj(torch.randn(2, 7, 4)).shape == (2, 7, 6) and proj.conv.bias is None
     with pytest.raises(ValueError, match="odd"):
         TemporalConvProjection(d_in=4, d_out=6, kernel_size=2)
+    # padded steps enter the convolution as zeros: real steps do not see what stands at the padding
+    x, mask = torch.randn(2, 7, 4), torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    zeroed = x * mask[..., None]
+    out = proj(x + 9.0 * ~mask[..., None], mask)
+    assert torch.allclose(out[mask], proj(zeroed)[mask], atol=1e-6)
+    assert torch.allclose(out[0], proj(x)[0], atol=1e-6)

@@ -210,7 +210,11 @@ class CrossmodalTransformer(nn.Module):
 
 class TemporalConvProjection(nn.Module):
     """MulT's ``proj_*``: ``Conv1d(d_in, d_out, kernel_size, bias=False)`` over time (same length out), or the
-    identity when ``d_in == d_out`` (as the authors skip it then)."""
+    identity when ``d_in == d_out`` (as the authors skip it then).
+
+    With ``mask``, padded steps enter the convolution as zero rows (the authors' padding rows are zero vectors), so
+    with ``kernel_size > 1`` a real step's output does not depend on what stands at the padding (BERT's hidden
+    states at [PAD] are not zero) nor on how far its batch is padded. With kernel 1 real steps are unchanged."""
 
     def __init__(self, *, d_in: int, d_out: int, kernel_size: int = 1) -> None:
         super().__init__()
@@ -223,12 +227,14 @@ class TemporalConvProjection(nn.Module):
         if d_in != d_out:
             self.conv = nn.Conv1d(d_in, d_out, kernel_size=kernel_size, padding=(kernel_size - 1) // 2, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, T, d_in)`` → ``(B, T, d_out)``."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``(B, T, d_in)``, ``mask``: ``(B, T)`` bool, True = real step → ``(B, T, d_out)``."""
         if x.shape[-1] != self.d_in:
             raise ValueError(f"TemporalConvProjection was built for d_in={self.d_in}, got a sequence of shape {tuple(x.shape)}")
         if self.conv is None:
             return x
+        if mask is not None:
+            x = x * mask.unsqueeze(-1).to(x.dtype)
         return rearrange(self.conv(rearrange(x, "b t d -> b d t")), "b d t -> b t d")
 
 
