@@ -119,8 +119,18 @@ def open_storage(url: str):
         path = Path(url[len("journal:"):]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (IntegrityError, OperationalError):
+            # processes that open a new storage at the same moment (workers, SLURM tasks) race to create its
+            # tables; the loser finds them on its next try
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def study_name(args, model: str) -> str:
@@ -400,7 +410,12 @@ def summarize(args, models: list[str], spaces: dict, storage, out: Path) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    try:
+        return run_cli(_main, argv)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during a trial (the engine raises TrainingInterrupted)
+        if "--spawned" not in (argv if argv is not None else sys.argv[1:]):
+            print(_interrupted_message(), file=sys.stderr)  # a spawned worker's parent says it for all of them
+        return 130
 
 
 def _main(argv) -> int:
@@ -456,9 +471,9 @@ def _main(argv) -> int:
         try:
             codes = [p.wait() for p in procs]
         except KeyboardInterrupt:
-            for p in procs:
-                p.terminate()
-            raise
+            _stop_workers(procs)
+            print(_interrupted_message(args), file=sys.stderr)
+            return 130
         if any(codes):
             print(f"worker exit codes {codes}; rerun the same command to finish the studies (finished trials are "
                   f"kept, lost ones are retried)", file=sys.stderr)
@@ -486,6 +501,30 @@ def _main(argv) -> int:
     if not args.spawned:
         summarize(args, models, spaces, storage, out)
     return 0
+
+
+def _stop_workers(procs, timeout: float = 30.0) -> None:
+    """Terminate the worker processes and wait for them; a worker that does not stop in ``timeout`` s is killed
+    (a second Ctrl-C kills them at once)."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    try:
+        for p in procs:
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.kill()
+
+
+def _interrupted_message(args=None) -> str:
+    where = "the study's storage" if args is None else args.storage_url
+    grace = "--grace" if args is None else f"--grace ({args.grace:g}s)"
+    return (f"interrupted: tuning stopped; the finished trials are kept in {where}. Run the same command again to "
+            f"finish: the trials that were running are retried once, after {grace}.")
 
 
 if __name__ == "__main__":

@@ -236,6 +236,63 @@ def test_sigkilled_worker_trial_is_retried_and_budget_is_exact(tmp_path):
     assert retries[0].state.name in ("COMPLETE", "PRUNED")
 
 
+def test_a_storage_created_by_another_process_at_the_same_moment_is_opened_on_retry(tmp_path, monkeypatch):
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kwargs):  # the first open loses the race to create the tables (as seen with two processes)
+        calls.append(url)
+        if len(calls) == 1:
+            real(url, **kwargs)  # the other process's creation
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    monkeypatch.undo()
+    assert len(calls) == 2 and optuna.create_study(storage=storage, study_name="s").study_name == "s"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_with_one_message_and_the_same_command_finishes(tmp_path):
+    out = tmp_path / "tune"
+    cmd = [sys.executable, "-m", "benchmarks.tune", "--models", "text", "--dataset", "synthetic", "--tiny-bert",
+           "--trials", "3", "--workers", "2", "--epochs", "40", "--patience", "40", "--max-samples", "96",
+           "--out", str(out), "--heartbeat", "0.5", "--grace", "4"]  # trials long enough to be caught running
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # its own process group, as a terminal's: Ctrl-C reaches the parent and both workers at once
+    parent = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    url = f"sqlite:///{(out / 'study.db').resolve()}"
+    seen, storage, deadline = False, None, time.monotonic() + 240
+    try:
+        while not seen and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.1)
+            try:
+                import optuna
+
+                storage = storage or tune.open_storage(url)
+                seen = any(t.state.name == "RUNNING" for t in
+                           optuna.load_study(study_name="tune-synthetic/text", storage=storage).get_trials())
+            except Exception:  # noqa: BLE001 - the storage or the study is being created
+                continue
+        assert seen, f"no trial was seen running (exit {parent.poll()}): " + \
+            (parent.stderr.read()[-3000:] if parent.poll() is not None else "")
+        os.killpg(parent.pid, signal.SIGINT)
+        _, err = parent.communicate(timeout=120)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert parent.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.count("interrupted: tuning stopped") == 1, err[-2000:]
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    finished = [t for t in _trials(url, "tune-synthetic/text") if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3
+
+
 def test_diverged_trials_count_as_finished_and_give_no_best(tmp_path, monkeypatch, capsys):
     import fusionkit.training as training
 
