@@ -119,7 +119,7 @@ def open_storage(url: str):
         path = Path(url[len("journal:"):]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError  # optuna's RDB storage is built on SQLAlchemy
 
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     for attempt in range(5):
