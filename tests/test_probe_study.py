@@ -186,4 +186,13 @@ def test_fast_mode_freezes_the_encoder_and_trains_at_its_budget_unless_told(tmp_
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     # --lr given wins; the epochs are the fast mode's
     assert results["fast"] and results["train"] == {"lr": 5e-4, "epochs": study.FAST_TRAIN["epochs"]}
-    assert results["variants"]["text"]["kwargs"] == {"encoder_mode": "frozen"}
+    # the floor's head gets a hidden layer (a linear read-out of frozen vectors is a weak text model)
+    assert results["variants"]["text"]["kwargs"] == {"encoder_mode": "frozen", "head": study.FAST_FLOOR_HEAD}
+    assert '"d_hidden": 128' in (tmp_path / "out" / "results.md").read_text()
+    built = json.loads((tmp_path / "out" / "probe-null" / "text" / "seed0" / "best" / "model.json").read_text())
+    assert built["composition"]["head"] == {"args": {"d_hidden": 128}, "block": "regression_head",
+                                            "plugin": "fusionkit"}
+    # the user's own head for the floor wins
+    assert bench.main([*argv[:-1], str(tmp_path / "out2"), "--set", "text.head=regression_head"]) == 0
+    results = json.loads((tmp_path / "out2" / "results.json").read_text())
+    assert results["variants"]["text"]["kwargs"] == {"encoder_mode": "frozen", "head": "regression_head"}
