@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -130,6 +131,8 @@ def run_grid(args, argv, variants, data, model_kwargs, train_overrides, per_mode
     if args.grid_worker is None:
         codes = workers.spawn(workers.strip_worker_flags(list(argv if argv is not None else sys.argv[1:])),
                               args.workers, args.threads)
+        if any(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in codes):
+            raise KeyboardInterrupt  # a worker was stopped from outside: stop here too, not train its runs
         if any(codes):
             print(f"[workers] exit codes {codes}: runs they left unfinished are trained now", file=sys.stderr)
         return None
@@ -655,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.outdir import interrupted_message
 
         message, status = interrupted_message(e)
-        print(message, file=sys.stderr)
+        if "--grid-worker" not in (argv if argv is not None else sys.argv[1:]):
+            print(message, file=sys.stderr)  # a spawned grid worker's parent says it once for all of them
         return status
 
 

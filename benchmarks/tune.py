@@ -471,7 +471,9 @@ def _main(argv) -> int:
         try:
             codes = [p.wait() for p in procs]
         except KeyboardInterrupt:
-            _stop_workers(procs)
+            from benchmarks.workers import stop
+
+            stop(procs)
             print(_interrupted_message(args), file=sys.stderr)
             return 130
         if any(codes):
@@ -501,23 +503,6 @@ def _main(argv) -> int:
     if not args.spawned:
         summarize(args, models, spaces, storage, out)
     return 0
-
-
-def _stop_workers(procs, timeout: float = 30.0) -> None:
-    """Terminate the worker processes and wait for them; a worker that does not stop in ``timeout`` s is killed
-    (a second Ctrl-C kills them at once)."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    try:
-        for p in procs:
-            try:
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.kill()
 
 
 def _interrupted_message(args=None) -> str:

@@ -142,9 +142,25 @@ def spawn(argv: list[str], workers: int, threads: int | None) -> list[int]:
     try:
         return [p.wait() for p in procs]
     except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
+        stop(procs)
         raise
+
+
+def stop(procs, timeout: float = 30.0) -> None:
+    """Terminate worker processes and wait for them (each saves or gives back its run or trial in flight); one
+    that does not stop in ``timeout`` s is killed, and a second Ctrl-C kills them all at once."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    try:
+        for p in procs:
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.kill()
 
 
 def strip_worker_flags(argv: list[str]) -> list[str]:

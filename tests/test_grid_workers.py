@@ -105,3 +105,29 @@ def test_sigkilled_grid_worker_run_is_taken_over(tmp_path):
     assert env_one.returncode == 0, env_one.stderr[-2000:]
     one = json.loads((tmp_path / "one/results.json").read_text())
     assert one["runs"] == two["runs"]
+
+
+@pytest.mark.parametrize("codes", [[130, 0], [0, -15], [-2, -2]])
+def test_parent_stops_when_a_worker_was_interrupted(tmp_path, monkeypatch, capsys, codes):
+    """A worker stopped from outside (Ctrl-C, SIGTERM) stops the parent too: it does not go on to train that
+    worker's runs itself, and it says once how to continue."""
+    monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(workers, "spawn", lambda argv, n, threads: list(codes))
+    trained = []
+    monkeypatch.setattr(bench, "run_one", lambda *a, **k: trained.append(a))
+    status = bench.main(["--models", "text", "--dataset", "synthetic", "--tiny-bert", "--seeds", "2", "--epochs",
+                         "1", "--max-samples", "24", "--quiet", "--workers", "2", "--out", str(tmp_path / "o")])
+    assert status == 130 and trained == []
+    err = capsys.readouterr().err
+    assert err.count("interrupted:") == 1 and "--resume" in err
+
+
+def test_a_grid_worker_leaves_the_interrupt_message_to_its_parent(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "_main", interrupted)
+    assert bench.main(["--grid-worker", "0"]) == 130
+    assert "interrupted" not in capsys.readouterr().err
+    assert bench.main(["--models", "text"]) == 130
+    assert capsys.readouterr().err.count("interrupted:") == 1
