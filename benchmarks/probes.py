@@ -32,6 +32,7 @@ import csv
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -321,13 +322,19 @@ def run_study(args, argv) -> int:
     except TextModelNotFound as e:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out is not None else Path("runs") / ("probes-fast" if args.fast else "probes")
-    bench._check_out_path(out)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 or args.grid_worker is not None:  # workers share the runs: finished ones are kept
+        args.resume = True
+    worker = args.grid_worker is not None
     from benchmarks.lock import DirectoryLock, LockHeld, check_free
 
-    try:
-        check_free(out)
-    except LockHeld as e:
-        raise UsageError(str(e)) from None
+    if not worker:
+        bench._check_out_path(out)
+        try:
+            check_free(out)
+        except LockHeld as e:
+            raise UsageError(str(e)) from None
     datasets = {}
     for probe in probes:
         try:
@@ -355,6 +362,8 @@ def run_study(args, argv) -> int:
         compositions = bench.check_compositions(checked)
     except (ModelBuildError, TextModelNotFound) as e:
         raise UsageError(str(e)) from None
+    if worker:  # the process that started the workers holds the lock and writes the matrix
+        return _work(args, probes, to_train, datasets, model_kwargs, train_overrides, per_model, out)
     bench._check_out_dir(out)
     lock = DirectoryLock(out, ["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])])
     try:
@@ -362,10 +371,61 @@ def run_study(args, argv) -> int:
     except LockHeld as e:
         raise UsageError(str(e)) from None
     try:
+        if args.workers > 1:
+            _spawn(args, argv)
         return _run(args, probes, variants, floor, to_train, datasets, checked, compositions, model_kwargs,
                     train_overrides, per_model, per_model_options, out, started)
     finally:
         lock.release()
+
+
+def _tasks(probes: list, to_train: list, seeds: list, out: Path) -> list:
+    """Every run of the study, in training order: (probe, variant, seed, run directory); ``probe-null`` first in
+    each seed, because its ``text`` runs are the oracle's input."""
+    order = [BASE_PROBE] + [p for p in probes if p != BASE_PROBE]
+    return [(probe, v, seed, out / probe / v.dirname / f"seed{seed}") for seed in seeds for probe in order
+            for v in to_train]
+
+
+def _probe_args(args, probe: str):
+    probe_args = copy.copy(args)
+    probe_args.dataset, probe_args.study, probe_args.features = probe, "probes", []
+    return probe_args
+
+
+def _train(task, args, datasets, model_kwargs, train_overrides, per_model) -> dict:
+    from benchmarks import run as bench
+
+    probe, v, seed, run_dir = task
+    print(f"[run] {probe}: {v.label} seed {seed} → {run_dir}", file=sys.stderr)
+    try:
+        return bench.run_one(v, seed, datasets[probe], _probe_args(args, probe), model_kwargs, run_dir,
+                             {**train_overrides, **per_model.get(v.model, {})})
+    except ValueError as e:
+        raise UsageError(f"{v.label} on {probe}: {e}") from None
+
+
+def _spawn(args, argv) -> None:
+    """``--workers N``: N copies of this command as grid workers over the study's runs; wait for them."""
+    from benchmarks import workers
+
+    codes = workers.spawn(workers.strip_worker_flags(list(argv if argv is not None else sys.argv[1:])),
+                          args.workers, args.threads)
+    if any(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in codes):
+        raise KeyboardInterrupt  # a worker was stopped from outside: stop here too
+    if any(codes):
+        print(f"[workers] exit codes {codes}: runs they left unfinished are trained now", file=sys.stderr)
+
+
+def _work(args, probes, to_train, datasets, model_kwargs, train_overrides, per_model, out) -> int:
+    """One grid worker (``--grid-worker ID``): train the study's runs that no live worker holds."""
+    from benchmarks import workers
+
+    tasks = _tasks(probes, to_train, list(range(args.seeds)), out)
+    workers.work([(f"{probe}: {v.label}", seed, d) for probe, v, seed, d in tasks],
+                 lambda i, took_over: _train(tasks[i], args, datasets, model_kwargs, train_overrides, per_model),
+                 heartbeat=args.heartbeat, grace=args.grace, worker=args.grid_worker)
+    return 0
 
 
 def _run(args, probes, variants, floor, to_train, datasets, checked, compositions, model_kwargs, train_overrides,
@@ -377,25 +437,15 @@ def _run(args, probes, variants, floor, to_train, datasets, checked, composition
     seeds = list(range(args.seeds))
     runs = {p: [] for p in probes}
     dirs = {p: {} for p in probes}
-    order = [BASE_PROBE] + [p for p in probes if p != BASE_PROBE]
-    for seed in seeds:
-        for probe in order:
-            probe_args = copy.copy(args)
-            probe_args.dataset, probe_args.study, probe_args.features = probe, "probes", []
-            for v in to_train:
-                run_dir = out / probe / v.dirname / f"seed{seed}"
-                print(f"[run] {probe}: {v.label} seed {seed} → {run_dir}", file=sys.stderr)
-                try:
-                    result = bench.run_one(v, seed, datasets[probe], probe_args, model_kwargs, run_dir,
-                                           {**train_overrides, **per_model.get(v.model, {})})
-                except ValueError as e:
-                    raise UsageError(f"{v.label} on {probe}: {e}") from None
-                runs[probe].append({"model": v.label, "seed": seed, "best_epoch": result["best_epoch"],
-                                    "epochs_run": result.get("epochs_run"),
-                                    "test_prediction_std": result.get("test_prediction_std"),
-                                    "test_label_std": result.get("test_label_std"),
-                                    "valid": result["valid"], "test": result["test"]})
-                dirs[probe][(v.label, seed)] = run_dir
+    for task in _tasks(probes, to_train, seeds, out):
+        probe, v, seed, run_dir = task
+        result = _train(task, args, datasets, model_kwargs, train_overrides, per_model)
+        runs[probe].append({"model": v.label, "seed": seed, "best_epoch": result["best_epoch"],
+                            "epochs_run": result.get("epochs_run"),
+                            "test_prediction_std": result.get("test_prediction_std"),
+                            "test_label_std": result.get("test_label_std"),
+                            "valid": result["valid"], "test": result["test"]})
+        dirs[probe][(v.label, seed)] = run_dir
     records = {p: {} for p in probes}
     for probe in probes:
         table = hidden_table(probe, data_root=args.data_root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -196,3 +197,27 @@ def test_fast_mode_freezes_the_encoder_and_trains_at_its_budget_unless_told(tmp_
     assert bench.main([*argv[:-1], str(tmp_path / "out2"), "--set", "text.head=regression_head"]) == 0
     results = json.loads((tmp_path / "out2" / "results.json").read_text())
     assert results["variants"]["text"]["kwargs"] == {"encoder_mode": "frozen", "head": "regression_head"}
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_single_process_matrix(tmp_path, monkeypatch, capfd):
+    """``--workers 2`` splits the study's runs over two processes: every run trained once, the same numbers."""
+    from benchmarks import run as bench
+
+    monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
+    _sentiment_table(tmp_path / "data", n=48)
+    common = ["--study", "probes", "--probes", "probe-unique-a", "--models", "text,tfn", "--seeds", "1",
+              "--epochs", "1", "--data-root", str(tmp_path / "data"), "--tiny-bert", "--quiet"]
+    assert bench.main([*common, "--threads", "1", "--out", str(tmp_path / "one")]) == 0
+    capfd.readouterr()
+    assert bench.main([*common, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
+    err = capfd.readouterr().err
+    assert len(re.findall(r"\[worker [01]\] probe-[a-z-]+: \w+ seed 0 done", err)) == 4, err
+    assert "exit codes" not in err and err.count("[skip]") == 4  # the parent only read the workers' runs
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert one["records"] == two["records"]
+    assert one["probe_results"]["matrix"] == two["probe_results"]["matrix"]
+    runs = sorted(p.parent.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("result.json"))
+    assert [str(r) for r in runs] == [f"{probe}/{m}/seed0" for probe in ("probe-null", "probe-unique-a")
+                                      for m in ("text", "tfn")]
+    assert not list((tmp_path / "two").rglob("*.claim*")), "a claim was left behind"
