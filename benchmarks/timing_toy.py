@@ -11,8 +11,9 @@ split into "the model cannot read order" (fails here too) and "the budget or the
 here). ``--fixed-length`` gives every utterance 12 words, so *first half* is a fixed set of positions; otherwise
 lengths are 6 to 20 words and a model must compare the cue's position with the utterance's length.
 
-Each run: the model at its defaults (tiny random BERT, frozen), Adam at ``--lr``, L1 loss, batches of 32 drawn
-from 2,000 training items, then Acc2 on 1,000 fresh items. Prints one JSON line per run and a summary table.
+Each run: the model at its defaults (tiny random BERT, frozen), Adam at ``--lr``, L1 loss, ``--steps`` batches
+of ``--batch-size`` (32) drawn from 2,000 training items, then Acc2 on 1,000 fresh items. Prints one JSON line
+per run and a summary table.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import time
 
 import numpy as np
 
-N_TRAIN, N_TEST, BATCH = 2000, 1000, 32
+N_TRAIN, N_TEST = 2000, 1000
 CUE_WORDS, CUE_DIMS = 3, 4
 
 
@@ -72,7 +73,8 @@ def batch_of(data: dict, index):
                            ids=[str(i) for i in index.tolist()])
 
 
-def run(model_name: str, *, strength: float, fixed_length: bool, steps: int, seed: int, lr: float) -> dict:
+def run(model_name: str, *, strength: float, fixed_length: bool, steps: int, seed: int, lr: float,
+        batch_size: int = 32) -> dict:
     import torch
 
     import fusionkit
@@ -88,7 +90,7 @@ def run(model_name: str, *, strength: float, fixed_length: bool, steps: int, see
     started = time.perf_counter()
     model.train()
     for _ in range(steps):
-        index = torch.randint(0, N_TRAIN, (BATCH,), generator=draw)
+        index = torch.randint(0, N_TRAIN, (batch_size,), generator=draw)
         loss = torch.nn.functional.l1_loss(model(batch_of(train, index)).prediction, train["target"][index])
         optimizer.zero_grad()
         loss.backward()
@@ -99,7 +101,8 @@ def run(model_name: str, *, strength: float, fixed_length: bool, steps: int, see
                                  for i in range(0, N_TEST, 250)])
     acc2 = float(((predictions > 0) == (test["target"] > 0)).float().mean())
     return {"model": model_name, "fixed_length": fixed_length, "strength": strength, "seed": seed, "steps": steps,
-            "lr": lr, "test_acc2": round(100 * acc2, 1), "seconds": round(time.perf_counter() - started, 1)}
+            "batch_size": batch_size, "lr": lr, "test_acc2": round(100 * acc2, 1),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          "4.0,1.4; the probes use 1.4 against a noisier channel)")
     p.add_argument("--lengths", default="fixed,variable", help="fixed (12 words), variable (6 to 20), or both")
     p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps of batch 32 (default: 300)")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default: 300)")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -135,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             for strength in (float(s) for s in args.strengths.split(",")):
                 for seed in range(args.seeds):
                     row = run(model, strength=strength, fixed_length=length == "fixed", steps=args.steps,
-                              seed=seed, lr=args.lr)
+                              seed=seed, lr=args.lr, batch_size=args.batch_size)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    print("\n| model | lengths | cue strength | test Acc2 per seed (chance 50) | steps |\n|---|---|---|---|---|")
+    print("\n| model | lengths | cue strength | test Acc2 per seed (chance 50) | steps × batch |")
+    print("|---|---|---|---|---|")
     seen = []
     for r in rows:
         key = (r["model"], r["fixed_length"], r["strength"])
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         seen.append(key)
         accs = [x["test_acc2"] for x in rows if (x["model"], x["fixed_length"], x["strength"]) == key]
         print(f"| `{key[0]}` | {'fixed 12' if key[1] else '6 to 20'} | {key[2]:g} | "
-              f"{' / '.join(f'{a:.1f}' for a in accs)} | {args.steps} |")
+              f"{' / '.join(f'{a:.1f}' for a in accs)} | {args.steps} × {args.batch_size} |")
     return 0
 
 
