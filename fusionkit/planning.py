@@ -68,6 +68,7 @@ class Plan:
     model: the registered model name. kwargs: the factory's arguments, data sizes merged. composition:
     ``{slot: {"block", "plugin", "args"}}``. train_defaults: the model's own training recipe (without ``seed``).
     num_parameters / parameter_bytes: the model's parameter count and size (from the meta build). dataset: the name of the data planned for.
+    stages: the names of its training stages, for a model trained stage by stage (:mod:`fusionkit.training.stages`).
     """
 
     model: str
@@ -77,6 +78,7 @@ class Plan:
     num_parameters: int = 0
     parameter_bytes: int = 0
     dataset: str | None = None
+    stages: tuple[str, ...] = ()
 
     def build(self) -> nn.Module:
         """The model, built for real (the caller seeds the RNG first, as the engine does)."""
@@ -148,6 +150,9 @@ def plan(model: str, data=None, **options) -> Plan:
     defaults = {k: v for k, v in dict(getattr(built, "train_defaults", {}) or {}).items() if k != "seed"}
     count = sum(p.numel() for p in built.parameters())
     size = sum(p.numel() * p.element_size() for p in built.parameters())
+    from fusionkit.training.stages import model_stages
+
+    stage_names = tuple(stage.name for stage in model_stages(built))
     del built
     return Plan(model=model, kwargs=kwargs, composition=composition, train_defaults=defaults, num_parameters=count,
-                parameter_bytes=size, dataset=getattr(getattr(data, "info", None), "name", None))
+                parameter_bytes=size, dataset=getattr(getattr(data, "info", None), "name", None), stages=stage_names)

@@ -221,3 +221,20 @@ def test_two_workers_give_the_single_process_matrix(tmp_path, monkeypatch, capfd
     assert [str(r) for r in runs] == [f"{probe}/{m}/seed0" for probe in ("probe-null", "probe-unique-a")
                                       for m in ("text", "tfn")]
     assert not list((tmp_path / "two").rglob("*.claim*")), "a claim was left behind"
+
+
+def test_fast_mode_caps_large_batches_except_staged_models_and_given_sizes():
+    from types import SimpleNamespace
+
+    def info(model, batch, stages=()):
+        return SimpleNamespace(model=model, train_defaults={"batch_size": batch},
+                               plan=SimpleNamespace(stages=stages))
+
+    checked = [info("text", 32), info("mult", 128), info("misa", 64), info("iccn", 300, ("dcca", "downstream")),
+               info("mag", 48)]
+    per_model = {"mag": {"batch_size": 48}}  # --set mag.batch_size=48: the user's choice stands
+    assert study.cap_fast_batch(checked, per_model, given=False) == ["mult", "misa"]
+    assert per_model == {"mult": {"batch_size": study.FAST_BATCH_SIZE}, "misa": {"batch_size": study.FAST_BATCH_SIZE},
+                         "mag": {"batch_size": 48}}
+    untouched = {}
+    assert study.cap_fast_batch(checked, untouched, given=True) == [] and untouched == {}  # --batch-size given
