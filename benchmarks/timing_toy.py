@@ -28,9 +28,19 @@ N_TRAIN, N_TEST = 2000, 1000
 CUE_WORDS, CUE_DIMS = 3, 4
 
 
+POSITIVE, NEGATIVE = 2000, 3000  # the toy's two "sentiment" word pieces (rule irony)
+
+
 def make(n_items: int, *, strength: float, fixed_length: bool, seed: int, d_acoustic: int = 74,
-         d_visual: int = 47, max_words: int = 20) -> dict:
-    """``n_items`` toy utterances as padded tensors (``[CLS]`` and ``[SEP]`` around the words, right padding)."""
+         d_visual: int = 47, max_words: int = 20, rule: str = "position") -> dict:
+    """``n_items`` toy utterances as padded tensors (``[CLS]`` and ``[SEP]`` around the words, right padding).
+
+    ``rule="position"``: the cue's half decides the target (above). ``rule="irony"``: the first word is a
+    positive or a negative word piece (text value y = ±1.5, p = 1/2), the cue sits on 3 random words of 30 % of the
+    utterances, and the target is −y where it does and y elsewhere: ``probe-unique-a``'s rule, so a model must
+    multiply what the text says by what the acoustic cue says (text alone: 70 % Acc2)."""
+    if rule not in ("position", "irony"):
+        raise ValueError(f"rule must be 'position' or 'irony', got {rule!r}")
     import torch
 
     from fusionkit.testing import TINY_VOCAB
@@ -49,6 +59,14 @@ def make(n_items: int, *, strength: float, fixed_length: bool, seed: int, d_acou
         ids[i, 1:n + 1] = rng.integers(1000, TINY_VOCAB, n)
         acoustic[i, 1:n + 1] = rng.standard_normal((n, d_acoustic))
         visual[i, 1:n + 1] = rng.standard_normal((n, d_visual))
+        if rule == "irony":
+            y = 1.5 if rng.random() < 0.5 else -1.5
+            ids[i, 1] = POSITIVE if y > 0 else NEGATIVE
+            ironic = rng.random() < 0.3
+            if ironic:
+                acoustic[i, 1 + rng.choice(n, CUE_WORDS, replace=False), :CUE_DIMS] += strength
+            target[i] = -y if ironic else y
+            continue
         first = rng.random() < 0.5
         half = np.arange(0, n // 2) if first else np.arange(n // 2, n)
         acoustic[i, 1 + rng.choice(half, CUE_WORDS, replace=False), :CUE_DIMS] += strength
@@ -74,15 +92,15 @@ def batch_of(data: dict, index):
 
 
 def run(model_name: str, *, strength: float, fixed_length: bool, steps: int, seed: int, lr: float,
-        batch_size: int = 32) -> dict:
+        batch_size: int = 32, rule: str = "position") -> dict:
     import torch
 
     import fusionkit
     from fusionkit.testing import tiny_bert_config
 
     torch.manual_seed(seed)
-    train = make(N_TRAIN, strength=strength, fixed_length=fixed_length, seed=seed)
-    test = make(N_TEST, strength=strength, fixed_length=fixed_length, seed=10_000 + seed)
+    train = make(N_TRAIN, strength=strength, fixed_length=fixed_length, seed=seed, rule=rule)
+    test = make(N_TEST, strength=strength, fixed_length=fixed_length, seed=10_000 + seed, rule=rule)
     model = fusionkit.create(model_name, bert_config=tiny_bert_config(), d_acoustic=74, d_visual=47,
                              encoder_mode="frozen")
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -100,7 +118,7 @@ def run(model_name: str, *, strength: float, fixed_length: bool, steps: int, see
         predictions = torch.cat([model(batch_of(test, torch.arange(i, min(i + 250, N_TEST)))).prediction
                                  for i in range(0, N_TEST, 250)])
     acc2 = float(((predictions > 0) == (test["target"] > 0)).float().mean())
-    return {"model": model_name, "fixed_length": fixed_length, "strength": strength, "seed": seed, "steps": steps,
+    return {"model": model_name, "rule": rule, "fixed_length": fixed_length, "strength": strength, "seed": seed, "steps": steps,
             "batch_size": batch_size, "lr": lr, "test_acc2": round(100 * acc2, 1),
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -114,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (default: 300)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rule", choices=("position", "irony"), default="position",
+                   help="position: the cue's half decides the target (probe-timing's rule); irony: the target is the "
+                        "text's value, negated where the cue is (probe-unique-a's rule; text alone: 70 %%)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -139,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             for strength in (float(s) for s in args.strengths.split(",")):
                 for seed in range(args.seeds):
                     row = run(model, strength=strength, fixed_length=length == "fixed", steps=args.steps,
-                              seed=seed, lr=args.lr, batch_size=args.batch_size)
+                              seed=seed, lr=args.lr, batch_size=args.batch_size, rule=args.rule)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     print("\n| model | lengths | cue strength | test Acc2 per seed (chance 50) | steps × batch |")

@@ -36,3 +36,16 @@ def test_a_time_average_cannot_read_the_position():
     """tfn sees the acoustic stream through its mean over time, which is the same for either half: chance."""
     row = toy.run("tfn", strength=4.0, fixed_length=True, steps=60, seed=0, lr=1e-3)
     assert 40 <= row["test_acc2"] <= 60, row
+
+
+def test_irony_rule_negates_the_text_value_where_the_cue_is():
+    data = toy.make(300, strength=50.0, fixed_length=False, seed=1, rule="irony")
+    for i in range(300):
+        n = int(data["mask"][i].sum()) - 2
+        y = 1.5 if int(data["ids"][i, 1]) == toy.POSITIVE else -1.5
+        assert int(data["ids"][i, 1]) in (toy.POSITIVE, toy.NEGATIVE)
+        cued = int((data["acoustic"][i, 1:n + 1, :toy.CUE_DIMS].mean(-1) > 25).sum())
+        assert cued in (0, toy.CUE_WORDS)
+        assert data["target"][i] == (-y if cued else y)
+    with pytest.raises(ValueError, match="rule must be"):
+        toy.make(2, strength=1.0, fixed_length=True, seed=0, rule="xor")
