@@ -33,7 +33,6 @@ import csv
 import json
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -381,7 +380,9 @@ def run_study(args, argv) -> int:
         raise UsageError(str(e)) from None
     try:
         if args.workers > 1:
-            _spawn(args, argv)
+            from benchmarks import workers
+
+            workers.run_workers(list(argv if argv is not None else sys.argv[1:]), args.workers, args.threads)
         return _run(args, probes, variants, floor, to_train, datasets, checked, compositions, model_kwargs,
                     train_overrides, per_model, per_model_options, out, started)
     finally:
@@ -399,7 +400,7 @@ def cap_fast_batch(checked, per_model: dict, *, given: bool) -> list[str]:
         own = info.train_defaults.get("batch_size")
         if given or "batch_size" in per_model.get(info.model, {}) or info.plan is None or info.plan.stages:
             continue
-        if own is not None and own > FAST_BATCH_SIZE and info.model not in capped:
+        if own is not None and own > FAST_BATCH_SIZE:
             per_model.setdefault(info.model, {})["batch_size"] = FAST_BATCH_SIZE
             capped.append(info.model)
     return capped
@@ -429,18 +430,6 @@ def _train(task, args, datasets, model_kwargs, train_overrides, per_model) -> di
                              {**train_overrides, **per_model.get(v.model, {})})
     except ValueError as e:
         raise UsageError(f"{v.label} on {probe}: {e}") from None
-
-
-def _spawn(args, argv) -> None:
-    """``--workers N``: N copies of this command as grid workers over the study's runs; wait for them."""
-    from benchmarks import workers
-
-    codes = workers.spawn(workers.strip_worker_flags(list(argv if argv is not None else sys.argv[1:])),
-                          args.workers, args.threads)
-    if any(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in codes):
-        raise KeyboardInterrupt  # a worker was stopped from outside: stop here too
-    if any(codes):
-        print(f"[workers] exit codes {codes}: runs they left unfinished are trained now", file=sys.stderr)
 
 
 def _work(args, probes, to_train, datasets, model_kwargs, train_overrides, per_model, out) -> int:

@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -129,12 +128,7 @@ def run_grid(args, argv, variants, data, model_kwargs, train_overrides, per_mode
     from benchmarks import workers
 
     if args.grid_worker is None:
-        codes = workers.spawn(workers.strip_worker_flags(list(argv if argv is not None else sys.argv[1:])),
-                              args.workers, args.threads)
-        if any(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in codes):
-            raise KeyboardInterrupt  # a worker was stopped from outside: stop here too, not train its runs
-        if any(codes):
-            print(f"[workers] exit codes {codes}: runs they left unfinished are trained now", file=sys.stderr)
+        workers.run_workers(list(argv if argv is not None else sys.argv[1:]), args.workers, args.threads)
         return None
     tasks = [(v.label, seed, out / v.dirname / f"seed{seed}") for v in variants for seed in range(args.seeds)]
     by_index = [(v, seed) for v in variants for seed in range(args.seeds)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -144,6 +145,17 @@ def spawn(argv: list[str], workers: int, threads: int | None) -> list[int]:
     except KeyboardInterrupt:
         stop(procs)
         raise
+
+
+def run_workers(argv: list[str], workers: int, threads: int | None) -> None:
+    """The parent's side of ``--workers N``: spawn the grid workers (``argv`` without ``--workers``) and wait.
+    A worker stopped from outside (Ctrl-C, SIGTERM) stops the parent too (``KeyboardInterrupt``), so it does not
+    train that worker's runs itself; any other failure is said, and the caller trains what is left."""
+    codes = spawn(strip_worker_flags(argv), workers, threads)
+    if any(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in codes):
+        raise KeyboardInterrupt
+    if any(codes):
+        print(f"[workers] exit codes {codes}: runs they left unfinished are trained now", file=sys.stderr)
 
 
 def stop(procs, timeout: float = 30.0) -> None:
