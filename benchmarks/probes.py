@@ -193,6 +193,8 @@ def render_markdown(results: dict) -> str:
              f"Seeds: {', '.join(map(str, seeds))}; text model: {results['text_model']}; max samples per split: "
              f"{results['max_samples'] or 'all'}; "
              + ("text encoder frozen in every model that accepts it; " if results["fast"] else "")
+             + (f"**cue strength {results['cue_strength']:g}, not the calibrated one**; "
+                if results.get("cue_strength_calibrated") is False else "")
              + (f"floor `{results['floor']}` with head {json.dumps(floor_head)}; " if floor_head else "")
              + f"wall time of this invocation {results['wall_time_s']:.0f} s (runs skipped by --resume cost none).", ""]
     for label, settings in results.get("per_model", {}).items():
@@ -295,6 +297,19 @@ def _refuse_unsupported(args) -> None:
 
 def run_study(args, argv) -> int:
     """The ``--study probes`` command: train floors and models on every probe, then write the matrix."""
+    from fusionkit.data import probes as probe_data
+
+    strength = getattr(args, "cue_strength", None)
+    if strength is not None and not (math.isfinite(strength) and strength > 0):
+        raise UsageError(f"--cue-strength must be a positive number of latent standard deviations, got {strength:g}")
+    if strength == probe_data.CUE_STRENGTH:  # the calibrated strength: the same runs as without the flag
+        args = copy.copy(args)
+        args.cue_strength = None
+    with probe_data.cue_strength(strength):
+        return _run_study(args, argv)
+
+
+def _run_study(args, argv) -> int:
     from benchmarks import run as bench
     from benchmarks.preflight import preflight
     from fusionkit.data import DataError, load_splits
@@ -446,6 +461,7 @@ def _work(args, probes, to_train, datasets, model_kwargs, train_overrides, per_m
 def _run(args, probes, variants, floor, to_train, datasets, checked, compositions, model_kwargs, train_overrides,
          per_model, per_model_options, out, started) -> int:
     from benchmarks import run as bench
+    from fusionkit.data import probes as probe_data
     from fusionkit.data.probes import hidden_table
     from fusionkit.training.checkpoint import atomic_write_bytes, atomic_write_json
 
@@ -475,7 +491,8 @@ def _run(args, probes, variants, floor, to_train, datasets, checked, composition
     results = {
         "study": "probes", "fast": bool(args.fast), "probes": probes, "seeds": seeds,
         "text_model": "tiny random BERT (tests)" if args.tiny_bert else (args.text_model or "bundled MiniLM-L6"),
-        "max_samples": args.max_samples, "train": train_overrides,
+        "max_samples": args.max_samples, "train": train_overrides, "cue_strength": probe_data.CUE_STRENGTH,
+        "cue_strength_calibrated": getattr(args, "cue_strength", None) is None,
         "per_model": {m: {**per_model.get(m, {}), **per_model_options.get(m, {})}
                       for m in sorted({*per_model, *per_model_options})},
         "variants": {v.label: {"model": v.model, "kwargs": bench._json_clean(v.kwargs),
@@ -548,10 +565,15 @@ class ProbesStudy(Study):
                                  "--epochs are given")
         parser.add_argument("--probes", default=None, metavar="P1,P2",
                             help="--study probes: the probes to run (default: all; probe-null is always included)")
+        parser.add_argument("--cue-strength", type=float, default=None, metavar="X",
+                            help="--study probes: the planted cue's strength in latent standard deviations (default: "
+                                 "the calibrated fusionkit.data.probes.CUE_STRENGTH); for calibration studies")
 
     def given_options(self, args) -> list[str]:
         return [flag for flag, given in (("--fast", getattr(args, "fast", False)),
-                                         ("--probes", getattr(args, "probes", None) is not None)) if given]
+                                         ("--probes", getattr(args, "probes", None) is not None),
+                                         ("--cue-strength", getattr(args, "cue_strength", None) is not None))
+                if given]
 
     def run(self, args, argv) -> int:
         return run_study(args, argv)

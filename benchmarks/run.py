@@ -403,6 +403,8 @@ def check_resumable(variant: Variant, seed: int, data, args, model_kwargs: dict,
         spec["modalities"] = ",".join(data.info.modalities)
     if args.features:
         spec["features"] = sorted(args.features)
+    if getattr(args, "cue_strength", None) is not None:  # a probe study at another than the calibrated strength
+        spec["cue_strength"] = args.cue_strength
     from fusionkit.schemas import RUN_SPEC, load_checked
 
     saved = load_checked(run_dir / "run.json", RUN_SPEC) if args.resume and (run_dir / "run.json").is_file() else None

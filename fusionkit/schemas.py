@@ -219,7 +219,7 @@ STATE = Obj(
 RUN_SPEC = Obj({"model": Str(), "kwargs": Map(), "seed": Int(lo=0), "dataset": Str(), "train": Map(),
                 "max_samples": Int(lo=1, nullable=True)},
                {"precision": Str(choices=("fp32", "bf16", "fp16")), "composition": Map(), "modalities": Str(),
-                "features": List(Str())})
+                "features": List(Str()), "cue_strength": Num(lo=0)})
 RESULT = Obj({"model": Str(), "seed": Int(lo=0), "best_epoch": Int(lo=1), "valid": METRIC_VALUES,
               "test": METRIC_VALUES, "config": Map()},
              {"epochs_run": Int(lo=1), "test_prediction_std": Num(lo=0), "test_label_std": Num(lo=0),

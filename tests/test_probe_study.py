@@ -96,6 +96,8 @@ def test_compare_lists_cells_that_disagree(tmp_path, capsys):
     (["--fast"], "--fast applies to --study probes only"),
     (["--study", "probes", "--probes", "probe-nope"], "unknown probe 'probe-nope'"),
     (["--study", "probes", "--dataset", "mosi"], "--dataset does not apply to --study probes"),
+    (["--study", "probes", "--cue-strength", "0"], "--cue-strength must be a positive number"),
+    (["--cue-strength", "2"], "--cue-strength applies to --study probes only"),
 ])
 def test_refusals(refusal, argv, message):
     assert message in refusal([*argv, "--tiny-bert", "--models", "text", "--out", "/nonexistent/never"])
@@ -135,14 +137,12 @@ def _sentiment_table(root, n=360):
 
 
 @pytest.mark.slow
-def test_a_block_that_ignores_acoustic_scores_about_zero_on_unique_acoustic(tmp_path, monkeypatch, tok):
+def test_a_block_that_ignores_acoustic_scores_about_zero_on_unique_acoustic(tmp_path, monkeypatch, tok, refusal):
     import fusionkit
     from benchmarks import run as bench
 
     monkeypatch.setenv("FUSIONKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("fusionkit.encoders.bert.load_tokenizer", lambda name=None: tok)
-    # a stronger cue than the calibrated one, so that TFN's time-averaged audio path reads it at this tiny size
-    monkeypatch.setattr("fusionkit.data.probes.CUE_STRENGTH", 4.0)
     _sentiment_table(tmp_path / "data")
     fusionkit.reset_registry()
     registry = fusionkit.get_registry()
@@ -159,11 +159,17 @@ def test_a_block_that_ignores_acoustic_scores_about_zero_on_unique_acoustic(tmp_
                     "--epochs", "12", "--set", "text.lr=3e-3", "--set", "text.encoder_lr=3e-3",
                     "--set", "tfn.encoder_lr=3e-3", "--set", "tfn.lr=1e-2", "--set", "tfn.audio_dropout=0",
                     "--data-root", str(tmp_path / "data"), "--tiny-bert", "--quiet", "--threads", "1",
-                    "--out", str(out), *sets]
+                    # a stronger cue than the calibrated one, so that TFN's time-averaged audio path reads it here
+                    "--cue-strength", "4", "--out", str(out), *sets]
             assert bench.main(argv) == 0
             results = json.loads((out / "results.json").read_text())
+            assert results["cue_strength"] == 4.0 and not results["cue_strength_calibrated"]
+            assert "**cue strength 4, not the calibrated one**" in (out / "results.md").read_text()
             shares[name] = {m: c["share"] for m, c in results["probe_results"]["matrix"]["tfn"]["probe-unique-a"].items()}
             assert (out / "heatmap.png").stat().st_size > 0
+        # the runs at strength 4 are not resumed as runs of the calibrated probes
+        assert "holds a run with other settings" in refusal([*argv[:argv.index("--cue-strength")], "--out",
+                                                             str(out), "--resume", *sets])
     finally:
         fusionkit.reset_registry()
     # the deaf block recovers nothing of the attainable gain (it may lose: its text path is not text's); the real one

@@ -96,6 +96,28 @@ def test_cue_adds_exactly_its_shift_on_its_words_and_dims():
     np.testing.assert_allclose(v - v0, expected_v, atol=1e-5)
 
 
+def test_cue_strength_scales_the_shift_changes_the_cache_key_and_is_restored():
+    calibrated, key = probes.CUE_STRENGTH, probes.fingerprint()
+    _, shift = probes.cue_direction(probes.ACOUSTIC, 74)
+    with probes.cue_strength(2 * calibrated) as value:
+        assert value == 2 * calibrated
+        _, doubled = probes.cue_direction(probes.ACOUSTIC, 74)
+        np.testing.assert_allclose(doubled, 2 * shift, rtol=1e-6)
+        assert probes.fingerprint() != key  # a cached copy of the calibrated probes is never returned
+    assert probes.CUE_STRENGTH == calibrated and probes.fingerprint() == key
+    with probes.cue_strength(None):
+        assert probes.CUE_STRENGTH == calibrated
+    with pytest.raises(RuntimeError), probes.cue_strength(3.0):
+        raise RuntimeError("restored even when the block fails")
+    assert probes.CUE_STRENGTH == calibrated
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_cue_strength_must_be_positive_and_finite(bad):
+    with pytest.raises(ValueError, match="cue strength must be a positive number"), probes.cue_strength(bad):
+        pass
+
+
 def _write_table(root, rows):
     (root / "mosi").mkdir(parents=True)
     with open(root / "mosi" / "mosi_segments.csv", "w", newline="") as fh:
@@ -144,3 +166,10 @@ def test_cue_readout_reads_the_planted_cue(tmp_path):
     assert out["segments_with_cue"] == out["flip_rate"]  # unique-a: a cue exactly on the ironic segments
     assert 0.65 < out["word_readout_balanced_acc"] < 0.9  # readable, not trivially (calibrated near 0.78)
     assert out["cue_words_truncated"] == 0
+
+
+def test_calibrate_refuses_a_cue_strength_for_a_dataset_without_a_cue(capsys):
+    from fusionkit.data.__main__ import main
+
+    assert main(["calibrate", "synthetic", "--cue-strength", "2"]) == 2
+    assert "--cue-strength applies to the probe datasets" in capsys.readouterr().err

@@ -39,6 +39,27 @@ def summary(loaded) -> dict:
     }
 
 
+def _summarise(args, features: dict) -> dict:
+    from fusionkit.data.api import load_splits
+
+    loaded = load_splits(args.dataset, data_root=args.data_root, tokenizer=args.tokenizer,
+                         max_seq_length=args.max_seq_length, cache=not args.no_cache, features=features or None,
+                         segment_features=args.segment_features)
+    if args.command == "inspect":
+        out = summary(loaded)
+    else:
+        from fusionkit.data.calibrate import calibration
+
+        out = calibration(loaded)
+        if loaded.info.format == "probe":  # the planted cue's read-out (fusionkit.data.probes)
+            out["targets"] = "none: probe channels carry no label signal, only the planted cue (cue_readout)"
+            from fusionkit.data.probes import cue_readout
+
+            out["cue_readout"] = cue_readout(loaded.info.name, data_root=args.data_root,
+                                             max_seq_length=args.max_seq_length)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_cli(_main, argv)
 
@@ -60,32 +81,23 @@ def _main(argv: list[str] | None) -> int:
                             "table DATASET by id, e.g. acoustic=egemaps.csv; repeatable")
         p.add_argument("--segment-features", choices=("repeat", "step"), default="repeat",
                        help="segment vectors on every word piece (repeat, aligned) or as a one-step sequence (step)")
+        p.add_argument("--cue-strength", type=float, default=None, metavar="X",
+                       help="probe datasets only: generate them with this cue strength (latent standard deviations) "
+                            "instead of the calibrated one")
     args = parser.parse_args(argv)
-
-    from fusionkit.data.api import load_splits
-
     features = {}
     for item in args.features:
         modality, sep, path = item.partition("=")
         if not sep or modality not in ("acoustic", "visual") or not path:
             raise UsageError(f"--features {item!r} is not MODALITY=PATH with MODALITY acoustic or visual")
         features[modality] = path
+    from fusionkit.data.probes import PROBES, cue_strength
+
+    if args.cue_strength is not None and args.dataset not in PROBES:
+        raise UsageError(f"--cue-strength applies to the probe datasets ({', '.join(PROBES)}), not {args.dataset!r}")
     try:
-        loaded = load_splits(args.dataset, data_root=args.data_root, tokenizer=args.tokenizer,
-                             max_seq_length=args.max_seq_length, cache=not args.no_cache, features=features or None,
-                             segment_features=args.segment_features)
-        if args.command == "inspect":
-            out = summary(loaded)
-        else:
-            from fusionkit.data.calibrate import calibration
-
-            out = calibration(loaded)
-            if loaded.info.format == "probe":  # the planted cue's read-out (fusionkit.data.probes)
-                out["targets"] = "none: probe channels carry no label signal, only the planted cue (cue_readout)"
-                from fusionkit.data.probes import cue_readout
-
-                out["cue_readout"] = cue_readout(loaded.info.name, data_root=args.data_root,
-                                                 max_seq_length=args.max_seq_length)
+        with cue_strength(args.cue_strength):
+            out = _summarise(args, features)
     except (ValueError, OSError) as exc:
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr)

@@ -40,6 +40,8 @@ reaches a balanced accuracy of about 0.8 on the test split: readable, not trivia
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import zlib
 from dataclasses import dataclass, field
 
@@ -96,6 +98,23 @@ def fingerprint() -> str:
     params = repr((PROBE_VERSION, FLIP_RATE, CUE_WORDS, CUE_SPAN, CUE_DIMS, CUE_STRENGTH, sorted(LEXICON.items()),
                    ACOUSTIC, VISUAL))
     return f"probe{PROBE_VERSION}-{zlib.crc32(params.encode()):08x}"
+
+
+@contextlib.contextmanager
+def cue_strength(value: float | None):
+    """Generate the probes with another cue strength inside the ``with`` block (``None``: keep the calibrated
+    one); restored on exit. The cache key (:func:`fingerprint`) includes the strength, so cached copies of the
+    calibrated probes are never returned. For calibration studies (``--study probes --cue-strength X``)."""
+    global CUE_STRENGTH
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"cue strength must be a positive number of latent standard deviations, got {value!r}")
+    saved = CUE_STRENGTH
+    if value is not None:
+        CUE_STRENGTH = float(value)
+    try:
+        yield CUE_STRENGTH
+    finally:
+        CUE_STRENGTH = saved
 
 
 @dataclass
