@@ -523,14 +523,116 @@ def _run(args, probes, variants, floor, to_train, datasets, checked, composition
     return 0
 
 
+def _slope(change: np.ndarray, ideal: np.ndarray) -> float | None:
+    """Least-squares slope through 0 of ``change`` on ``ideal``: 1 = the change the rule asks for, 0 = none."""
+    denom = float(np.sum(ideal * ideal))
+    return float(np.sum(change * ideal) / denom) if len(ideal) and denom > 0 else None
+
+
+def cue_effect(run_dir, *, data_root=None) -> dict:
+    """How a trained probe run reacts to its cue: the test split predicted as generated and with every cue
+    removed (strength 0, all else equal). ``change`` = prediction with cue − without.
+
+    - ``mean_abs_change_cued`` / ``_uncued``: mean |change| on test segments with / without a cue. 0 on cued
+      segments: the model does not react to the cue at all (a dead path, or one that learnt to ignore it).
+    - ``flip_slope``: on segments whose target the cue flips, the slope of ``change`` on ``−2 × prediction
+      without cue`` (the change that turns the prediction into its negation): 1 = the rule fully used, 0 = not at
+      all. ``keep_slope``: the same on cued segments the rule does not flip (should be 0).
+    A model can react to a cue (a large change) and still not use it (slope about 0): it reads the cue but has
+    not learnt what it means."""
+    from fusionkit.data import load_splits
+    from fusionkit.data import probes as probe_data
+    from fusionkit.inference import load
+    from fusionkit.schemas import RUN_SPEC, load_checked
+
+    run_dir = Path(run_dir)
+    spec = load_checked(run_dir / "run.json", RUN_SPEC)
+    probe = spec["dataset"]
+    if probe not in probe_data.PROBES:
+        raise ValueError(f"{run_dir} is a run on {probe!r}, not on a probe ({', '.join(probe_data.PROBES)})")
+    predictor = load(run_dir / "best")
+    strength = spec.get("cue_strength")
+    outputs = {}
+    for name, value in (("cue", strength), ("none", 0.0)):
+        with probe_data.cue_strength(value):
+            test = load_splits(probe, data_root=data_root, tokenizer=predictor.tokenizer,
+                               max_samples=spec["max_samples"], seed=0).splits["test"]
+        outputs[name] = predictor.evaluate(test)
+    with_cue, without = outputs["cue"], outputs["none"]
+    if list(with_cue.ids) != list(without.ids):
+        raise RuntimeError("the test split's order differs between the two generations")
+    table = probe_data.hidden_table(probe, data_root=data_root)
+    hidden = [table[i].hidden for i in with_cue.ids]
+    cued = np.array([bool(h.acoustic or h.visual) for h in hidden])
+    flipped = np.array([h.flip for h in hidden])
+    pa, pb = np.asarray(with_cue.predictions, float), np.asarray(without.predictions, float)
+    labels = np.asarray(with_cue.labels, float)
+    change = pa - pb
+
+    def mean(x):
+        return float(np.mean(x)) if len(x) else None
+
+    return {"run": str(run_dir), "probe": probe, "model": spec["model"], "seed": spec["seed"],
+            "cue_strength": strength if strength is not None else probe_data.CUE_STRENGTH,
+            "n_test": int(len(pa)), "n_cued": int(cued.sum()), "n_flipped": int(flipped.sum()),
+            "mean_abs_change_cued": mean(np.abs(change[cued])),
+            "mean_abs_change_uncued": mean(np.abs(change[~cued])),
+            "prediction_std": float(pa.std()),
+            "flip_slope": _slope(change[flipped], -2 * pb[flipped]),
+            "keep_slope": _slope(change[cued & ~flipped], -2 * pb[cued & ~flipped]),
+            "mae_with_cue": float(np.mean(np.abs(pa - labels))),
+            "mae_without_cue": float(np.mean(np.abs(pb - labels)))}
+
+
+def _effect_line(e: dict) -> str:
+    def f(x):
+        return "–" if x is None else f"{x:.3f}"
+
+    return (f"| {e['model']} | {e['probe']} | {e['seed']} | {e['cue_strength']:g} | {f(e['mean_abs_change_cued'])} | "
+            f"{f(e['mean_abs_change_uncued'])} | {f(e['prediction_std'])} | {f(e['flip_slope'])} | "
+            f"{f(e['keep_slope'])} | {f(e['mae_with_cue'])} / {f(e['mae_without_cue'])} |")
+
+
+EFFECT_HEADER = ["| model | probe | seed | cue strength | mean abs change, cued | uncued | prediction std | flip slope "
+                 "| keep slope | MAE with / without cue |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def _cue_effect_command(args) -> int:
+    runs = [Path(r) for r in args.runs]
+    missing = [str(r) for r in runs if not (r / "run.json").is_file() or not (r / "best").is_dir()]
+    if missing:  # checked for every run before the first prediction
+        print(f"error: not a finished probe run with its best/ weights: {', '.join(missing)}; pass "
+              f"OUT/<probe>/<model>/seed<k> of a --study probes run", file=sys.stderr)
+        return 2
+    records = []
+    print("\n".join(EFFECT_HEADER))
+    for run in runs:
+        try:
+            records.append(cue_effect(run, data_root=args.data_root))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(_effect_line(records[-1]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2))
+    return 0
+
+
 def main(argv: list | None = None) -> int:
-    """``python -m benchmarks.probes compare FULL_DIR FAST_DIR``: the cells whose "clearly above 0" differs."""
+    """``python -m benchmarks.probes compare FULL_DIR FAST_DIR``: the cells whose "clearly above 0" differs.
+    ``python -m benchmarks.probes cue-effect RUN_DIR...``: how trained probe runs react to their cue."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.probes", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = sub.add_parser("compare", help="agreement of two capability matrices (e.g. full vs --fast)")
     cmp.add_argument("full")
     cmp.add_argument("fast")
+    eff = sub.add_parser("cue-effect", help="predict a probe run's test split with and without its cue")
+    eff.add_argument("runs", nargs="+", help="run directories (OUT/<probe>/<model>/seed<k>) of a --study probes run")
+    eff.add_argument("--data-root", default=None, help="data root (default: $FUSIONKIT_DATA or ./data)")
+    eff.add_argument("--json", default=None, help="also write the records to this JSON file")
     args = parser.parse_args(argv)
+    if args.command == "cue-effect":
+        return _cue_effect_command(args)
     loaded = []
     for where in (args.full, args.fast):
         path = Path(where) / "results.json" if Path(where).is_dir() else Path(where)

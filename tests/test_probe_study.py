@@ -151,7 +151,7 @@ def test_a_block_that_ignores_acoustic_scores_about_zero_on_unique_acoustic(tmp_
         registry.add("deaf_subnet", DeafSubNet, kind="adapter")
     finally:
         registry._current_plugin = "fusionkit"
-    shares = {}
+    shares, effects = {}, {}
     try:
         for name, sets in (("real", []), ("deaf", ["--set", "tfn.audio_subnet=deaf_subnet"])):
             out = tmp_path / name
@@ -166,6 +166,7 @@ def test_a_block_that_ignores_acoustic_scores_about_zero_on_unique_acoustic(tmp_
             assert results["cue_strength"] == 4.0 and not results["cue_strength_calibrated"]
             assert "**cue strength 4, not the calibrated one**" in (out / "results.md").read_text()
             shares[name] = {m: c["share"] for m, c in results["probe_results"]["matrix"]["tfn"]["probe-unique-a"].items()}
+            effects[name] = study.cue_effect(out / "probe-unique-a" / "tfn" / "seed0", data_root=tmp_path / "data")
             assert (out / "heatmap.png").stat().st_size > 0
         # the runs at strength 4 are not resumed as runs of the calibrated probes
         assert "holds a run with other settings" in refusal([*argv[:argv.index("--cue-strength")], "--out",
@@ -176,6 +177,13 @@ def test_a_block_that_ignores_acoustic_scores_about_zero_on_unique_acoustic(tmp_
     # recovers a good part of it
     assert shares["deaf"]["mae"] < 0.1 and shares["deaf"]["acc2_non0"] < 0.1, shares
     assert shares["real"]["mae"] > 0.4 and shares["real"]["acc2_non0"] > 0.3, shares
+    # predicted without the cue: the deaf block's predictions do not move at all; the real one flips its
+    # predictions on the ironic segments, and leaves the others alone
+    deaf, real = effects["deaf"], effects["real"]
+    assert deaf["n_flipped"] == real["n_flipped"] > 0 and deaf["cue_strength"] == 4.0
+    assert deaf["mean_abs_change_cued"] == 0 and deaf["flip_slope"] == 0, deaf
+    assert real["mean_abs_change_cued"] > 0.3 and real["flip_slope"] > 0.3, real
+    assert real["mean_abs_change_uncued"] < 0.1 * real["mean_abs_change_cued"], real
 
 
 @pytest.mark.slow
@@ -244,3 +252,16 @@ def test_fast_mode_caps_large_batches_except_staged_models_and_given_sizes():
                          "mag": {"batch_size": 48}}
     untouched = {}
     assert study.cap_fast_batch(checked, untouched, given=True) == [] and untouched == {}  # --batch-size given
+
+
+def test_cue_effect_refuses_a_directory_that_is_not_a_finished_probe_run(tmp_path, capsys):
+    assert study.main(["cue-effect", str(tmp_path)]) == 2
+    assert "not a finished probe run with its best/ weights" in capsys.readouterr().err
+
+
+def test_slope_is_one_for_the_full_flip_and_zero_for_no_change():
+    ideal = np.array([-2.0, 1.0, 3.0])
+    assert study._slope(ideal, ideal) == pytest.approx(1.0)
+    assert study._slope(np.zeros(3), ideal) == 0
+    assert study._slope(0.25 * ideal, ideal) == pytest.approx(0.25)
+    assert study._slope(np.zeros(0), np.zeros(0)) is None

@@ -103,11 +103,12 @@ def fingerprint() -> str:
 @contextlib.contextmanager
 def cue_strength(value: float | None):
     """Generate the probes with another cue strength inside the ``with`` block (``None``: keep the calibrated
-    one); restored on exit. The cache key (:func:`fingerprint`) includes the strength, so cached copies of the
+    one; 0: no cue at all, for ablations); restored on exit. The cache key (:func:`fingerprint`) includes the strength, so cached copies of the
     calibrated probes are never returned. For calibration studies (``--study probes --cue-strength X``)."""
     global CUE_STRENGTH
-    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"cue strength must be a positive number of latent standard deviations, got {value!r}")
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"cue strength must be a non-negative number of latent standard deviations (0: no cue), "
+                         f"got {value!r}")
     saved = CUE_STRENGTH
     if value is not None:
         CUE_STRENGTH = float(value)
@@ -270,7 +271,9 @@ def cue_readout(probe: str = "probe-unique-a", *, data_root=None, max_seq_length
 
     ``segment_mean_readout_balanced_acc``: the same read-out of whether a segment carries a cue at all, from the
     channel's mean over the segment's words (what a model that time-averages the channel, such as TFN or LMF,
-    starts from); ``None`` for probe-timing, where every segment carries one."""
+    starts from); ``None`` for probe-timing, where every segment carries one. ``segment_max_readout_auc``: the AUC
+    of the per-word read-out's highest score over a segment's words for the same question (what a model that can
+    pick out single words, by attention or max-pooling, starts from); ``None`` likewise."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
     from sklearn.pipeline import make_pipeline
@@ -299,15 +302,19 @@ def cue_readout(probe: str = "probe-unique-a", *, data_root=None, max_seq_length
         return x, np.array([bool(getattr(p.hidden, channel)) for p in data[split]])
 
     (m_tr, c_tr), (m_te, c_te) = means("train"), means("test")
-    mean_readout = None
+    mean_readout = max_auc = None
     if 0 < c_tr.mean() < 1:  # in probe-timing every segment carries the cue: nothing to tell apart
         seg = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced",
                                                                  random_state=seed)).fit(m_tr, c_tr)
         mean_readout = float(balanced_accuracy_score(c_te, seg.predict(m_te)))
+        # what a model that can pick out single words (attention, max-pooling) starts from
+        best_word = [clf.decision_function(getattr(p.segment, channel)).max() for p in data["test"]]
+        max_auc = float(roc_auc_score(c_te, best_word))
     out = {"probe": probe, "channel": channel, "cue_strength": CUE_STRENGTH, "cue_dims": CUE_DIMS,
            "word_readout_balanced_acc": float(balanced_accuracy_score(y_te, clf.predict(x_te))),
            "word_readout_auc": float(roc_auc_score(y_te, clf.decision_function(x_te))),
            "segment_mean_readout_balanced_acc": mean_readout,
+           "segment_max_readout_auc": max_auc,
            "cue_words_share": float(y_te.mean()),
            "segments_with_cue": float(np.mean([bool(p.hidden.acoustic or p.hidden.visual) for p in every])),
            "flip_rate": float(np.mean([p.hidden.flip for p in every]))}
