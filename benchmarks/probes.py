@@ -604,18 +604,23 @@ def _cue_effect_command(args) -> int:
         print(f"error: not a finished probe run with its best/ weights: {', '.join(missing)}; pass "
               f"OUT/<probe>/<model>/seed<k> of a --study probes run", file=sys.stderr)
         return 2
-    records = []
+    from fusionkit.training.atomic import CheckpointError
+
+    records, failed = [], []
     print("\n".join(EFFECT_HEADER))
-    for run in runs:
+    for run in runs:  # one run that cannot be read does not cost the others
         try:
             records.append(cue_effect(run, data_root=args.data_root))
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        except (ValueError, CheckpointError) as e:
+            failed.append(str(run))
+            print(f"error: {run}: {e}", file=sys.stderr)
+            continue
         print(_effect_line(records[-1]), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=2))
-    return 0
+        if args.json:  # rewritten after every run: an interrupted call keeps what it measured
+            Path(args.json).write_text(json.dumps(records, indent=2))
+    if failed:
+        print(f"{len(failed)} of {len(runs)} runs could not be measured: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list | None = None) -> int:

@@ -239,6 +239,12 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
             if kwargs.get("bert_config") is None and (accepted is None or "bert_config" in accepted):
                 # every weight comes from the checkpoint: build the text encoder from its config, skip loading it
                 kwargs["bert_config"] = _text_model_config(description, resolve_text_model(kwargs.get("text_model")))
+                if kwargs.get("pooling", _default(name, "pooling")) == "auto":
+                    # "auto" follows the text model's declared pooling, which a model built from a bare config
+                    # cannot see: resolve it as training did (MAG-BERT with the bundled MiniLM: "mean")
+                    from fusionkit.encoders.bert import declared_pooling
+
+                    kwargs["pooling"] = "mean" if declared_pooling(kwargs.get("text_model")) == "mean" else "cls"
             plan = Plan(model=name, kwargs=kwargs, composition=description.get("composition") or {})
         elif plan.model != name:
             raise ModelBuildError(f"the plan is for model {plan.model!r}, the checkpoint holds {name!r}")
@@ -256,6 +262,17 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
     model.to(dev)
     tokenizer = _tokenizer(plan.kwargs.get("text_model"))
     return Predictor(model, description, tokenizer, dev)
+
+
+def _default(model: str, option: str):
+    """The default of ``option`` in the factory of ``model`` (a variant's fixed value included); ``None`` when the
+    factory has no such keyword."""
+    import inspect
+
+    from fusionkit.build import model_spec
+
+    param = inspect.signature(model_spec(model).factory).parameters.get(option)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 # -- without transformers' model code where it can (fusionkit.encoders.bert_lite) -------------------------------

@@ -218,3 +218,36 @@ def test_mag_mean_pooling_ignores_padding():
                                injection_inputs={"acoustic": batch.acoustic, "visual": batch.visual}).last_hidden_state
     weights = batch.mask.float().unsqueeze(-1)
     torch.testing.assert_close(out.features, (hidden * weights).sum(1) / weights.sum(1))
+
+
+@pytest.mark.parametrize("name, pooling", [("mag", "mean"), ("mag_mmsa", "cls")])
+def test_mag_reloads_with_the_pooling_it_was_trained_with(tmp_path, name, pooling):
+    """A text model declaring mean pooling: ``mag`` ("auto") trains with mean pooling, ``mag_mmsa`` with the [CLS]
+    pooler; ``fusionkit.load`` rebuilds each from a bare config and must pick the same head."""
+    import json
+
+    from transformers import BertModel
+
+    from fusionkit.encoders.bert import load_tokenizer
+    from fusionkit.inference import load
+    from fusionkit.training.build import model_description
+    from fusionkit.training.checkpoint import save_model_weights
+
+    local = tmp_path / "text_model"
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config()).save_pretrained(local)
+    load_tokenizer(None).save_pretrained(local)
+    (local / "1_Pooling").mkdir()
+    (local / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    kwargs = {"text_model": str(local), "d_acoustic": D_A, "d_visual": D_V}
+    trained = fusionkit.create(name, **kwargs).eval()
+    assert trained.pooling == pooling
+    best = tmp_path / "best"
+    best.mkdir()
+    (best / "model.json").write_text(json.dumps(model_description(name, kwargs)))
+    save_model_weights(trained, best / "model.safetensors")
+    loaded = load(best)
+    assert loaded.model.pooling == pooling
+    batch = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).prediction, trained(batch).prediction)
