@@ -604,14 +604,12 @@ def _cue_effect_command(args) -> int:
         print(f"error: not a finished probe run with its best/ weights: {', '.join(missing)}; pass "
               f"OUT/<probe>/<model>/seed<k> of a --study probes run", file=sys.stderr)
         return 2
-    from fusionkit.training.atomic import CheckpointError
-
     records, failed = [], []
     print("\n".join(EFFECT_HEADER))
     for run in runs:  # one run that cannot be read does not cost the others
         try:
             records.append(cue_effect(run, data_root=args.data_root))
-        except (ValueError, CheckpointError) as e:
+        except ValueError as e:  # CheckpointError included: a damaged or mismatched checkpoint
             failed.append(str(run))
             print(f"error: {run}: {e}", file=sys.stderr)
             continue

@@ -103,8 +103,9 @@ def fingerprint() -> str:
 @contextlib.contextmanager
 def cue_strength(value: float | None):
     """Generate the probes with another cue strength inside the ``with`` block (``None``: keep the calibrated
-    one; 0: no cue at all, for ablations); restored on exit. The cache key (:func:`fingerprint`) includes the strength, so cached copies of the
-    calibrated probes are never returned. For calibration studies (``--study probes --cue-strength X``)."""
+    one; 0: no cue at all, for ablations); restored on exit. The cache key (:func:`fingerprint`) includes the
+    strength, so cached copies of the calibrated probes are never returned. For calibration studies
+    (``--study probes --cue-strength X``)."""
     global CUE_STRENGTH
     if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"cue strength must be a non-negative number of latent standard deviations (0: no cue), "
