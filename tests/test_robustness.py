@@ -766,3 +766,71 @@ def test_torchrun_two_cpu_ranks_match_one_process_and_only_rank0_writes(referenc
              for d in (reference, out)]
     assert preds[0].shape == preds[1].shape == (32,)
     assert np.abs(preds[0] - preds[1]).max() <= DDP_TOLERANCE["prediction"]
+
+
+def _interrupt_inside_a_weakref_callback(capsys) -> tuple[bool, str]:
+    """Raise KeyboardInterrupt inside a weakref callback (where a Ctrl-C lands when it arrives during SQLAlchemy's
+    clean-up) under ``run_cli``; whether the main flow then saw the interrupt, and what stderr said."""
+    import time
+    import weakref
+
+    from fusionkit.cli import run_cli
+
+    class Session:
+        pass
+
+    def cleanup(_ref):
+        raise KeyboardInterrupt
+
+    def main(_argv):
+        session = Session()
+        ref = weakref.ref(session, cleanup)  # noqa: F841 - the callback runs when `session` goes
+        del session
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 0
+
+    try:
+        code = run_cli(main, [])
+    except KeyboardInterrupt:
+        return True, capsys.readouterr().err
+    assert code == 0
+    return False, capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_finalizer_is_raised_again_not_printed_and_dropped(capsys):
+    seen, err = _interrupt_inside_a_weakref_callback(capsys)
+    assert seen, "the interrupt was lost: the command would have gone on running"
+    assert "Exception ignored" not in err and "Traceback" not in err, err
+
+
+def test_other_unraisable_errors_still_reach_the_previous_hook_which_is_restored():
+    import weakref
+
+    from fusionkit.cli import run_cli
+
+    class Obj:
+        pass
+
+    def fail(_ref):
+        raise OSError("disk gone")
+
+    def main(_argv):
+        obj = Obj()
+        ref = weakref.ref(obj, fail)  # noqa: F841 - the callback runs when `obj` goes
+        del obj
+        return 0
+
+    reported = []
+
+    def previous(unraisable):
+        reported.append(unraisable.exc_type)
+
+    saved, sys.unraisablehook = sys.unraisablehook, previous
+    try:
+        assert run_cli(main, []) == 0
+        assert sys.unraisablehook is previous
+    finally:
+        sys.unraisablehook = saved
+    assert reported == [OSError]
