@@ -652,6 +652,8 @@ def main(argv: list | None = None) -> int:
     return 1 if disagree else 0
 
 
+# Above the study class on purpose: run as a script, this module is also imported as benchmarks.probes (through
+# benchmarks.studies), which registers the study; registering it here a second time would be refused.
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(main())
