@@ -1,136 +1,23 @@
-"""One writer per output directory: ``OUT/.benchmarks.lock`` holds the writer's pid, start time and command.
-
-The lock is an exclusive ``fcntl.flock`` on that file, so it is released by the kernel when its holder dies
-(SIGKILL, a crash, a power cut of the process); the file's content only names the holder. A second process
-finds the lock taken and gets :class:`LockHeld` at once (never waits); a lock file left behind by a dead
-process is taken over with a warning. The holder removes the file when it finishes.
-"""
+"""``benchmarks.run``'s one writer per ``--out``: ``OUT/.benchmarks.lock`` (:mod:`fusionkit.locking`)."""
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import socket
-import sys
-import time
-import warnings
-from pathlib import Path
+from fusionkit.locking import DirectoryLock as _DirectoryLock
+from fusionkit.locking import LockHeld
+from fusionkit.locking import check_free as _check_free
+
+__all__ = ["LOCK_NAME", "DirectoryLock", "LockHeld", "check_free"]
 
 LOCK_NAME = ".benchmarks.lock"
+TOOL = "benchmarks.run"
 
 
-class LockHeld(RuntimeError):
-    """Another live process writes to the directory."""
+class DirectoryLock(_DirectoryLock):
+    """``with DirectoryLock(out): ...`` — hold ``out/.benchmarks.lock`` for the block."""
 
-
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot, Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _describe(holder: dict) -> str:
-    started = holder.get("started")
-    try:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) \
-            else "?"
-    except (OverflowError, OSError, ValueError):  # a damaged lock file
-        when = "?"
-    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {when}: "
-            f"{holder.get('command', '?')}")
-
-
-def _read(fd: int) -> dict:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        text = os.read(fd, 1 << 16).decode("utf-8", "replace")
-        holder = json.loads(text) if text.strip() else {}
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return holder if isinstance(holder, dict) else {}  # another shape: a foreign or damaged lock file
+    def __init__(self, directory, command: list[str] | None = None) -> None:
+        super().__init__(directory, command, name=LOCK_NAME, tool=TOOL)
 
 
 def check_free(directory) -> None:
-    """Raise :class:`LockHeld` when a live process holds ``directory``'s lock (creates nothing)."""
-    path = Path(directory) / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise LockHeld(f"{path.parent} is in use by another benchmarks.run ({_describe(_read(fd))}); wait for it "
-                       f"to finish or pass another --out") from None
-    finally:
-        os.close(fd)
-
-
-class DirectoryLock:
-    """``with DirectoryLock(out): ...`` — hold ``out/.benchmarks.lock`` for the block (see the module doc)."""
-
-    def __init__(self, directory, command: list[str] | None = None) -> None:
-        self.path = Path(directory) / LOCK_NAME
-        self.command = " ".join(command if command is not None else sys.argv)
-        self._fd: int | None = None
-
-    def acquire(self) -> "DirectoryLock":
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read(fd)
-                os.close(fd)
-                raise LockHeld(f"{self.path.parent} is in use by another benchmarks.run ({_describe(holder)}); "
-                               f"wait for it to finish or pass another --out") from None
-            # the holder may have removed the file between our open and our lock: lock the current file
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        previous = _read(fd)
-        if previous and previous.get("pid") != os.getpid():
-            try:
-                alive = previous.get("pid") and _process_start(int(previous["pid"])) == previous.get("pid_start")
-            except (TypeError, ValueError, OverflowError):  # a damaged lock file names no process
-                alive = False
-            state = "was interrupted" if not alive else "no longer holds it"
-            warnings.warn(f"taking over the stale lock {self.path} of {_describe(previous)} (that process {state})",
-                          RuntimeWarning, stacklevel=2)
-        me = {"pid": os.getpid(), "pid_start": _process_start(os.getpid()), "host": socket.gethostname(),
-              "started": round(time.time(), 3), "command": self.command}
-        from fusionkit.diskfull import writing
-
-        try:
-            with writing(self.path):
-                os.ftruncate(fd, 0)
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.write(fd, (json.dumps(me) + "\n").encode())
-                os.fsync(fd)
-        except BaseException:  # e.g. a full disk: the lock is not held, and the caller reports why
-            os.close(fd)
-            raise
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)  # removed while still locked: a waiter re-opens the new file
-        finally:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "DirectoryLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+    """Raise :class:`LockHeld` when a live ``benchmarks.run`` holds ``directory`` (creates nothing)."""
+    _check_free(directory, name=LOCK_NAME, tool=TOOL)

@@ -294,6 +294,46 @@ def test_parallel_equals_serial(tmp_path):
                                   _table(tmp_path / "two" / "acoustic.npz")["features"])
 
 
+def test_a_second_extraction_into_a_held_out_is_refused_before_writing(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from fusionkit.__main__ import main
+    from fusionkit.extract.api import LOCK_NAME
+    from fusionkit.locking import DirectoryLock
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    tone(clips / "s0.wav", 0.6)
+    write_words_csv(tmp_path / "w.csv", [("s0", "hey", 0.1, 0.5)])
+    out = tmp_path / "o"
+    out.mkdir()
+    # another process holds the directory, as a running `fusionkit extract` does
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from fusionkit.locking import DirectoryLock; "
+        f"lock = DirectoryLock({str(out)!r}, ['fusionkit extract --out o'], name={LOCK_NAME!r}, "
+        "tool='fusionkit extract').acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = ["extract", "--audio", str(clips), "--words", str(tmp_path / "w.csv"), "--out", str(out), "--quiet"]
+        assert main(argv) == 2
+        (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert line.startswith("error:") and "in use by another fusionkit extract" in line
+        assert f"pid {holder.pid}" in line and "another --out" in line
+        assert os.listdir(out) == [LOCK_NAME]  # nothing written beside the holder's lock
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: its lock file stays, the kernel lock is gone, the next run takes over
+    with pytest.warns(RuntimeWarning, match="stale lock"):
+        assert extract(audio=clips, words=tmp_path / "w.csv", out=out, progress=False).segments == ["s0"]
+    assert not (out / LOCK_NAME).exists()
+    with DirectoryLock(out, name=LOCK_NAME, tool="fusionkit extract"):  # free again
+        pass
+
+
 def test_command_level_refusals(tmp_path):
     tone(tmp_path / "a.wav", 0.5)
     write_words_csv(tmp_path / "w.csv", [("zzz", "x", 0, 0.2)])

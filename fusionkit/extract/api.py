@@ -15,6 +15,7 @@ from fusionkit.extract.tables import write_mmsa_pickle, write_segment_words, wri
 from fusionkit.extract.words import read_words
 
 ERRORS = "errors.json"
+LOCK_NAME = ".extract.lock"  # held while an extraction writes to its --out
 
 
 @dataclass
@@ -71,9 +72,24 @@ def extract(*, audio, words, out, openface=None, feature_set: str = "eGeMAPSv02"
     jobs, failed = plan_jobs(audio_files, source.segments, face_files)
     out = Path(out)
     try:
-        (out / PARTS).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExtractError(f"cannot write to --out {str(out)!r} ({exc.strerror or exc})") from None
+    from fusionkit.locking import DirectoryLock, LockHeld
+
+    try:
+        lock = DirectoryLock(out, name=LOCK_NAME, tool="fusionkit extract").acquire()
+    except LockHeld as exc:  # two extractions into one --out would write the same part files
+        raise ExtractError(str(exc)) from None
+    try:
+        return _extract(jobs, failed, source, config, out, workers=workers, csv=csv, pkl_segments=pkl_segments,
+                        resume=resume, progress=progress)
+    finally:
+        lock.release()
+
+
+def _extract(jobs, failed, source, config, out: Path, *, workers, csv, pkl_segments, resume, progress):
+    (out / PARTS).mkdir(exist_ok=True)
     done, job_failed, reused = run_jobs(jobs, config, parts=out / PARTS, workers=workers, progress=progress,
                                         resume=resume)
     failed.update(job_failed)
@@ -111,8 +127,8 @@ def extract(*, audio, words, out, openface=None, feature_set: str = "eGeMAPSv02"
         "alignment": ALIGNMENT_RULE,
         "segment_level": "mean of all frames of the clip (NaN left out)",
         "modalities": {m: {"dim": len(ref.names[m]), "names": ref.names[m], "tables": tables[m],
-                           "source": "openSMILE " + feature_set + " " + feature_level if m == "acoustic"
-                           else "OpenFace 2.0 FeatureExtraction CSV (" + ", ".join(openface_groups) + ")"}
+                           "source": "openSMILE " + config.feature_set + " " + config.feature_level if m == "acoustic"
+                           else "OpenFace 2.0 FeatureExtraction CSV (" + ", ".join(config.openface_groups) + ")"}
                        for m in MODALITIES if m in ref.features},
         "word_timings": {"format": source.format,
                          "files": {str(f): sha256(f) for f in source.files if Path(f).is_file()}},
