@@ -54,6 +54,8 @@ def interrupts_not_lost() -> Iterator[None]:
                 return
             lost.clear()
             time.sleep(0.05)  # let the hook and the finalizer return first: the signal must land in ordinary code
+            if done.is_set():  # the command has returned meanwhile: nothing is left to stop
+                return
             _thread.interrupt_main()
 
     def hook(unraisable) -> None:
