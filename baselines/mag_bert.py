@@ -49,7 +49,7 @@ from torch import nn
 from fusionkit.components.attention import masked_mean
 from fusionkit.data.batch import MultimodalBatch
 from fusionkit.data.dataset import parse_modalities
-from fusionkit.encoders.bert import BertEncoder, declared_pooling, resolve_text_model
+from fusionkit.encoders.bert import BertEncoder, auto_pooling, resolve_text_model
 from fusionkit.registry import register, register_variant
 from fusionkit.search import Choice, SearchSpace
 from fusionkit.slots import (
@@ -210,7 +210,7 @@ def build_mag_bert(
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r} for MAG-BERT; expected one of {', '.join(POOLINGS)}")
     if pooling == "auto":
-        pooling = "mean" if text.bert_config is None and declared_pooling(text.text_model) == "mean" else "cls"
+        pooling = auto_pooling(text.text_model) if text.bert_config is None else "cls"
     if text.bert_config is not None:
         config = text.bert_config
     else:

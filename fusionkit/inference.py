@@ -242,9 +242,9 @@ def load(checkpoint_dir: str | os.PathLike, *, device: str = "cpu", plan=None) -
                 if kwargs.get("pooling", _default(name, "pooling")) == "auto":
                     # "auto" follows the text model's declared pooling, which a model built from a bare config
                     # cannot see: resolve it as training did (MAG-BERT with the bundled MiniLM: "mean")
-                    from fusionkit.encoders.bert import declared_pooling
+                    from fusionkit.encoders.bert import auto_pooling
 
-                    kwargs["pooling"] = "mean" if declared_pooling(kwargs.get("text_model")) == "mean" else "cls"
+                    kwargs["pooling"] = auto_pooling(kwargs.get("text_model"))
             plan = Plan(model=name, kwargs=kwargs, composition=description.get("composition") or {})
         elif plan.model != name:
             raise ModelBuildError(f"the plan is for model {plan.model!r}, the checkpoint holds {name!r}")

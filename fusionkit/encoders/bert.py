@@ -73,6 +73,13 @@ def declared_pooling(name_or_path: str | os.PathLike | None) -> str | None:
     return declared[0] if len(declared) == 1 else None
 
 
+def auto_pooling(name_or_path: str | os.PathLike | None) -> str:
+    """What a model's ``pooling="auto"`` means over ``name_or_path``'s checkpoint: ``"mean"`` where it declares mean
+    pooling (:func:`declared_pooling`), else ``"cls"``. One rule for building from the checkpoint and for
+    rebuilding from a saved model's config (:func:`fusionkit.load`)."""
+    return "mean" if declared_pooling(name_or_path) == "mean" else "cls"
+
+
 def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     """The fast tokenizer of a (resolved) text model."""
     from transformers import AutoTokenizer
